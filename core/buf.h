@@ -1,0 +1,60 @@
+/*
+ * buf: a byte buffer with read and write offsets and a hard cap.
+ *
+ * Storage is allocated on first use and can be handed back when the buffer
+ * is empty, so an idle connection holds no buffer memory.  Bytes are pointer
+ * plus length, never C strings.  buf_getline() is the line reader used for
+ * SMTP commands: it bounds a line's length and skips the rest of an overlong
+ * line up to its LF, so memory never grows past the cap.  Nothing outside
+ * this file touches the offsets.
+ */
+#ifndef LUASMTPD_BUF_H
+#define LUASMTPD_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct buf {
+    char  *data;
+    size_t start;   /* first unread byte */
+    size_t end;     /* one past the last written byte */
+    size_t size;    /* bytes allocated */
+    size_t max;     /* hard cap on allocation */
+    bool   skipping; /* buf_getline: inside an overlong line */
+};
+
+enum buf_line {
+    BUF_LINE_OK,        /* a whole line: *line_r / *len_r without its CRLF or LF */
+    BUF_LINE_AGAIN,     /* no complete line buffered yet */
+    BUF_LINE_TOO_LONG,  /* an overlong line ended; it has been dropped */
+};
+
+void   buf_init(struct buf *b, size_t max);
+void   buf_free(struct buf *b);
+/* Free the storage if nothing is buffered (an idle session keeps none). */
+void   buf_shrink(struct buf *b);
+void   buf_clear(struct buf *b);
+
+static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
+static inline const char *buf_head(const struct buf *b) { return b->data + b->start; }
+
+/* Make room for at least n more bytes at the end; 0, or -1 when the cap or
+ * memory does not allow it. */
+int    buf_reserve(struct buf *b, size_t n);
+/* Where to write (after buf_reserve) and how much room there is. */
+static inline char *buf_tail(struct buf *b) { return b->data + b->end; }
+static inline size_t buf_room(const struct buf *b) { return b->size - b->end; }
+void   buf_commit(struct buf *b, size_t n);
+
+int    buf_append(struct buf *b, const void *p, size_t n);
+void   buf_consume(struct buf *b, size_t n);
+
+/*
+ * Next line of at most `max` bytes including its line end.  A line ends at LF;
+ * one CR before it is removed too.  The returned pointer stays valid until the
+ * buffer is next written to.  An overlong line is consumed as it arrives and
+ * reported once, when its LF comes.
+ */
+enum buf_line buf_getline(struct buf *b, size_t max, const char **line_r, size_t *len_r);
+
+#endif

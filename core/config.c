@@ -1,0 +1,213 @@
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+enum opt_type { OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_LISTEN, OPT_HOSTNAME, OPT_LOGLEVEL };
+
+struct option_def {
+    const char   *name;
+    enum opt_type type;
+    size_t        offset;
+    long long     min, max;
+    const char   *arg;
+    const char   *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct option_def options[] = {
+    { "listen", OPT_LISTEN, 0, 0, 0, "ADDR:PORT",
+      "listen on this address; repeatable; IPv6 in brackets ([::1]:2525)\n"
+      "default 127.0.0.1:2525 (loopback: open it up on purpose)" },
+    { "hostname", OPT_HOSTNAME, 0, 0, 0, "NAME",
+      "name in the greeting and EHLO reply; default the machine's name" },
+    { "max-clients", OPT_INT, OFF(max_clients), 1, 100000, "N",
+      "concurrent connections; one more is answered 421 and closed (default 100)" },
+    { "max-size", OPT_SIZE, OFF(max_size), 1024, 1LL << 30, "BYTES",
+      "largest message, advertised with SIZE; K, M, G suffixes (default 10M)" },
+    { "max-recipients", OPT_INT, OFF(max_recipients), 1, 100000, "N",
+      "recipients per message; the next RCPT gets 452 (default 100)" },
+    { "max-messages", OPT_INT, OFF(max_messages), 0, 1000000, "N",
+      "messages per connection, then 421 and close; 0 = no limit (default 0)" },
+    { "max-errors", OPT_INT, OFF(max_errors), 1, 1000, "N",
+      "bad commands per connection before 421 and close (default 10)" },
+    { "timeout", OPT_SECONDS, OFF(timeout), 1, 86400, "SECONDS",
+      "idle time allowed between complete lines, then 421 (default 300)" },
+    { "session-timeout", OPT_SECONDS, OFF(session_timeout), 0, 86400 * 7, "SECONDS",
+      "longest connection, then 421; 0 = no limit (default 0)" },
+    { "grace", OPT_SECONDS, OFF(grace), 0, 3600, "SECONDS",
+      "on SIGTERM/SIGINT, time given to messages in progress (default 30)" },
+    { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
+      "error, warn, info or debug (default info)" },
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->max_clients = 100;
+    cfg->max_size = 10LL << 20;
+    cfg->max_recipients = 100;
+    cfg->max_messages = 0;
+    cfg->max_errors = 10;
+    cfg->timeout = 300;
+    cfg->session_timeout = 0;
+    cfg->grace = 30;
+    cfg->log_level = LOG_INFO;
+}
+
+static const struct option_def *find_option(const char *name)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(options[i].name, name) == 0)
+            return &options[i];
+    return NULL;
+}
+
+int config_takes_value(const char *name)
+{
+    return find_option(name) ? 1 : -1;
+}
+
+static int parse_number(const struct option_def *o, const char *value, long long *out, char *err)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (end == value || errno != 0 || v < 0)
+        goto bad;
+    if (o->type == OPT_SIZE && *end != '\0') {
+        int shift = 0;
+        switch (*end) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: goto bad;
+        }
+        end++;
+        if (v > (LLONG_MAX >> shift))
+            goto range;
+        v <<= shift;
+    }
+    if (*end != '\0')
+        goto bad;
+    if (v < o->min || v > o->max)
+        goto range;
+    *out = v;
+    return 0;
+bad:
+    snprintf(err, CONFIG_ERR_MAX, "--%s: '%s' is not a %s", o->name, value,
+             o->type == OPT_SIZE ? "size (e.g. 10485760 or 10M)" : "whole number");
+    return -1;
+range:
+    snprintf(err, CONFIG_ERR_MAX, "--%s: %s is out of range (%lld to %lld)", o->name, value,
+             o->min, o->max);
+    return -1;
+}
+
+static int valid_hostname(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CONFIG_HOSTNAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 127)
+            return 0;
+    return 1;
+}
+
+int config_set(struct config *cfg, const char *name, const char *value, char *err)
+{
+    const struct option_def *o = find_option(name);
+    char nerr[NET_ERR_MAX];
+
+    if (o == NULL) {
+        snprintf(err, CONFIG_ERR_MAX, "unknown option --%s (see --help)", name);
+        return -1;
+    }
+    switch (o->type) {
+    case OPT_INT:
+    case OPT_SIZE:
+    case OPT_SECONDS:
+        return parse_number(o, value, (long long *)((char *)cfg + o->offset), err);
+    case OPT_LISTEN:
+        if (cfg->nlisten == CONFIG_LISTEN_MAX) {
+            snprintf(err, CONFIG_ERR_MAX, "--listen: at most %d listeners", CONFIG_LISTEN_MAX);
+            return -1;
+        }
+        if (net_parse_addr(value, &cfg->listen[cfg->nlisten], nerr) < 0) {
+            snprintf(err, CONFIG_ERR_MAX, "--listen: %s", nerr);
+            return -1;
+        }
+        cfg->nlisten++;
+        return 0;
+    case OPT_HOSTNAME:
+        if (!valid_hostname(value)) {
+            snprintf(err, CONFIG_ERR_MAX,
+                     "--hostname: '%s' must be 1 to %d printable characters without spaces",
+                     value, CONFIG_HOSTNAME_MAX);
+            return -1;
+        }
+        strcpy(cfg->hostname, value);
+        return 0;
+    case OPT_LOGLEVEL: {
+        int l = log_level_parse(value);
+        if (l < 0) {
+            snprintf(err, CONFIG_ERR_MAX, "--log-level: '%s' is not error, warn, info or debug", value);
+            return -1;
+        }
+        cfg->log_level = l;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+void config_finish(struct config *cfg)
+{
+    char err[NET_ERR_MAX];
+    if (cfg->nlisten == 0 && net_parse_addr("127.0.0.1:2525", &cfg->listen[0], err) == 0)
+        cfg->nlisten = 1;
+    if (cfg->hostname[0] == '\0') {
+        char name[CONFIG_HOSTNAME_MAX + 1] = "";
+        if (gethostname(name, sizeof(name) - 1) < 0 || !valid_hostname(name))
+            strcpy(name, "localhost");
+        strcpy(cfg->hostname, name);
+    }
+}
+
+void config_usage(FILE *out)
+{
+    fputs("Usage: luasmtpd [OPTIONS]\n"
+          "An SMTP server for machines and scripts: every message is handed to a hook.\n\n"
+          "Options:\n", out);
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        char head[64];
+        snprintf(head, sizeof(head), "--%s %s", options[i].name, options[i].arg);
+        const char *h = options[i].help;
+        fprintf(out, "  %-26s", head);
+        while (*h) {
+            const char *nl = strchr(h, '\n');
+            size_t n = nl ? (size_t)(nl - h) : strlen(h);
+            fprintf(out, "%.*s\n", (int)n, h);
+            h += n;
+            if (*h == '\n') {
+                h++;
+                fprintf(out, "  %-26s", "");
+            }
+        }
+    }
+    fputs("  --help                    show this help and exit\n"
+          "  --version                 show the version and exit\n\n"
+          "Signals: SIGTERM or SIGINT stops accepting, lets messages in progress\n"
+          "finish (see --grace) and exits 0.\n"
+          "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage error.\n", out);
+}

@@ -1,0 +1,44 @@
+/*
+ * config: every setting with its default, range and help text in one table.
+ * The command line (and later a script's `config` table) set values by name
+ * through config_set(); config_usage() prints --help from the same table, so
+ * the documentation of a flag and its check cannot drift apart.
+ */
+#ifndef LUASMTPD_CONFIG_H
+#define LUASMTPD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "net.h"
+
+#define CONFIG_LISTEN_MAX   16
+#define CONFIG_HOSTNAME_MAX 255
+#define CONFIG_ERR_MAX      320
+
+struct config {
+    struct net_addr listen[CONFIG_LISTEN_MAX];
+    int    nlisten;
+    char   hostname[CONFIG_HOSTNAME_MAX + 1];
+    long long max_clients;
+    long long max_size;
+    long long max_recipients;
+    long long max_messages;
+    long long max_errors;
+    long long timeout;
+    long long session_timeout;
+    long long grace;
+    int    log_level;
+};
+
+void config_defaults(struct config *cfg);
+/* Set the option `name` (as on the command line, without "--") from text.
+ * 0, or -1 with a message in err (CONFIG_ERR_MAX). */
+int  config_set(struct config *cfg, const char *name, const char *value, char *err);
+/* Fill what was left unset (the default listener, the machine's name). */
+void config_finish(struct config *cfg);
+/* Does option `name` take a value?  -1 when there is no such option. */
+int  config_takes_value(const char *name);
+void config_usage(FILE *out);
+
+#endif

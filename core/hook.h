@@ -1,0 +1,94 @@
+/*
+ * hook: the one door between the SMTP core and the scripts.
+ *
+ * At each stage the core calls hooks->call() with the stage and its
+ * arguments.  The implementation either decides at once (HOOK_DONE, the
+ * verdict filled in) or later (HOOK_PENDING): the session then waits,
+ * reading no further commands, while every other session goes on, until the
+ * implementation calls smtp_verdict().  Arguments are valid only during the
+ * call; copy what is needed later.  hooks->close() is called once when a
+ * session ends, pending verdict or not; after it, smtp_verdict() must not be
+ * called for that session.
+ *
+ * A verdict is an SMTP answer: VERDICT_ACCEPT (the stage's normal reply),
+ * VERDICT_REJECT (the stage's default rejection) or an explicit code, with an
+ * optional enhanced code and text.  The core checks it fits the stage (an
+ * unusable code is logged and answered 451 4.3.0), adds the enhanced code
+ * and the standard text when missing, and strips control characters.
+ *
+ * The core's own default (hook_default) accepts everything and logs each
+ * message; the Lua bridge in lua/ is the real implementation.
+ */
+#ifndef LUASMTPD_HOOK_H
+#define LUASMTPD_HOOK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct session;
+struct smtp_params;
+
+enum hook_stage {
+    HOOK_CONNECT,   /* a client connected: greeting or refusal */
+    HOOK_HELO,      /* HELO or EHLO */
+    HOOK_MAIL,      /* MAIL FROM */
+    HOOK_RCPT,      /* RCPT TO */
+    HOOK_DATA,      /* DATA, before the 354 */
+    HOOK_MESSAGE,   /* end of data: the whole message */
+    HOOK_RSET,      /* RSET */
+    HOOK_STAGE_COUNT
+};
+
+#define VERDICT_ACCEPT    0
+#define VERDICT_REJECT    (-1)
+#define VERDICT_TEXT_MAX  2048   /* all lines, '\n'-separated */
+#define VERDICT_ENH_MAX   16
+
+struct verdict {
+    int  code;                     /* VERDICT_ACCEPT, VERDICT_REJECT or 200..599 */
+    char enhanced[VERDICT_ENH_MAX];/* "5.7.1", or "" to derive it */
+    char text[VERDICT_TEXT_MAX];   /* "" for the standard text */
+    bool disconnect;               /* close after replying (421 always does) */
+};
+
+struct hook_args {
+    const char *name;       /* HELO: the name given */
+    bool        esmtp;      /* HELO: true for EHLO */
+    const char *address;    /* MAIL, RCPT: without brackets; "" is the null sender */
+    const struct smtp_params *params;  /* MAIL, RCPT: ESMTP parameters */
+    const char *message;    /* MESSAGE: the message after dot-unstuffing */
+    size_t      size;       /* MESSAGE: its length in bytes */
+};
+
+enum hook_status { HOOK_DONE, HOOK_PENDING };
+
+struct hooks {
+    void *ctx;
+    enum hook_status (*call)(void *ctx, struct session *s, enum hook_stage stage,
+                             const struct hook_args *args, struct verdict *v);
+    void (*close)(void *ctx, struct session *s);
+};
+
+/* The built-in default: accept everything, log each message. */
+extern const struct hooks hook_default;
+
+/* Deliver the verdict of a call that returned HOOK_PENDING. */
+void smtp_verdict(struct session *s, const struct verdict *v);
+
+const char *hook_stage_name(enum hook_stage stage);
+
+/* What scripts may read of a session (the strings live as long as the
+ * session, or until the transaction is reset for sender and recipients). */
+const char *session_id(const struct session *s);
+const char *session_peer_host(const struct session *s, int *port_r);
+const char *session_local_host(const struct session *s, int *port_r);
+const char *session_helo(const struct session *s);        /* NULL before HELO */
+bool        session_esmtp(const struct session *s);
+const char *session_sender(const struct session *s);      /* NULL before MAIL */
+size_t      session_nrecipients(const struct session *s);
+const char *session_recipient(const struct session *s, size_t i);
+const char *session_message_id(const struct session *s);  /* during HOOK_MESSAGE */
+/* A slot for the hook implementation's own per-session data. */
+void      **session_hook_data(struct session *s);
+
+#endif

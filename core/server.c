@@ -1,0 +1,171 @@
+#include "server.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "session.h"
+
+#define LISTEN_BACKLOG 511
+
+static void reject_over_limit(struct server *srv, int fd, const struct net_addr *peer)
+{
+    char a[NET_ADDRSTR_MAX], line[CONFIG_HOSTNAME_MAX + 80];
+    int n = snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections, try again later\r\n",
+                     srv->cfg->hostname);
+    /* Best effort on a fresh socket: the reply fits in its send buffer. */
+    ssize_t w = send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    close(fd);
+    log_msg(LOG_WARN, NULL, "refused %s: %lu connections (--max-clients)", net_addr_str(peer, a),
+            srv->nsessions);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct listener *l = w->data;
+    struct server *srv = l->srv;
+    (void)revents;
+
+    for (int i = 0; i < 64; i++) {
+        struct net_addr peer;
+        int fd = net_accept(l->fd, &peer);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED || errno == EPROTO)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of resources: stop accepting for a moment rather than spin. */
+                log_msg(LOG_ERROR, NULL, "accept: %s; pausing for 1s", strerror(errno));
+                for (int k = 0; k < srv->nlisteners; k++)
+                    ev_io_stop(loop, &srv->listeners[k].io);
+                ev_timer_start(loop, &srv->accept_retry);
+                return;
+            }
+            log_msg(LOG_ERROR, NULL, "accept: %s", strerror(errno));
+            return;
+        }
+        if (srv->nsessions >= (unsigned long)srv->cfg->max_clients) {
+            reject_over_limit(srv, fd, &peer);
+            continue;
+        }
+        if (session_new(srv, fd, &peer) == NULL) {
+            log_msg(LOG_ERROR, NULL, "out of memory for a new session");
+            close(fd);
+        }
+    }
+}
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct server *srv = w->data;
+    (void)revents;
+    if (srv->stopping)
+        return;
+    for (int k = 0; k < srv->nlisteners; k++)
+        ev_io_start(loop, &srv->listeners[k].io);
+}
+
+static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct server *srv = w->data;
+    (void)loop;
+    (void)revents;
+    log_msg(LOG_WARN, NULL, "grace period over: closing %lu remaining connection(s)", srv->nsessions);
+    while (srv->sessions) {
+        struct session *s = srv->sessions;
+        session_close(s, "server stopping");
+        session_free(s);
+    }
+}
+
+int server_init(struct server *srv, struct ev_loop *loop, const struct config *cfg,
+                const struct hooks *hooks)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->hooks = hooks;
+    srv->next_id = (unsigned long)time(NULL) << 16;
+    ev_timer_init(&srv->accept_retry, accept_retry_cb, 1., 0.);
+    srv->accept_retry.data = srv;
+    ev_timer_init(&srv->grace, grace_cb, (ev_tstamp)cfg->grace, 0.);
+    srv->grace.data = srv;
+
+    for (int i = 0; i < cfg->nlisten; i++) {
+        char err[NET_ERR_MAX], a[NET_ADDRSTR_MAX];
+        struct listener *l = &srv->listeners[i];
+        l->srv = srv;
+        l->fd = net_listen(&cfg->listen[i], LISTEN_BACKLOG, err);
+        if (l->fd < 0) {
+            log_msg(LOG_ERROR, NULL, "%s", err);
+            server_free(srv);
+            return -1;
+        }
+        srv->nlisteners++;
+        /* With port 0 the kernel chose one: report the real address. */
+        if (net_local_addr(l->fd, &l->addr) < 0)
+            l->addr = cfg->listen[i];
+        ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
+        l->io.data = l;
+        ev_io_start(loop, &l->io);
+        log_msg(LOG_INFO, NULL, "listening on %s", net_addr_str(&l->addr, a));
+    }
+    return 0;
+}
+
+void server_stop(struct server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    ev_timer_stop(srv->loop, &srv->accept_retry);
+    for (int i = 0; i < srv->nlisteners; i++) {
+        ev_io_stop(srv->loop, &srv->listeners[i].io);
+        close(srv->listeners[i].fd);
+    }
+    srv->nlisteners = 0;
+    log_msg(LOG_INFO, NULL, "stopping: %lu connection(s) open", srv->nsessions);
+
+    struct session *s = srv->sessions;
+    while (s) {
+        struct session *next = s->next;
+        session_shutdown(s);
+        s = next;
+    }
+    if (srv->sessions)
+        ev_timer_start(srv->loop, &srv->grace);
+    else
+        ev_break(srv->loop, EVBREAK_ALL);
+}
+
+void server_session_gone(struct server *srv, struct session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    srv->nsessions--;
+    if (srv->stopping && srv->sessions == NULL) {
+        ev_timer_stop(srv->loop, &srv->grace);
+        ev_break(srv->loop, EVBREAK_ALL);
+    }
+}
+
+void server_free(struct server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++) {
+        ev_io_stop(srv->loop, &srv->listeners[i].io);
+        close(srv->listeners[i].fd);
+    }
+    srv->nlisteners = 0;
+    while (srv->sessions) {
+        struct session *s = srv->sessions;
+        session_close(s, "server exiting");
+        session_free(s);
+    }
+}

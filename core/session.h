@@ -1,0 +1,94 @@
+/*
+ * session: one client connection.  Owns the socket, its libev watchers
+ * (embedded, as libev intends), the input and output buffers, the idle and
+ * whole-session timers, and the SMTP state that smtp.c drives.
+ *
+ * Reading stops while the session cannot take more (output backlog, a full
+ * input buffer while a hook decides), so no input makes memory grow without
+ * bound.  A session is never freed inside a call that may still touch it:
+ * session_close() marks it dead and the outermost event callback frees it.
+ */
+#ifndef LUASMTPD_SESSION_H
+#define LUASMTPD_SESSION_H
+
+#include <ev.h>
+#include <stdbool.h>
+
+#include "buf.h"
+#include "hook.h"
+#include "net.h"
+#include "smtp_parse.h"
+
+struct server;
+
+#define SESSION_ID_MAX 24
+
+enum smtp_state {
+    ST_GREETING,     /* waiting for the connect hook */
+    ST_REFUSED,      /* greeting refused: only QUIT is served (RFC 5321 3.1) */
+    ST_INIT,         /* needs HELO/EHLO */
+    ST_READY,        /* may start a transaction */
+    ST_MAIL,         /* sender given */
+    ST_RCPT,         /* at least one recipient */
+    ST_DATA,         /* reading the message */
+};
+
+struct session {
+    struct server  *srv;
+    struct session *prev, *next;     /* server's list of live sessions */
+
+    int       fd;
+    ev_io     rio, wio;
+    ev_timer  idle, life;
+    struct buf in, out, msg;
+
+    struct net_addr peer, local;
+    char      peer_host[NET_ADDRSTR_MAX], local_host[NET_ADDRSTR_MAX];
+    int       peer_port, local_port;
+    char      id[SESSION_ID_MAX];
+    char      msgid[SESSION_ID_MAX + 12];
+    ev_tstamp started;
+
+    /* SMTP */
+    enum smtp_state state;
+    int       pending;               /* the stage awaiting a verdict, or -1 */
+    char      pending_arg[SMTP_PATH_MAX + 1]; /* HELO name / address awaiting it */
+    char     *helo;
+    bool      esmtp;
+    char     *sender;
+    bool      smtputf8;              /* MAIL ... SMTPUTF8 */
+    char    **rcpts;
+    size_t    nrcpts, rcpts_cap;
+    struct smtp_data data;
+    unsigned  nerrors;
+    unsigned long nmessages;         /* accepted with 250 */
+    unsigned long ntransactions;     /* DATA started: numbers message ids */
+    void     *hook_data;
+
+    bool      closing;               /* close once the output is flushed */
+    bool      draining;              /* server stopping: close after this message */
+    bool      dead;                  /* closed; free when the callback unwinds */
+    bool      reading;               /* rio is active */
+};
+
+struct session *session_new(struct server *srv, int fd, const struct net_addr *peer);
+/* Queue reply bytes; they are written when session_flush() runs. */
+void session_write(struct session *s, const char *p, size_t n);
+void session_flush(struct session *s);
+/* A complete line arrived: restart the idle timer. */
+void session_touch(struct session *s);
+/* Stop: close the socket now (a hook's close runs); freed later. */
+void session_close(struct session *s, const char *why);
+/* After an outside event (a verdict, shutdown): flush, free if dead. */
+void session_settle(struct session *s);
+/* May the next buffered command be processed now? */
+bool session_can_take(const struct session *s);
+/* A hook is deciding: the idle timer stops until the verdict comes. */
+void session_wait(struct session *s, bool waiting);
+/* Set reading on or off to match what the session can take. */
+void session_update_io(struct session *s);
+/* Server stopping: finish a message in progress, otherwise 421 now. */
+void session_shutdown(struct session *s);
+void session_free(struct session *s);
+
+#endif

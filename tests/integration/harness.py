@@ -1,0 +1,191 @@
+"""Start build/luasmtpd on 127.0.0.1 and talk to it.
+
+Server: the binary on a kernel-chosen port, its log collected from stderr.
+Client: a raw socket client for the cases real SMTP libraries refuse to send.
+"""
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+BINARY = os.environ.get("LUASMTPD_BIN", "build/luasmtpd")
+
+
+class Server:
+    def __init__(self, *args, listen="127.0.0.1:0", log_level="debug"):
+        cmd = [BINARY, "--log-level", log_level]
+        if listen:
+            cmd += ["--listen", listen]
+        cmd += list(args)
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        m = self.wait_log(r"listening on (\S+):(\d+)", timeout=10)
+        if not m:
+            self.stop()
+            raise RuntimeError("server did not start: " + self.log())
+        self.host = "127.0.0.1"
+        self.port = int(m.group(2))
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            with self.lock:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def log(self):
+        with self.lock:
+            return "\n".join(self.lines)
+
+    def wait_log(self, pattern, timeout=5.0, count=1):
+        """Wait until `pattern` has matched `count` log lines; the last match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                found = [m for m in map(rx.search, self.lines) if m]
+            if len(found) >= count:
+                return found[count - 1]
+            if time.monotonic() > deadline or (self.proc.poll() is not None and not self.reader.is_alive()):
+                return None
+            time.sleep(0.02)
+
+    def count_log(self, pattern):
+        rx = re.compile(pattern)
+        with self.lock:
+            return sum(1 for line in self.lines if rx.search(line))
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def client(self, **kw):
+        return Client(self.port, **kw)
+
+    def stop(self, sig=15, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(timeout=5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Client:
+    """SMTP over a raw socket: send exact bytes, read replies."""
+
+    def __init__(self, port, host="127.0.0.1", greet=True, timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        self.buf = b""
+        if greet:
+            self.greeting = self.reply()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self, timeout):
+        self.sock.settimeout(timeout)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed; pending: %r" % self.buf)
+        self.buf += chunk
+
+    def line(self, timeout=None):
+        while b"\r\n" not in self.buf:
+            self._fill(timeout or self.timeout)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def reply(self, timeout=None):
+        """(code, [text lines]) of one whole reply, multi-line included."""
+        lines = []
+        while True:
+            line = self.line(timeout)
+            lines.append(line[4:])
+            if len(line) < 4 or line[3] != "-":
+                return int(line[:3]), lines
+
+    def cmd(self, text):
+        self.send(text + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout=None):
+        """True when the server closes the connection (after any pending bytes)."""
+        try:
+            while True:
+                self._fill(timeout or self.timeout)
+        except EOFError:
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ServerTest(unittest.TestCase):
+    """A test case with one server per test; ARGS are its flags."""
+    ARGS = ()
+
+    def setUp(self):
+        self.srv = Server(*self.ARGS)
+
+    def tearDown(self):
+        rc = self.srv.stop()
+        log = self.srv.log()
+        # A sanitizer report or a crash is a failure of whatever test ran.
+        self.assertNotIn("ERROR: AddressSanitizer", log)
+        self.assertNotIn("runtime error:", log)
+        self.assertEqual(rc, 0, "server exit status %s\n%s" % (rc, log[-3000:]))
+
+    def session(self, helo="EHLO client.test"):
+        c = self.srv.client()
+        self.assertEqual(c.greeting[0], 220)
+        if helo:
+            self.assertEqual(c.cmd(helo)[0], 250)
+        return c
+
+    def assertReply(self, reply, code, contains=None):
+        self.assertEqual(reply[0], code, "reply %r" % (reply,))
+        if contains is not None:
+            self.assertIn(contains, " ".join(reply[1]), "reply %r" % (reply,))
+
+    def transaction(self, c, body=b"Subject: t\r\n\r\nhello\r\n", sender="a@example.com",
+                    rcpts=("b@example.com",)):
+        self.assertReply(c.cmd("MAIL FROM:<%s>" % sender), 250)
+        for r in rcpts:
+            self.assertReply(c.cmd("RCPT TO:<%s>" % r), 250)
+        self.assertReply(c.cmd("DATA"), 354)
+        c.send(body + b".\r\n")
+        return c.reply()

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Run every suite: C unit tests and the integration suite, each against the
+# normal build and the ASan+UBSan build.  The last line sums them up as
+# "N passed, N failed"; the exit status is 1 when anything failed.
+#   tests/run.sh [BUILD_DIR]
+set -u
+B=${1:-build}
+log=$(mktemp)
+one=$(mktemp)
+trap 'rm -f "$log" "$one"' EXIT
+status=0
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+# Run one suite: show its failures and its closing line, keep the latter.
+suite() {
+    echo "== $*"
+    "$@" >"$one" 2>&1 || status=1
+    grep -E '^(FAIL|ERROR)|runtime error|AddressSanitizer' "$one" | head -n 40
+    tail -n 1 "$one" | tee -a "$log"
+}
+
+for t in "$B"/test_* "$B"/san/test_*; do
+    [ -x "$t" ] && suite "$t"
+done
+for bin in "$B/luasmtpd" "$B/san/luasmtpd"; do
+    [ -x "$bin" ] && suite python3 tests/integration/run.py --binary "$bin"
+done
+
+# Sum the per-suite "N passed, N failed" lines.
+awk '
+    match($0, /[0-9]+ passed, [0-9]+ failed/) {
+        split(substr($0, RSTART, RLENGTH), f, /[ ,]+/)
+        p += f[1]; fl += f[3]; n++
+    }
+    END {
+        if (n == 0) { print "no test suite ran"; exit 1 }
+        printf "total: %d passed, %d failed\n", p, fl
+        exit fl > 0
+    }' "$log" || status=1
+exit $status

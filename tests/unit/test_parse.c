@@ -1,0 +1,271 @@
+/* smtp_parse: verbs, RFC 5321 paths and parameters, and the DATA reader,
+ * each table run whole and (for the resumable DATA reader) byte by byte. */
+#include <string.h>
+
+#include "smtp_parse.h"
+#include "test.h"
+
+static void test_commands(void)
+{
+    static const struct { const char *line; enum smtp_verb verb; const char *arg; } cases[] = {
+        { "HELO example.com", SMTP_HELO, "example.com" },
+        { "ehlo  host  ", SMTP_EHLO, "host" },
+        { "MAIL FROM:<a@b>", SMTP_MAIL, "FROM:<a@b>" },
+        { "Rcpt To:<a@b>", SMTP_RCPT, "To:<a@b>" },
+        { "DATA", SMTP_DATA, "" },
+        { "QUIT", SMTP_QUIT, "" },
+        { "NOOP anything", SMTP_NOOP, "anything" },
+        { "STARTTLS", SMTP_STARTTLS, "" },
+        { "MAILX FROM:<a@b>", SMTP_UNKNOWN, "FROM:<a@b>" },
+        { "MAI", SMTP_UNKNOWN, "" },
+        { "", SMTP_UNKNOWN, "" },
+        { "GET / HTTP/1.1", SMTP_UNKNOWN, "/ HTTP/1.1" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct smtp_cmd c;
+        smtp_parse_command(cases[i].line, strlen(cases[i].line), &c);
+        CHECK(c.verb == cases[i].verb, "'%s': verb %d", cases[i].line, c.verb);
+        CHECK(smtp_ieq(c.arg, c.arglen, cases[i].arg) && c.arglen == strlen(cases[i].arg),
+              "'%s': arg '%.*s'", cases[i].line, (int)c.arglen, c.arg);
+    }
+    struct smtp_cmd c;
+    smtp_parse_command("DA\0A", 4, &c);
+    CHECK(c.verb == SMTP_UNKNOWN, "a NUL in the verb is not DATA");
+}
+
+struct path_case {
+    const char *arg;
+    unsigned flags;
+    enum smtp_path_status status;
+    const char *addr;     /* expected address when OK */
+    size_t nparams;
+};
+
+#define MAILF SMTP_PATH_NULL_OK
+#define RCPTF SMTP_PATH_POSTMASTER_OK
+
+static const struct path_case path_cases[] = {
+    { "FROM:<user@example.com>", MAILF, SMTP_PATH_OK, "user@example.com", 0 },
+    { "from:<user@example.com>", MAILF, SMTP_PATH_OK, "user@example.com", 0 },
+    { "FROM: <user@example.com>", MAILF, SMTP_PATH_OK, "user@example.com", 0 },
+    { "FROM:<>", MAILF, SMTP_PATH_OK, "", 0 },
+    { "TO:<>", RCPTF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a.b.c@d-e.f>", MAILF, SMTP_PATH_OK, "a.b.c@d-e.f", 0 },
+    { "FROM:<!#$%&'*+-/=?^_`{|}~@x.y>", MAILF, SMTP_PATH_OK, "!#$%&'*+-/=?^_`{|}~@x.y", 0 },
+    { "FROM:<\"john doe\"@example.com>", MAILF, SMTP_PATH_OK, "\"john doe\"@example.com", 0 },
+    { "FROM:<\"a\\\"b>c\"@example.com>", MAILF, SMTP_PATH_OK, "\"a\\\"b>c\"@example.com", 0 },
+    { "FROM:<@relay.org,@r2.org:user@example.com>", MAILF, SMTP_PATH_OK, "user@example.com", 0 },
+    { "FROM:<user@[192.168.1.1]>", MAILF, SMTP_PATH_OK, "user@[192.168.1.1]", 0 },
+    { "FROM:<user@[IPv6:2001:db8::1]>", MAILF, SMTP_PATH_OK, "user@[IPv6:2001:db8::1]", 0 },
+    { "FROM:<user@[x-tag:abc]>", MAILF, SMTP_PATH_OK, "user@[x-tag:abc]", 0 },
+    { "FROM:<user@[300.1.1.1]>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<user@[IPv6:zz]>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b> SIZE=100 BODY=8BITMIME", MAILF, SMTP_PATH_OK, "a@b", 2 },
+    { "FROM:<a@b> SMTPUTF8", MAILF, SMTP_PATH_OK, "a@b", 1 },
+    { "FROM:<a@b>  SIZE=1  ", MAILF, SMTP_PATH_OK, "a@b", 1 },
+    { "TO:<Postmaster>", RCPTF, SMTP_PATH_OK, "Postmaster", 0 },
+    { "TO:<postmaster>", RCPTF, SMTP_PATH_OK, "postmaster", 0 },
+    { "FROM:<Postmaster>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "TO:<user@example.com>", RCPTF, SMTP_PATH_OK, "user@example.com", 0 },
+    /* refused */
+    { "FROM:user@example.com", MAILF, SMTP_PATH_BAD_PREFIX, NULL, 0 },
+    { "FROM <a@b>", MAILF, SMTP_PATH_BAD_PREFIX, NULL, 0 },
+    { "TO:<a@b>", MAILF, SMTP_PATH_BAD_PREFIX, NULL, 0 },
+    { "FROM:", MAILF, SMTP_PATH_BAD_PREFIX, NULL, 0 },
+    { "FROM:<;sleep 66;>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b>x", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b>>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b> =x", MAILF, SMTP_PATH_BAD_PARAMS, NULL, 0 },
+    { "FROM:<a@b> SIZE=", MAILF, SMTP_PATH_BAD_PARAMS, NULL, 0 },
+    { "FROM:<a@b> SIZE==1", MAILF, SMTP_PATH_BAD_PARAMS, NULL, 0 },
+    { "FROM:<user>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<@example.com>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a..b@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<.a@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a.@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@-c.d>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@c-.d>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@c..d>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@c.>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a b@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a\r@b>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b\r>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<\"a\rb\"@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@b>\r", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<\"unterminated@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@\xff.com>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<a@\xc0\xaf.com>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+    { "FROM:<@a:b@c>", MAILF, SMTP_PATH_OK, "b@c", 0 },
+    { "FROM:<@a b@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
+};
+
+static void test_paths(void)
+{
+    for (size_t i = 0; i < sizeof(path_cases) / sizeof(path_cases[0]); i++) {
+        const struct path_case *c = &path_cases[i];
+        const char *prefix = (c->flags & SMTP_PATH_NULL_OK) ? "FROM:" : "TO:";
+        struct smtp_path p;
+        enum smtp_path_status st = smtp_parse_path(c->arg, strlen(c->arg), prefix, c->flags, &p);
+        CHECK(st == c->status, "'%s': status %d, want %d", c->arg, st, c->status);
+        if (st == SMTP_PATH_OK && c->status == SMTP_PATH_OK) {
+            CHECK(strcmp(p.addr, c->addr) == 0, "'%s': addr '%s'", c->arg, p.addr);
+            CHECK(p.params.n == c->nparams, "'%s': %zu params", c->arg, p.params.n);
+            CHECK(!p.utf8, "'%s': marked as UTF-8", c->arg);
+        }
+    }
+
+    /* NUL inside an address */
+    struct smtp_path p;
+    CHECK(smtp_parse_path("FROM:<a\0b@c>", 12, "FROM:", MAILF, &p) == SMTP_PATH_BAD_ADDRESS,
+          "NUL in an address is refused");
+
+    /* UTF-8 addresses parse and are flagged for the SMTPUTF8 check */
+    const char *u = "FROM:<j\xc3\xb6rg@b\xc3\xbc" "cher.de> SMTPUTF8";
+    CHECK(smtp_parse_path(u, strlen(u), "FROM:", MAILF, &p) == SMTP_PATH_OK && p.utf8,
+          "UTF-8 address flagged");
+
+    /* limits: local part 64, domain 255, path 256 */
+    char arg[600], local[80], dom[300];
+    memset(local, 'a', 64); local[64] = '\0';
+    snprintf(arg, sizeof(arg), "FROM:<%s@example.com>", local);
+    CHECK(smtp_parse_path(arg, strlen(arg), "FROM:", MAILF, &p) == SMTP_PATH_OK, "64-octet local part");
+    memset(local, 'a', 65); local[65] = '\0';
+    snprintf(arg, sizeof(arg), "FROM:<%s@example.com>", local);
+    CHECK(smtp_parse_path(arg, strlen(arg), "FROM:", MAILF, &p) == SMTP_PATH_TOO_LONG, "65-octet local part");
+    /* four labels of 63 and three dots: a 255-octet domain */
+    size_t d = 0;
+    for (int l = 0; l < 4; l++) {
+        memset(dom + d, 'd', 63);
+        d += 63;
+        if (l < 3)
+            dom[d++] = '.';
+    }
+    dom[d] = '\0';
+    CHECK(d == 255, "domain built to 255");
+    snprintf(arg, sizeof(arg), "FROM:<a@%s>", dom + 4);   /* 251-octet domain: path 255 */
+    CHECK(smtp_parse_path(arg, strlen(arg), "FROM:", MAILF, &p) == SMTP_PATH_OK, "path of 255 octets");
+    snprintf(arg, sizeof(arg), "FROM:<a@%s>", dom);
+    CHECK(smtp_parse_path(arg, strlen(arg), "FROM:", MAILF, &p) == SMTP_PATH_TOO_LONG,
+          "path over 256 octets (a@ + 255)");
+    memset(dom, 'd', 64); dom[64] = '\0';
+    snprintf(arg, sizeof(arg), "FROM:<a@%s.com>", dom);
+    CHECK(smtp_parse_path(arg, strlen(arg), "FROM:", MAILF, &p) == SMTP_PATH_BAD_ADDRESS, "64-octet label");
+
+    /* too many parameters */
+    strcpy(arg, "FROM:<a@b>");
+    for (int k = 0; k < SMTP_PARAMS_MAX + 1; k++)
+        strcat(arg, " X=1");
+    CHECK(smtp_parse_path(arg, strlen(arg), "FROM:", MAILF, &p) == SMTP_PATH_BAD_PARAMS, "17 parameters");
+
+    /* parameter lookup */
+    const char *pa = "FROM:<a@b> size=42 SMTPUTF8";
+    CHECK(smtp_parse_path(pa, strlen(pa), "FROM:", MAILF, &p) == SMTP_PATH_OK, "params parse");
+    const struct smtp_param *sp = smtp_param_find(&p.params, "SIZE");
+    CHECK(sp && sp->valuelen == 2 && memcmp(sp->value, "42", 2) == 0, "SIZE=42 found");
+    sp = smtp_param_find(&p.params, "smtputf8");
+    CHECK(sp && sp->value == NULL, "SMTPUTF8 without value");
+    CHECK(smtp_param_find(&p.params, "BODY") == NULL, "absent parameter");
+}
+
+static void test_utf8(void)
+{
+    CHECK(smtp_utf8_valid("abc", 3), "ascii");
+    CHECK(smtp_utf8_valid("\xe2\x82\xac", 3), "euro sign");
+    CHECK(smtp_utf8_valid("\xf0\x9f\x98\x80", 4), "emoji");
+    CHECK(!smtp_utf8_valid("\xc0\xaf", 2), "overlong");
+    CHECK(!smtp_utf8_valid("\xed\xa0\x80", 3), "surrogate");
+    CHECK(!smtp_utf8_valid("\xf4\x90\x80\x80", 4), "past U+10FFFF");
+    CHECK(!smtp_utf8_valid("\xe2\x82", 2), "truncated");
+    CHECK(!smtp_utf8_valid("\x80", 1), "lone continuation");
+}
+
+struct data_case {
+    const char *name;
+    const char *in;
+    size_t inlen;           /* 0: strlen */
+    int done;               /* 1 when the input holds the end of data */
+    const char *msg;        /* message expected */
+    size_t msglen;          /* 0: strlen */
+    size_t rest;            /* bytes left after the end */
+};
+
+static const struct data_case data_cases[] = {
+    { "simple", "Subject: x\r\n\r\nbody\r\n.\r\n", 0, 1, "Subject: x\r\n\r\nbody\r\n", 0, 0 },
+    { "empty message", ".\r\n", 0, 1, "", 0, 0 },
+    { "dot stuffing", "..a\r\n..\r\n.b\r\n.\r\n", 0, 1, ".a\r\n.\r\nb\r\n", 0, 0 },
+    { "pipelined after end", "x\r\n.\r\nQUIT\r\n", 0, 1, "x\r\n", 0, 6 },
+    { "no end yet", "line\r\n", 0, 0, "line\r\n", 0, 0 },
+    { "smuggle lf.lf", "a\n.\nMAIL FROM:<x@y>\n", 0, 0, "a\n.\nMAIL FROM:<x@y>\n", 0, 0 },
+    { "smuggle lf.crlf", "a\n.\r\nb", 0, 0, "a\n.\r\nb", 0, 0 },
+    { "smuggle cr.cr", "a\r.\rb", 0, 0, "a\r.\rb", 0, 0 },
+    { "smuggle crlf.lf", "a\r\n.\nb\r\n", 0, 0, "a\r\n\nb\r\n", 0, 0 },
+    { "smuggle cr.crlf", "a\r.\r\nb", 0, 0, "a\r.\r\nb", 0, 0 },
+    { "smuggle crlf.cr", "a\r\n.\rb", 0, 0, "a\r\n\rb", 0, 0 },
+    { "real end after smuggle attempts", "a\n.\n\r\n.\r\n", 0, 1, "a\n.\n\r\n", 0, 0 },
+    { "nul bytes kept", "a\0b\r\n.\r\n", 8, 1, "a\0b\r\n", 5, 0 },
+    { "bare cr at start", "\r\r\n.\r\n", 0, 1, "\r\r\n", 0, 0 },
+    { "long line", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n.\r\n", 0, 1,
+      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n", 0, 0 },
+};
+
+static void run_data(const struct data_case *c, size_t step, const char *how)
+{
+    size_t inlen = c->inlen ? c->inlen : strlen(c->in);
+    size_t msglen = c->msglen ? c->msglen : strlen(c->msg);
+    struct smtp_data d;
+    struct buf sink;
+    bool done = false;
+    size_t pos = 0;
+
+    smtp_data_init(&d);
+    buf_init(&sink, 1 << 20);
+    while (pos < inlen && !done) {
+        size_t n = inlen - pos < step ? inlen - pos : step;
+        size_t used = smtp_data_scan(&d, c->in + pos, n, &sink, &done);
+        CHECK(used == n || done, "%s (%s): consumed %zu of %zu without ending", c->name, how, used, n);
+        pos += used;
+    }
+    CHECK(done == (c->done != 0), "%s (%s): done=%d", c->name, how, done);
+    if (c->done)
+        CHECK(inlen - pos == c->rest, "%s (%s): %zu bytes left", c->name, how, inlen - pos);
+    CHECK(buf_len(&sink) == msglen && (msglen == 0 || memcmp(buf_head(&sink), c->msg, msglen) == 0),
+          "%s (%s): message of %zu bytes differs", c->name, how, buf_len(&sink));
+    CHECK(d.size == msglen, "%s (%s): size %zu", c->name, how, d.size);
+    buf_free(&sink);
+}
+
+static void test_data(void)
+{
+    for (size_t i = 0; i < sizeof(data_cases) / sizeof(data_cases[0]); i++) {
+        run_data(&data_cases[i], 1 << 20, "whole");
+        run_data(&data_cases[i], 1, "byte by byte");
+        run_data(&data_cases[i], 3, "3-byte pieces");
+    }
+
+    /* past the sink's cap: counted, not stored, still ends */
+    struct smtp_data d;
+    struct buf sink;
+    bool done;
+    char big[3000];
+    memset(big, 'x', sizeof(big));
+    memcpy(big + sizeof(big) - 5, "\r\n.\r\n", 5);
+    smtp_data_init(&d);
+    buf_init(&sink, 1024);
+    size_t used = smtp_data_scan(&d, big, sizeof(big), &sink, &done);
+    CHECK(done && used == sizeof(big), "oversized message still ends");
+    CHECK(d.overflow, "oversized message flagged");
+    CHECK(d.size == sizeof(big) - 3, "oversized message counted: %zu", d.size);
+    CHECK(buf_len(&sink) <= 1024, "oversized message not stored past the cap");
+    buf_free(&sink);
+}
+
+int main(void)
+{
+    test_commands();
+    test_paths();
+    test_utf8();
+    test_data();
+    return test_summary("test_parse");
+}
