@@ -51,7 +51,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             reject_over_limit(srv, fd, &peer);
             continue;
         }
-        if (session_new(srv, fd, &peer) == NULL) {
+        if (session_new(srv, fd, &peer) < 0) {
             log_msg(LOG_ERROR, NULL, "out of memory for a new session");
             close(fd);
         }

@@ -20,11 +20,11 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void life_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-struct session *session_new(struct server *srv, int fd, const struct net_addr *peer)
+int session_new(struct server *srv, int fd, const struct net_addr *peer)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL)
-        return NULL;
+        return -1;
     struct ev_loop *loop = srv->loop;
     const struct config *cfg = srv->cfg;
 
@@ -62,7 +62,7 @@ struct session *session_new(struct server *srv, int fd, const struct net_addr *p
         ev_timer_start(loop, &s->life);
     smtp_start(s);
     session_settle(s);
-    return s;
+    return 0;
 }
 
 void session_write(struct session *s, const char *p, size_t n)
@@ -83,7 +83,7 @@ void session_touch(struct session *s)
 void session_update_io(struct session *s)
 {
     struct ev_loop *loop = s->srv->loop;
-    bool want = !s->dead && !s->closing && buf_len(&s->out) < OUT_HIGH &&
+    bool want = !s->dead && !s->closing && !s->eof && buf_len(&s->out) < OUT_HIGH &&
                 buf_len(&s->in) < IN_MAX;
     if (want && !s->reading)
         ev_io_start(loop, &s->rio);
@@ -125,6 +125,13 @@ void session_settle(struct session *s)
      * all in one write: pipelined replies go out batched and in order. */
     if (buf_len(&s->in) > 0 && session_can_take(s))
         smtp_input(s);
+    /* The client has finished sending: once everything it sent has been
+     * answered (no verdict pending, no backlog holding input back), what is
+     * left is an unfinished command or message; reply, then close. */
+    if (s->eof && session_can_take(s)) {
+        smtp_eof(s);
+        s->closing = true;
+    }
     if (!s->dead)
         session_flush(s);
     if (s->dead) {
@@ -167,8 +174,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         session_close(s, strerror(errno));
     } else if (n == 0) {
-        smtp_eof(s);
-        session_close(s, NULL);
+        s->eof = true;
     } else {
         buf_commit(&s->in, (size_t)n);
     }

@@ -68,10 +68,12 @@ struct session {
     bool      closing;               /* close once the output is flushed */
     bool      draining;              /* server stopping: close after this message */
     bool      dead;                  /* closed; free when the callback unwinds */
+    bool      eof;                   /* the client has shut down its side */
     bool      reading;               /* rio is active */
 };
 
-struct session *session_new(struct server *srv, int fd, const struct net_addr *peer);
+/* 0, or -1 when out of memory (the caller closes fd). */
+int  session_new(struct server *srv, int fd, const struct net_addr *peer);
 /* Queue reply bytes; they are written when session_flush() runs. */
 void session_write(struct session *s, const char *p, size_t n);
 void session_flush(struct session *s);

@@ -739,8 +739,6 @@ void smtp_eof(struct session *s)
     if (s->state == ST_DATA)
         log_msg(LOG_WARN, s->id, "connection lost in DATA after %zu bytes: message %s discarded",
                 s->data.size, s->msgid);
-    else if (s->pending == HOOK_MESSAGE)
-        log_msg(LOG_WARN, s->id, "connection lost while message %s was being decided", s->msgid);
 }
 
 void smtp_timeout(struct session *s, const char *why)

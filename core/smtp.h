@@ -14,7 +14,7 @@ struct session;
 
 void smtp_start(struct session *s);          /* a client connected */
 void smtp_input(struct session *s);          /* take the buffered input */
-void smtp_eof(struct session *s);            /* the client closed its side */
+void smtp_eof(struct session *s);            /* the client closed its side; all it sent is answered */
 void smtp_timeout(struct session *s, const char *why);
 void smtp_shutdown(struct session *s);       /* the server is stopping */
 void smtp_free(struct session *s);           /* release transaction memory */

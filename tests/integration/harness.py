@@ -15,14 +15,14 @@ BINARY = os.environ.get("LUASMTPD_BIN", "build/luasmtpd")
 
 
 class Server:
-    def __init__(self, *args, listen="127.0.0.1:0", log_level="debug"):
+    def __init__(self, *args, listen="127.0.0.1:0", log_level="debug", preexec_fn=None):
         cmd = [BINARY, "--log-level", log_level]
         if listen:
             cmd += ["--listen", listen]
         cmd += list(args)
         self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, preexec_fn=preexec_fn)
         self.lines = []
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)

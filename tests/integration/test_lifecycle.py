@@ -1,8 +1,10 @@
 """Connections: timeouts, --max-clients, many clients at once, stopping."""
+import resource
 import signal
 import socket
 import threading
 import time
+import unittest
 
 from harness import Server, ServerTest
 
@@ -54,6 +56,72 @@ class IdleTimeout(ServerTest):
         for _ in range(6):
             time.sleep(0.4)
             self.assertReply(c.cmd("NOOP"), 250)
+
+
+class HalfClose(ServerTest):
+    def test_everything_sent_before_eof_is_answered(self):
+        # As `printf ... | nc` does: send it all, shut down the sending side,
+        # then read the replies.
+        c = self.srv.client(greet=False)
+        c.send(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        codes = [c.reply()[0] for _ in range(6)]
+        self.assertEqual(codes, [220, 250, 250, 250, 354, 250])
+        self.assertEqual(c.reply()[0], 221)
+        self.assertTrue(c.closed())
+
+    def test_eof_behind_a_backlog_loses_nothing(self):
+        # Pipelined NOOPs then EOF, from a client slow to read: when the EOF
+        # arrives, replies are still queued behind a full socket; they must
+        # all go out before the close.
+        c = self.session()
+        n = 200000
+        sender = threading.Thread(target=lambda: (c.send(b"NOOP\r\n" * n), c.sock.shutdown(socket.SHUT_WR)))
+        sender.start()
+        time.sleep(1)
+        got = 0
+        try:
+            while got < n:
+                self.assertEqual(c.reply(timeout=10)[0], 250)
+                got += 1
+        finally:
+            sender.join(10)
+        self.assertTrue(c.closed())
+
+    def test_eof_mid_data_discards(self):
+        c = self.session()
+        c.send(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nunfinished\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual([c.reply()[0] for _ in range(3)], [250, 250, 354])
+        self.assertTrue(c.closed())
+        self.assertTrue(self.srv.wait_log(r"connection lost in DATA after 12 bytes"))
+        self.assertEqual(self.srv.count_log(r"message \S+ from="), 0)
+
+
+class OutOfDescriptors(unittest.TestCase):
+    def test_accept_pauses_and_recovers(self):
+        # With 16 descriptors the server runs out long before --max-clients:
+        # it must pause accepting (not spin or die) and serve again later.
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+        srv = Server(preexec_fn=limit)
+        try:
+            clients = []
+            for _ in range(20):
+                try:
+                    clients.append(socket.create_connection(("127.0.0.1", srv.port), timeout=2))
+                except OSError:
+                    break
+            self.assertTrue(srv.wait_log(r"accept: Too many open files; pausing"))
+            for c in clients:
+                c.close()
+            time.sleep(1.5)
+            c = srv.client()
+            self.assertEqual(c.greeting[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            c.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
 
 class SessionTimeout(ServerTest):
