@@ -1,0 +1,308 @@
+/*
+ * The hook interface seen from the core: sessions over socketpairs on a real
+ * libev loop, with a scripted hook implementation that answers at once or
+ * later (HOOK_PENDING, then smtp_verdict from a timer).
+ */
+#include <ev.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hook.h"
+#include "log.h"
+#include "server.h"
+#include "session.h"
+#include "test.h"
+
+struct answer {
+    int code;
+    const char *enh, *text;
+    bool disconnect;
+    double later;   /* seconds before the verdict; 0: at once */
+};
+
+static struct answer plan[HOOK_STAGE_COUNT];
+static struct ev_loop *loop;
+static struct server srv;
+static struct config cfg;
+static int closes, calls[HOOK_STAGE_COUNT];
+static char last_address[300];
+
+struct later {
+    ev_timer timer;
+    struct session *s;
+    struct verdict v;
+};
+
+static void later_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    struct later *p = w->data;
+    (void)l;
+    (void)revents;
+    *session_hook_data(p->s) = NULL;
+    smtp_verdict(p->s, &p->v);
+    free(p);
+}
+
+static enum hook_status plan_call(void *ctx, struct session *s, enum hook_stage st,
+                                  const struct hook_args *a, struct verdict *v)
+{
+    const struct answer *p = &plan[st];
+    (void)ctx;
+    calls[st]++;
+    if (a->address)
+        snprintf(last_address, sizeof(last_address), "%s", a->address);
+    v->code = p->code;
+    snprintf(v->enhanced, sizeof(v->enhanced), "%s", p->enh ? p->enh : "");
+    snprintf(v->text, sizeof(v->text), "%s", p->text ? p->text : "");
+    v->disconnect = p->disconnect;
+    if (p->later <= 0)
+        return HOOK_DONE;
+    struct later *l = malloc(sizeof(*l));
+    l->s = s;
+    l->v = *v;
+    ev_timer_init(&l->timer, later_cb, p->later, 0.);
+    l->timer.data = l;
+    ev_timer_start(loop, &l->timer);
+    *session_hook_data(s) = l;
+    return HOOK_PENDING;
+}
+
+static void plan_close(void *ctx, struct session *s)
+{
+    struct later *l = *session_hook_data(s);
+    (void)ctx;
+    closes++;
+    if (l) {   /* a verdict still to come: it never will */
+        ev_timer_stop(loop, &l->timer);
+        free(l);
+        *session_hook_data(s) = NULL;
+    }
+}
+
+static const struct hooks plan_hooks = { NULL, plan_call, plan_close };
+
+static void stop_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    ev_break(l, EVBREAK_ONE);
+}
+
+static void run_for(double seconds)
+{
+    ev_timer t;
+    ev_timer_init(&t, stop_cb, seconds, 0.);
+    ev_timer_start(loop, &t);
+    ev_run(loop, 0);
+    ev_timer_stop(loop, &t);
+}
+
+/* A client end: a new session on the other end of a socketpair. */
+static int connect_client(void)
+{
+    int sv[2];
+    struct net_addr peer;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
+        return -1;
+    memset(&peer, 0, sizeof(peer));
+    peer.ss.ss_family = AF_UNIX;
+    if (session_new(&srv, sv[0], &peer) < 0)
+        return -1;
+    return sv[1];
+}
+
+/* Everything the server has sent so far, appended to out. */
+static void drain(int fd, char *out, size_t outsz)
+{
+    size_t o = strlen(out);
+    ssize_t n;
+    while (o < outsz - 1 && (n = read(fd, out + o, outsz - 1 - o)) > 0)
+        o += (size_t)n;
+    out[o] = '\0';
+}
+
+static void reset_plan(void)
+{
+    memset(plan, 0, sizeof(plan));
+    memset(calls, 0, sizeof(calls));
+    closes = 0;
+}
+
+/* Send input on a new connection, run the loop, return what came back. */
+static void converse(const char *input, double seconds, char *out, size_t outsz)
+{
+    int fd = connect_client();
+    out[0] = '\0';
+    /* This may fail: the server can have replied and closed already. */
+    ssize_t w = write(fd, input, strlen(input));
+    (void)w;
+    run_for(seconds);
+    drain(fd, out, outsz);
+    close(fd);
+    run_for(0.02);
+}
+
+static void test_pending_verdict_holds_the_session(void)
+{
+    char a[4096] = "", b[4096] = "";
+    reset_plan();
+    plan[HOOK_MAIL] = (struct answer){ 550, NULL, "Not you", false, 0.2 };
+    int ca = connect_client(), cb = connect_client();
+    const char *ia = "EHLO a\r\nMAIL FROM:<x@y.z>\r\nNOOP\r\n";
+    CHECK(write(ca, ia, strlen(ia)) > 0, "write");
+    run_for(0.05);
+    CHECK(write(cb, "NOOP\r\n", 6) == 6, "write");
+    run_for(0.05);
+    drain(ca, a, sizeof(a));
+    drain(cb, b, sizeof(b));
+    CHECK(strstr(b, "250 2.0.0 Ok") != NULL, "another session is served while one waits: '%s'", b);
+    CHECK(strstr(a, "550") == NULL && strstr(a, "250 2.0.0 Ok") == NULL,
+          "nothing after the pending MAIL is answered yet: '%s'", a);
+    run_for(0.3);
+    drain(ca, a, sizeof(a));
+    const char *r = strstr(a, "550 5.7.1 Not you\r\n");
+    CHECK(r != NULL, "the late verdict is the reply, enhanced code added: '%s'", a);
+    CHECK(r && strstr(r, "250 2.0.0 Ok") != NULL, "the NOOP is answered after it, in order: '%s'", a);
+    close(ca);
+    close(cb);
+    run_for(0.02);
+    CHECK(closes == 2, "close hook once per session: %d", closes);
+}
+
+static void test_client_leaves_while_pending(void)
+{
+    char out[4096];
+    reset_plan();
+    /* The client's EOF could be a half-close still waiting for the reply:
+     * the pending stage completes, then the session closes. */
+    plan[HOOK_RCPT] = (struct answer){ VERDICT_ACCEPT, NULL, NULL, false, 0.2 };
+    converse("HELO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\n", 0.05, out, sizeof(out));
+    CHECK(closes == 0 && srv.nsessions == 1, "still waiting for the verdict: %d", closes);
+    run_for(0.3);
+    CHECK(closes == 1, "closed once the verdict came: %d", closes);
+    CHECK(srv.nsessions == 0, "and freed: %lu", srv.nsessions);
+}
+
+static void test_stop_while_pending(void)
+{
+    reset_plan();
+    plan[HOOK_MAIL] = (struct answer){ VERDICT_ACCEPT, NULL, NULL, false, 60 };
+    int fd = connect_client();
+    CHECK(write(fd, "HELO a\r\nMAIL FROM:<x@y.z>\r\n", 26) == 26, "write");
+    run_for(0.05);
+    server_stop(&srv);
+    run_for(0.05);
+    char out[4096] = "";
+    drain(fd, out, sizeof(out));
+    CHECK(strstr(out, "421 4.3.2") != NULL, "a session waiting on a hook is told at stop: '%s'", out);
+    CHECK(closes == 1 && srv.nsessions == 0, "and closed, its pending verdict dropped: %d", closes);
+    close(fd);
+    srv.stopping = false;
+}
+
+static void test_verdict_forms(void)
+{
+    static const struct {
+        enum hook_stage stage;
+        struct answer ans;
+        const char *expect;
+    } cases[] = {
+        { HOOK_MAIL, { VERDICT_REJECT }, "550 5.7.1 Sender rejected\r\n" },
+        { HOOK_RCPT, { VERDICT_REJECT }, "550 5.1.1 Recipient rejected\r\n" },
+        { HOOK_DATA, { VERDICT_REJECT }, "554 5.7.1 Data rejected\r\n" },
+        { HOOK_MESSAGE, { VERDICT_REJECT }, "554 5.6.0 Message rejected\r\n" },
+        { HOOK_HELO, { VERDICT_REJECT }, "550 5.7.1 Helo command rejected\r\n" },
+        { HOOK_MAIL, { 451 }, "451 4.0.0 Local error in processing\r\n" },
+        { HOOK_MAIL, { 553, NULL, "Bad sender" }, "553 5.0.0 Bad sender\r\n" },
+        { HOOK_MAIL, { 550, "5.7.26", "Policy" }, "550 5.7.26 Policy\r\n" },
+        { HOOK_MAIL, { 550, NULL, "5.7.9 own code" }, "550 5.7.9 own code\r\n" },
+        { HOOK_MAIL, { 550, NULL, "line one\nline two" }, "550-5.7.1 line one\r\n550 5.7.1 line two\r\n" },
+        /* '\n' separates lines, each gets the code: no reply can be forged */
+        { HOOK_MAIL, { 550, NULL, "evil\r\n250 forged" }, "550-5.7.1 evil?\r\n550 5.7.1 250 forged\r\n" },
+        { HOOK_MAIL, { 550, NULL, "ctl\x01" "bell\x7f" }, "550 5.7.1 ctl?bell?\r\n" },
+        { HOOK_MAIL, { 250, NULL, "Sender fine" }, "250 2.1.0 Sender fine\r\n" },
+        { HOOK_RCPT, { 251, NULL, NULL }, "251 2.0.0 User not local; will forward\r\n" },
+        { HOOK_MAIL, { 299 }, "451 4.3.0 Temporary server error" },
+        { HOOK_MAIL, { 354 }, "451 4.3.0 Temporary server error" },
+        { HOOK_MAIL, { 700 }, "451 4.3.0 Temporary server error" },
+        { HOOK_DATA, { 250 }, "451 4.3.0 Temporary server error" },
+        { HOOK_MESSAGE, { VERDICT_ACCEPT, NULL, "Thanks" }, "250 2.0.0 Thanks\r\n" },
+        { HOOK_RSET, { VERDICT_REJECT }, "451 4.3.0 Temporary server error" },
+    };
+    const char *session =
+        "EHLO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\nDATA\r\nbody\r\n.\r\nRSET\r\n";
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[8192];
+        reset_plan();
+        plan[cases[i].stage] = cases[i].ans;
+        converse(session, 0.05, out, sizeof(out));
+        CHECK(strstr(out, cases[i].expect) != NULL, "case %zu (%s, %d): got '%s'", i,
+              hook_stage_name(cases[i].stage), cases[i].ans.code, out);
+    }
+}
+
+static void test_refused_greeting(void)
+{
+    char out[4096];
+    reset_plan();
+    plan[HOOK_CONNECT] = (struct answer){ VERDICT_REJECT, NULL, "No service for you" };
+    converse("EHLO a\r\nMAIL FROM:<x@y.z>\r\nQUIT\r\n", 0.05, out, sizeof(out));
+    CHECK(strncmp(out, "554 ", 4) == 0 && strstr(out, "No service for you") != NULL,
+          "554 greeting: '%s'", out);
+    CHECK(strstr(out, "503 5.5.1 Service refused") != NULL, "then only QUIT: '%s'", out);
+    CHECK(strstr(out, "221 2.0.0") != NULL, "QUIT still works: '%s'", out);
+    CHECK(calls[HOOK_HELO] == 0 && calls[HOOK_MAIL] == 0, "no further hooks run");
+
+    reset_plan();
+    plan[HOOK_CONNECT] = (struct answer){ 421, NULL, "Busy" };
+    converse("EHLO a\r\n", 0.05, out, sizeof(out));
+    CHECK(strcmp(out, "421 Busy\r\n") == 0, "421 greeting closes at once: '%s'", out);
+}
+
+static void test_disconnect_flag(void)
+{
+    char out[4096];
+    reset_plan();
+    plan[HOOK_RCPT] = (struct answer){ 550, NULL, "Go away", true };
+    converse("EHLO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\nNOOP\r\n", 0.05, out, sizeof(out));
+    CHECK(strstr(out, "550 5.1.1 Go away\r\n") != NULL, "reply sent: '%s'", out);
+    CHECK(strstr(out, "250 2.0.0 Ok\r\n") == NULL, "nothing after a disconnecting verdict: '%s'", out);
+    CHECK(closes == 1, "closed");
+}
+
+static void test_hook_arguments(void)
+{
+    char out[4096];
+    reset_plan();
+    converse("EHLO a\r\nMAIL FROM:<@relay.example:Someone@Example.COM> SIZE=10\r\n", 0.05, out,
+             sizeof(out));
+    CHECK(strcmp(last_address, "Someone@Example.COM") == 0, "address without route or brackets: '%s'",
+          last_address);
+    CHECK(calls[HOOK_CONNECT] == 1 && calls[HOOK_HELO] == 1 && calls[HOOK_MAIL] == 1, "each stage once");
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);   /* as the server's main() does */
+    log_threshold = LOG_ERROR;
+    config_defaults(&cfg);
+    cfg.nlisten = 1;   /* keep config_finish from adding a listener */
+    config_finish(&cfg);
+    cfg.nlisten = 0;
+    loop = ev_default_loop(0);
+    if (server_init(&srv, loop, &cfg, &plan_hooks) < 0)
+        return 1;
+    test_pending_verdict_holds_the_session();
+    test_client_leaves_while_pending();
+    test_verdict_forms();
+    test_refused_greeting();
+    test_disconnect_flag();
+    test_hook_arguments();
+    test_stop_while_pending();
+    server_free(&srv);
+    return test_summary("test_hooks");
+}
