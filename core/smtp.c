@@ -396,16 +396,12 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *c)
     size_t n = 0;
     while (n < c->arglen && c->arg[n] != ' ')
         n++;
-    if (n == 0 || n > SMTP_DOMAIN_MAX || !smtp_utf8_valid(c->arg, n) ||
-        memchr(c->arg, '\0', n) != NULL || memchr(c->arg, '\r', n) != NULL) {
+    bool ok = n > 0 && n <= SMTP_DOMAIN_MAX && smtp_utf8_valid(c->arg, n);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)c->arg[i] >= 32 && c->arg[i] != 127;
+    if (!ok) {
         reply_error(s, 501, "5.5.4", esmtp ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
         return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)c->arg[i] < 32 || c->arg[i] == 127) {
-            reply_error(s, 501, "5.5.4", esmtp ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
-            return;
-        }
     }
     char name[SMTP_DOMAIN_MAX + 1];
     memcpy(name, c->arg, n);
@@ -434,6 +430,13 @@ static void path_error(struct session *s, enum smtp_path_status st, bool mail)
                     mail ? "Bad sender address syntax" : "Bad recipient address syntax");
         break;
     }
+}
+
+static void reply_unsupported(struct session *s, const struct smtp_param *p)
+{
+    char text[REPLY_LINE_MAX];
+    snprintf(text, sizeof(text), "Unsupported parameter %.*s", (int)p->keylen, p->key);
+    reply_error(s, 555, "5.5.4", text);
 }
 
 /* MAIL parameters: SIZE, BODY, SMTPUTF8.  0, or -1 after replying. */
@@ -478,8 +481,7 @@ static int mail_params(struct session *s, const struct smtp_params *ps)
             }
             s->smtputf8 = true;
         } else {
-            snprintf(text, sizeof(text), "Unsupported parameter %.*s", (int)p->keylen, p->key);
-            reply_error(s, 555, "5.5.4", text);
+            reply_unsupported(s, p);
             return -1;
         }
     }
@@ -530,11 +532,8 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
         path_error(s, st, false);
         return;
     }
-    if (path.params.n > 0) {
-        char text[REPLY_LINE_MAX];
-        snprintf(text, sizeof(text), "Unsupported parameter %.*s", (int)path.params.p[0].keylen,
-                 path.params.p[0].key);
-        reply_error(s, 555, "5.5.4", text);
+    if (path.params.n > 0) {   /* no RCPT parameter is offered */
+        reply_unsupported(s, &path.params.p[0]);
         return;
     }
     if (path.utf8 && !s->smtputf8) {
