@@ -101,13 +101,50 @@ static const struct path_case path_cases[] = {
     { "FROM:<@a b@c>", MAILF, SMTP_PATH_BAD_ADDRESS, NULL, 0 },
 };
 
+/* The command line as the server meets it: "MAIL arg\r\n" through the line
+ * reader, whole or one byte at a time, then the command and path parsers. */
+static enum smtp_path_status parse_line(const struct path_case *c, size_t step, struct smtp_path *p)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s %s\r\n",
+                     (c->flags & SMTP_PATH_NULL_OK) ? "MAIL" : "RCPT", c->arg);
+    struct buf b;
+    const char *l = NULL;
+    size_t len = 0;
+    enum buf_line r = BUF_LINE_AGAIN;
+    buf_init(&b, 4096);
+    for (int pos = 0; pos < n && r == BUF_LINE_AGAIN; pos += (int)step) {
+        buf_append(&b, line + pos, (size_t)(n - pos) < step ? (size_t)(n - pos) : step);
+        r = buf_getline(&b, SMTP_LINE_MAX, &l, &len);
+    }
+    enum smtp_path_status st = SMTP_PATH_BAD_PREFIX;
+    if (r == BUF_LINE_OK) {
+        struct smtp_cmd cmd;
+        smtp_parse_command(l, len, &cmd);
+        st = smtp_parse_path(cmd.arg, cmd.arglen, (c->flags & SMTP_PATH_NULL_OK) ? "FROM:" : "TO:",
+                             c->flags, p);
+    }
+    buf_free(&b);
+    return st;
+}
+
 static void test_paths(void)
 {
     for (size_t i = 0; i < sizeof(path_cases) / sizeof(path_cases[0]); i++) {
         const struct path_case *c = &path_cases[i];
         const char *prefix = (c->flags & SMTP_PATH_NULL_OK) ? "FROM:" : "TO:";
-        struct smtp_path p;
+        struct smtp_path p, q;
         enum smtp_path_status st = smtp_parse_path(c->arg, strlen(c->arg), prefix, c->flags, &p);
+        /* The same through the line reader, whole and byte by byte.  A
+         * trailing CR or space is the line's end, not the argument's. */
+        size_t alen = strlen(c->arg);
+        if (alen && c->arg[alen - 1] != '\r' && c->arg[alen - 1] != ' ') {
+            for (size_t step = 1; step <= 1024; step *= 1024) {
+                enum smtp_path_status st2 = parse_line(c, step, &q);
+                CHECK(st2 == st && (st != SMTP_PATH_OK || strcmp(p.addr, q.addr) == 0),
+                      "'%s' via the line reader in steps of %zu: status %d", c->arg, step, st2);
+            }
+        }
         CHECK(st == c->status, "'%s': status %d, want %d", c->arg, st, c->status);
         if (st == SMTP_PATH_OK && c->status == SMTP_PATH_OK) {
             CHECK(strcmp(p.addr, c->addr) == 0, "'%s': addr '%s'", c->arg, p.addr);
