@@ -8,22 +8,27 @@ CC        ?= cc
 # -Werror where warnings must fail the build (CI sets CI=true).
 WERROR    ?= $(if $(CI),-Werror,)
 CFLAGS    ?= -O2 -g
-CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore
+CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore -Ilua
 WFLAGS    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
 LDLIBS    += -lev
+LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 CORE_SRC  := core/buf.c core/config.c core/hook_default.c core/log.c core/net.c \
              core/server.c core/session.c core/smtp.c core/smtp_parse.c
+LUA_SRC   := lua/call.c lua/host.c lua/lsession.c lua/module.c
 MAIN_SRC  := core/main.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 
 B         := build
-OBJ       := $(patsubst %.c,$(B)/obj/%.o,$(CORE_SRC) $(MAIN_SRC))
+CORE_OBJ  := $(patsubst %.c,$(B)/obj/%.o,$(CORE_SRC))
+OBJ       := $(CORE_OBJ) $(patsubst %.c,$(B)/obj/%.o,$(LUA_SRC) $(MAIN_SRC)) $(B)/obj/default_script.o
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(B)/%,$(UNIT_SRC))
 
 # The same sources built with AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-SAN_OBJ   := $(patsubst %.c,$(B)/san/%.o,$(CORE_SRC) $(MAIN_SRC))
+SAN_CORE  := $(patsubst %.c,$(B)/san/%.o,$(CORE_SRC))
+SAN_OBJ   := $(SAN_CORE) $(patsubst %.c,$(B)/san/%.o,$(LUA_SRC) $(MAIN_SRC)) $(B)/san/default_script.o
 SAN_UNIT  := $(patsubst tests/unit/%.c,$(B)/san/%,$(UNIT_SRC))
 
 .SECONDARY:
@@ -31,27 +36,43 @@ SAN_UNIT  := $(patsubst tests/unit/%.c,$(B)/san/%,$(UNIT_SRC))
 
 all: $(B)/luasmtpd
 
-$(B)/obj/%.o: %.c $(wildcard core/*.h)
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WFLAGS) -c -o $@ $<
+HEADERS   := $(wildcard core/*.h lua/*.h)
 
-$(B)/san/%.o: %.c $(wildcard core/*.h)
+$(B)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(LUA_CFLAGS) $(CFLAGS) $(WFLAGS) -c -o $@ $<
+
+$(B)/san/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(LUA_CFLAGS) $(SAN_FLAGS) $(WFLAGS) -c -o $@ $<
+
+# The default script, embedded as a C string.
+$(B)/gen/default_script.c: lua/default.lua
+	@mkdir -p $(dir $@)
+	{ echo 'const char default_script[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
+
+$(B)/obj/default_script.o: $(B)/gen/default_script.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B)/san/default_script.o: $(B)/gen/default_script.c
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_FLAGS) -c -o $@ $<
 
 # Test tables leave trailing fields to their zero default.
 $(B)/obj/tests/%.o $(B)/san/tests/%.o: WFLAGS += -Wno-missing-field-initializers
 
 $(B)/luasmtpd: $(OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -rdynamic -o $@ $^ $(LUA_LIBS) $(LDLIBS) -lm
 
 $(B)/san/luasmtpd: $(SAN_OBJ)
-	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -rdynamic -o $@ $^ $(LUA_LIBS) $(LDLIBS) -lm
 
-$(B)/test_%: $(B)/obj/tests/unit/test_%.o $(filter-out $(B)/obj/core/main.o,$(OBJ))
+# Unit tests of the core: no Lua in them.
+$(B)/test_%: $(B)/obj/tests/unit/test_%.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/san/test_%: $(B)/san/tests/unit/test_%.o $(filter-out $(B)/san/core/main.o,$(SAN_OBJ))
+$(B)/san/test_%: $(B)/san/tests/unit/test_%.o $(SAN_CORE)
 	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 asan: $(B)/san/luasmtpd

@@ -9,7 +9,7 @@
 
 #include "log.h"
 
-enum opt_type { OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_LISTEN, OPT_HOSTNAME, OPT_LOGLEVEL };
+enum opt_type { OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_LOGLEVEL };
 
 struct option_def {
     const char   *name;
@@ -44,6 +44,11 @@ static const struct option_def options[] = {
       "longest connection, then 421; 0 = no limit (default 0)" },
     { "grace", OPT_SECONDS, OFF(grace), 0, 3600, "SECONDS",
       "on SIGTERM/SIGINT, time given to messages in progress (default 30)" },
+    { "hook-timeout", OPT_MILLIS, OFF(hook_timeout_ms), 1, 600000, "SECONDS",
+      "running time each hook call may use (waits excluded), then 451;\n"
+      "decimals allowed (default 1)" },
+    { "lua-memory", OPT_SIZE, OFF(lua_memory), 1LL << 20, 1LL << 34, "BYTES",
+      "memory the script's Lua state may hold; a hook past it gets 451 (default 64M)" },
     { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
       "error, warn, info or debug (default info)" },
 };
@@ -61,6 +66,8 @@ void config_defaults(struct config *cfg)
     cfg->timeout = 300;
     cfg->session_timeout = 0;
     cfg->grace = 30;
+    cfg->hook_timeout_ms = 1000;
+    cfg->lua_memory = 64LL << 20;
     cfg->log_level = LOG_INFO;
 }
 
@@ -81,6 +88,18 @@ static int parse_number(const struct option_def *o, const char *value, long long
 {
     char *end;
     errno = 0;
+    if (o->type == OPT_MILLIS) {
+        double d = strtod(value, &end);
+        if (end == value || *end != '\0' || errno != 0 || !(d >= 0))
+            goto bad;
+        if (d * 1000 < (double)o->min || d * 1000 > (double)o->max) {
+            snprintf(err, CONFIG_ERR_MAX, "--%s: %s is out of range (%g to %g)", o->name, value,
+                     (double)o->min / 1000, (double)o->max / 1000);
+            return -1;
+        }
+        *out = (long long)(d * 1000 + 0.5);
+        return 0;
+    }
     long long v = strtoll(value, &end, 10);
     if (end == value || errno != 0 || v < 0)
         goto bad;
@@ -105,7 +124,8 @@ static int parse_number(const struct option_def *o, const char *value, long long
     return 0;
 bad:
     snprintf(err, CONFIG_ERR_MAX, "--%s: '%s' is not a %s", o->name, value,
-             o->type == OPT_SIZE ? "size (e.g. 10485760 or 10M)" : "whole number");
+             o->type == OPT_SIZE ? "size (e.g. 10485760 or 10M)"
+             : o->type == OPT_MILLIS ? "number of seconds" : "whole number");
     return -1;
 range:
     snprintf(err, CONFIG_ERR_MAX, "--%s: %s is out of range (%lld to %lld)", o->name, value,
@@ -137,6 +157,7 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
     case OPT_INT:
     case OPT_SIZE:
     case OPT_SECONDS:
+    case OPT_MILLIS:
         return parse_number(o, value, (long long *)((char *)cfg + o->offset), err);
     case OPT_LISTEN:
         if (cfg->nlisten == CONFIG_LISTEN_MAX) {
@@ -186,8 +207,12 @@ void config_finish(struct config *cfg)
 
 void config_usage(FILE *out)
 {
-    fputs("Usage: luasmtpd [OPTIONS]\n"
-          "An SMTP server for machines and scripts: every message is handed to a hook.\n\n"
+    fputs("Usage: luasmtpd [OPTIONS] [SCRIPT.lua]\n"
+          "       luasmtpd --check SCRIPT.lua\n"
+          "An SMTP server for machines and scripts: every decision is a Lua hook.\n"
+          "Without SCRIPT, the embedded default logs each mail as an event line.\n"
+          "A script's global `config` table may set the options below (max_size = ...);\n"
+          "flags win over it.\n\n"
           "Options:\n", out);
     for (size_t i = 0; i < NOPTIONS; i++) {
         char head[64];
@@ -205,7 +230,8 @@ void config_usage(FILE *out)
             }
         }
     }
-    fputs("  --help                    show this help and exit\n"
+    fputs("  --check                   load and check SCRIPT, then exit (0: fine, 2: not)\n"
+          "  --help                    show this help and exit\n"
           "  --version                 show the version and exit\n\n"
           "Signals: SIGTERM or SIGINT stops accepting, lets messages in progress\n"
           "finish (see --grace) and exits 0.\n"

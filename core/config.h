@@ -28,6 +28,8 @@ struct config {
     long long timeout;
     long long session_timeout;
     long long grace;
+    long long hook_timeout_ms;
+    long long lua_memory;
     int    log_level;
 };
 

@@ -16,8 +16,8 @@
  * unusable code is logged and answered 451 4.3.0), adds the enhanced code
  * and the standard text when missing, and strips control characters.
  *
- * The core's own default (hook_default) accepts everything and logs each
- * message; the Lua bridge in lua/ is the real implementation.
+ * The core's own default (hook_default) accepts everything; the Lua bridge
+ * in lua/ is the real implementation.
  */
 #ifndef LUASMTPD_HOOK_H
 #define LUASMTPD_HOOK_H
@@ -69,7 +69,7 @@ struct hooks {
     void (*close)(void *ctx, struct session *s);
 };
 
-/* The built-in default: accept everything, log each message. */
+/* The built-in default: accept everything (for tests of the core). */
 extern const struct hooks hook_default;
 
 /* Deliver the verdict of a call that returned HOOK_PENDING. */

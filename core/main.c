@@ -1,10 +1,12 @@
-/* luasmtpd: argv, config, signal watchers, ev_run. */
+/* luasmtpd: argv, config, the script bridge, signal watchers, ev_run. */
 #include <ev.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge.h"
 #include "config.h"
 #include "hook.h"
 #include "log.h"
@@ -14,7 +16,16 @@
 #define LUASMTPD_VERSION "0.0.0"
 #endif
 
+#define MAX_FLAGS 64
+
 static struct server srv;
+
+struct args {
+    const char *script;
+    bool check;
+    const char *flags[MAX_FLAGS + 1];   /* options given as flags: they win */
+    int nflags;
+};
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -35,33 +46,42 @@ static int usage_error(const char *msg)
     return 2;
 }
 
-static int parse_args(int argc, char **argv, struct config *cfg)
+static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
 {
     char err[CONFIG_ERR_MAX];
+    static char names[MAX_FLAGS][64];
 
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             config_usage(stdout);
             exit(0);
         }
-        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
             printf("luasmtpd %s\n", LUASMTPD_VERSION);
             exit(0);
         }
-        if (strncmp(a, "--", 2) != 0) {
-            snprintf(err, sizeof(err), "unexpected argument '%s'", a);
-            return usage_error(err);
+        if (strcmp(arg, "--check") == 0) {
+            a->check = true;
+            continue;
         }
-        char name[64];
+        if (strncmp(arg, "--", 2) != 0) {
+            if (a->script != NULL) {
+                snprintf(err, sizeof(err), "one script only: '%s' and '%s'", a->script, arg);
+                return usage_error(err);
+            }
+            a->script = arg;
+            continue;
+        }
         const char *value;
-        const char *eq = strchr(a + 2, '=');
-        size_t n = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
-        if (n >= sizeof(name)) {
-            snprintf(err, sizeof(err), "unknown option '%.40s...'", a);
+        const char *eq = strchr(arg + 2, '=');
+        size_t n = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
+        if (n >= sizeof(names[0]) || a->nflags == MAX_FLAGS) {
+            snprintf(err, sizeof(err), "unknown option '%.40s'", arg);
             return usage_error(err);
         }
-        memcpy(name, a + 2, n);
+        char *name = names[a->nflags];
+        memcpy(name, arg + 2, n);
         name[n] = '\0';
         if (config_takes_value(name) < 0) {
             snprintf(err, sizeof(err), "unknown option --%s", name);
@@ -77,18 +97,23 @@ static int parse_args(int argc, char **argv, struct config *cfg)
         }
         if (config_set(cfg, name, value, err) < 0)
             return usage_error(err);
+        a->flags[a->nflags++] = name;
     }
+    if (a->check && a->script == NULL)
+        return usage_error("--check needs a SCRIPT.lua");
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     static struct config cfg;
+    struct args args = { 0 };
+    char err[BRIDGE_ERR_MAX];
+
     config_defaults(&cfg);
-    int rc = parse_args(argc, argv, &cfg);
+    int rc = parse_args(argc, argv, &cfg, &args);
     if (rc != 0)
         return rc;
-    config_finish(&cfg);
     log_threshold = (enum log_level)cfg.log_level;
 
     signal(SIGPIPE, SIG_IGN);
@@ -97,19 +122,42 @@ int main(int argc, char **argv)
         fprintf(stderr, "luasmtpd: cannot start the event loop\n");
         return 1;
     }
-    if (server_init(&srv, loop, &cfg, &hook_default) < 0)
+    /* The script never runs broken: a load error or a bad config stops here. */
+    struct bridge *bridge;
+    if (bridge_open(&bridge, loop, args.script, err) < 0 ||
+        bridge_apply_config(bridge, &cfg, args.flags, err) < 0) {
+        fprintf(stderr, "luasmtpd: %s\n", err);
+        bridge_close(&bridge);
+        return 2;
+    }
+    config_finish(&cfg);
+    log_threshold = (enum log_level)cfg.log_level;
+    bridge_set_limits(bridge, &cfg);
+
+    if (args.check) {
+        char desc[512];
+        bridge_describe(bridge, desc, sizeof(desc));
+        printf("%s: ok; %s\n", args.script, desc);
+        bridge_close(&bridge);
+        return 0;
+    }
+    if (server_init(&srv, loop, &cfg, bridge_hooks(bridge)) < 0) {
+        bridge_close(&bridge);
         return 1;
+    }
 
     ev_signal sigterm, sigint;
     ev_signal_init(&sigterm, signal_cb, SIGTERM);
     ev_signal_init(&sigint, signal_cb, SIGINT);
     ev_signal_start(loop, &sigterm);
     ev_signal_start(loop, &sigint);
-    log_msg(LOG_INFO, NULL, "luasmtpd %s ready as %s", LUASMTPD_VERSION, cfg.hostname);
+    log_msg(LOG_INFO, NULL, "luasmtpd %s ready as %s, script %s", LUASMTPD_VERSION, cfg.hostname,
+            args.script ? args.script : "(default)");
 
     ev_run(loop, 0);
 
     server_free(&srv);
+    bridge_close(&bridge);
     log_msg(LOG_INFO, NULL, "stopped");
     ev_loop_destroy(loop);
     return 0;

@@ -332,6 +332,9 @@ static void finish_stage(struct session *s, enum hook_stage st, const struct ver
     case HOOK_MESSAGE:
         if (ok) {
             s->nmessages++;
+            /* Addresses are validated: no control characters to escape. */
+            log_msg(LOG_INFO, s->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", s->msgid,
+                    s->sender, s->rcpts[0], s->nrcpts > 1 ? ",..." : "", buf_len(&s->msg), code);
             if (text == stages[HOOK_MESSAGE].accept_text)
                 reply(s, code, enh, "%s %s", text, s->msgid);
             else

@@ -17,7 +17,8 @@ class Cli(unittest.TestCase):
         self.assertEqual(rc, 0)
         for flag in ("--listen", "--hostname", "--max-clients", "--max-size", "--max-recipients",
                      "--max-messages", "--timeout", "--session-timeout", "--max-errors",
-                     "--grace", "--log-level", "--version"):
+                     "--grace", "--hook-timeout", "--lua-memory", "--log-level", "--check",
+                     "--version", "SCRIPT.lua"):
             self.assertIn(flag, out)
 
     def test_version(self):
@@ -38,7 +39,9 @@ class Cli(unittest.TestCase):
                           (["--hostname", "has space"], "printable"),
                           (["--log-level", "loud"], "debug"),
                           (["--timeout"], "needs a value"),
-                          (["stray"], "unexpected argument")):
+                          (["missing.lua"], "cannot open missing.lua"),
+                          (["a.lua", "b.lua"], "one script only"),
+                          (["--check"], "--check needs a SCRIPT")):
             rc, out, err = run(*args)
             self.assertEqual(rc, 2, args)
             self.assertIn(msg, err, args)

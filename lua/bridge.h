@@ -1,0 +1,35 @@
+/*
+ * bridge: the Lua side of hook.h.  Loads the user's script (or the embedded
+ * default) into one Lua 5.4 state and runs its on_* functions as coroutines
+ * of their sessions, with a time budget and a memory cap.  This header does
+ * not include lua.h: core/main.c wires the bridge in without seeing Lua.
+ */
+#ifndef LUASMTPD_BRIDGE_H
+#define LUASMTPD_BRIDGE_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "hook.h"
+
+struct bridge;
+
+#define BRIDGE_ERR_MAX 1024
+
+/* Load `script` (NULL: the embedded default).  0, or -1 with the reason in
+ * err ("file:line: message" for a script error). */
+int  bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script,
+                 char *err);
+/* Apply the script's global `config` table to cfg, skipping the options
+ * named in `flags` (set on the command line, which wins).  0 or -1 + err. */
+int  bridge_apply_config(struct bridge *b, struct config *cfg, const char *const *flags,
+                         char *err);
+/* The limits the config holds for hooks (--hook-timeout, --lua-memory). */
+void bridge_set_limits(struct bridge *b, const struct config *cfg);
+/* A summary for --check: which hooks the script defines. */
+void bridge_describe(struct bridge *b, char *out, size_t outsz);
+const struct hooks *bridge_hooks(struct bridge *b);
+void bridge_close(struct bridge **b);
+
+#endif

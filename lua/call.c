@@ -1,0 +1,366 @@
+/*
+ * call: hook.h implemented by running the script's on_* functions.
+ *
+ * Each call is a coroutine of its session.  It may wait (luasmtpd.sleep):
+ * the call is then HOOK_PENDING and resumed from the loop; the verdict goes
+ * back through smtp_verdict().  Every call has a budget of running time,
+ * checked by an instruction-count hook that keeps raising once the budget is
+ * spent, so a script's own pcall cannot swallow it; memory is capped by the
+ * state's allocator.  An error, an overrun or a return value that is no
+ * verdict is logged and answered 451 4.3.0.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "log.h"
+#include "smtp_parse.h"
+
+#define COUNT_STEP 1000   /* instructions between budget checks */
+
+static const char *const hook_names[HOOK_STAGE_COUNT] = {
+    [HOOK_CONNECT] = "on_connect", [HOOK_HELO] = "on_helo",   [HOOK_MAIL] = "on_mail_from",
+    [HOOK_RCPT] = "on_rcpt",       [HOOK_DATA] = "on_data",   [HOOK_MESSAGE] = "on_mail",
+    [HOOK_RSET] = "on_rset",
+};
+
+const char *call_hook_name(enum hook_stage st)
+{
+    return hook_names[st];
+}
+
+static struct bridge *bridge_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
+    struct bridge *b = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/*
+ * Past the budget the coroutine is suspended by a yield from this hook: no
+ * pcall in the script can catch a yield, and the call is then abandoned.
+ * Inside a C callback (where no yield is possible) an error is raised
+ * instead, and the hook yields at the next count it can.
+ */
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    struct bridge *b = bridge_of(L);
+    (void)ar;
+    if (b->running && (b->over_budget || bridge_now() > b->deadline)) {
+        b->over_budget = true;
+        if (lua_isyieldable(L)) {
+            lua_yield(L, 0);   /* in a hook this returns; the yield follows */
+            return;
+        }
+        luaL_error(L, "hook ran past its time budget (%.3gs)", b->budget);
+    }
+}
+
+static void set_verdict_error(struct verdict *v)
+{
+    v->code = 451;
+    snprintf(v->enhanced, sizeof(v->enhanced), "4.3.0");
+    snprintf(v->text, sizeof(v->text), "Temporary server error, try again later");
+    v->disconnect = false;
+}
+
+/* Text of a reply: a string, or a table of lines. 0, or -1 if neither. */
+static int reply_text(lua_State *L, int idx, struct verdict *v)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        snprintf(v->text, sizeof(v->text), "%s", lua_tostring(L, idx));
+        return 0;
+    }
+    if (!lua_istable(L, idx))
+        return -1;
+    size_t o = 0;
+    lua_Integer n = luaL_len(L, idx);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, idx, i);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            return -1;
+        }
+        int k = snprintf(v->text + o, sizeof(v->text) - o, "%s%s", i > 1 ? "\n" : "", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (k < 0 || (size_t)k >= sizeof(v->text) - o)
+            break;
+        o += (size_t)k;
+    }
+    return 0;
+}
+
+/*
+ * The values a hook returned (nres of them on top of co) as a verdict:
+ *   nil / true [, text]    accept          false [, text]  the stage's rejection
+ *   code [, text]          that code       {code, text}    the same (Pike's form)
+ * text is a string or a table of lines.  Returns 0, or -1 when they are none.
+ */
+static int to_verdict(lua_State *co, int nres, struct verdict *v)
+{
+    int base = lua_gettop(co) - nres + 1;
+    int first = nres > 0 ? base : 0;
+    int t = first ? lua_type(co, first) : LUA_TNIL;
+    int textidx = nres > 1 ? base + 1 : 0;
+
+    v->code = VERDICT_ACCEPT;
+    if (t == LUA_TTABLE) {
+        lua_geti(co, first, 1);
+        lua_geti(co, first, 2);
+        first = lua_gettop(co) - 1;
+        textidx = lua_isnil(co, -1) ? 0 : lua_gettop(co);
+        t = lua_type(co, first);
+        if (t != LUA_TNUMBER)
+            return -1;
+    }
+    switch (t) {
+    case LUA_TNIL:
+        break;
+    case LUA_TBOOLEAN:
+        v->code = lua_toboolean(co, first) ? VERDICT_ACCEPT : VERDICT_REJECT;
+        break;
+    case LUA_TNUMBER: {
+        int isnum;
+        lua_Integer code = lua_tointegerx(co, first, &isnum);
+        if (!isnum || code < 200 || code > 599)
+            return -1;
+        v->code = (int)code;
+        break;
+    }
+    default:
+        return -1;
+    }
+    if (textidx && !lua_isnil(co, textidx) && reply_text(co, textidx, v) < 0)
+        return -1;
+    return 0;
+}
+
+static void end_call(struct lcall *c)
+{
+    struct bridge *b = c->b;
+    struct lsession *ls = lsession_get(b, c->s);
+    if (ls && ls->call == c)
+        ls->call = NULL;
+    if (c->waiting)
+        ev_timer_stop(b->loop, &c->wait);
+    /* An abandoned coroutine (over budget, or its session gone) may hold
+     * to-be-closed variables: close them now. */
+    if (lua_status(c->co) == LUA_YIELD)
+        lua_resetthread(c->co);
+    luaL_unref(b->L, LUA_REGISTRYINDEX, c->coref);
+    free(c);
+}
+
+/*
+ * Run the coroutine until it finishes or waits.  HOOK_DONE with v filled
+ * (the call is freed), or HOOK_PENDING (it waits on the loop).
+ */
+static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
+{
+    struct bridge *b = c->b;
+    int nres = 0;
+    double start = bridge_now();
+
+    b->running = c;
+    b->over_budget = false;
+    b->deadline = start + (b->budget - c->used);
+    c->waiting = false;
+    int rc = lua_resume(c->co, b->L, nargs, &nres);
+    b->running = NULL;
+    c->used += bridge_now() - start;
+
+    const char *sid = session_id(c->s);
+    const char *name = hook_names[c->stage];
+    if (rc == LUA_YIELD && c->waiting && !b->over_budget) {
+        lua_pop(c->co, nres);
+        return HOOK_PENDING;
+    }
+    v->enhanced[0] = v->text[0] = '\0';
+    v->disconnect = false;
+    if (b->over_budget) {
+        log_msg(LOG_ERROR, sid, "%s: ran past its time budget of %.3gs (%s); answering 451",
+                name, b->budget, b->script);
+        set_verdict_error(v);
+    } else if (rc == LUA_YIELD) {
+        log_msg(LOG_ERROR, sid, "%s: yielded outside a luasmtpd wait (%s); answering 451",
+                name, b->script);
+        set_verdict_error(v);
+    } else if (rc != LUA_OK) {
+        const char *msg = lua_tostring(c->co, -1);
+        if (rc == LUA_ERRMEM)
+            msg = "not enough memory (--lua-memory)";
+        luaL_traceback(b->L, c->co, msg ? msg : "(error object is not a string)", 0);
+        log_msg(LOG_ERROR, sid, "%s: %s; answering 451", name, lua_tostring(b->L, -1));
+        lua_pop(b->L, 1);
+        set_verdict_error(v);
+    } else if (to_verdict(c->co, nres, v) < 0) {
+        log_msg(LOG_ERROR, sid, "%s: invalid return value (%s); answering 451", name,
+                nres ? luaL_typename(c->co, lua_gettop(c->co) - nres + 1) : "nothing");
+        set_verdict_error(v);
+    }
+    end_call(c);
+    return HOOK_DONE;
+}
+
+void call_resume(struct lcall *c)
+{
+    struct verdict v;
+    struct session *s = c->s;
+    if (run(c, 0, &v) == HOOK_DONE)
+        smtp_verdict(s, &v);
+}
+
+/* Push the arguments of a stage; returns their number. */
+static int push_args(lua_State *L, struct lsession *ls, enum hook_stage st, const struct hook_args *a,
+                     struct session *s)
+{
+    int n = 0;
+    switch (st) {
+    case HOOK_HELO:
+        lua_pushstring(L, a->name);
+        n = 1;
+        break;
+    case HOOK_MAIL:
+    case HOOK_RCPT:
+        lua_pushstring(L, a->address);
+        n = 1;
+        break;
+    case HOOK_MESSAGE: {
+        int pr;
+        lua_createtable(L, 0, 8);
+        lua_pushlstring(L, a->message, a->size);
+        lua_setfield(L, -2, "raw");
+        lua_pushinteger(L, (lua_Integer)a->size);
+        lua_setfield(L, -2, "size");
+        lua_pushstring(L, session_message_id(s));
+        lua_setfield(L, -2, "id");
+        lua_pushstring(L, session_sender(s));
+        lua_setfield(L, -2, "sender");
+        size_t nr = session_nrecipients(s);
+        lua_createtable(L, (int)nr, 0);
+        for (size_t i = 0; i < nr; i++) {
+            lua_pushstring(L, session_recipient(s, i));
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "recipients");
+        lua_pushstring(L, session_helo(s) ? session_helo(s) : "");
+        lua_setfield(L, -2, "helo");
+        lua_pushstring(L, session_peer_host(s, &pr));
+        lua_setfield(L, -2, "ip");
+        n = 1;
+        break;
+    }
+    default:
+        break;
+    }
+    lsession_push(L, ls);
+    return n + 1;
+}
+
+static void set_params(lua_State *L, struct lsession *ls, const struct smtp_params *ps);
+
+static enum hook_status lua_call_hook(void *ctx, struct session *s, enum hook_stage st,
+                                      const struct hook_args *a, struct verdict *v)
+{
+    struct bridge *b = ctx;
+    lua_State *L = b->L;
+
+    lua_getglobal(L, hook_names[st]);
+    bool defined = lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    if (!defined)
+        return HOOK_DONE;   /* no hook: v is VERDICT_ACCEPT already */
+    struct lsession *ls = lsession_get(b, s);
+    struct lcall *c = ls ? calloc(1, sizeof(*c)) : NULL;
+    if (c == NULL) {
+        log_msg(LOG_ERROR, session_id(s), "%s: out of memory; answering 451", hook_names[st]);
+        set_verdict_error(v);
+        return HOOK_DONE;
+    }
+    c->b = b;
+    c->s = s;
+    c->stage = st;
+    c->co = lua_newthread(L);
+    c->coref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_sethook(c->co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
+    ls->call = c;
+    set_params(L, ls, a->params);
+    lua_getglobal(c->co, hook_names[st]);
+    int nargs = push_args(c->co, ls, st, a, s);
+    return run(c, nargs, v);
+}
+
+/* session.params: the ESMTP parameters of the command being decided. */
+static void set_params(lua_State *L, struct lsession *ls, const struct smtp_params *ps)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, ls->paramsref);
+    ls->paramsref = LUA_NOREF;
+    if (ps == NULL)
+        return;
+    lua_createtable(L, 0, (int)ps->n);
+    for (size_t i = 0; i < ps->n; i++) {
+        char key[64];
+        size_t k = ps->p[i].keylen < sizeof(key) - 1 ? ps->p[i].keylen : sizeof(key) - 1;
+        for (size_t j = 0; j < k; j++)
+            key[j] = (char)((ps->p[i].key[j] >= 'a' && ps->p[i].key[j] <= 'z') ? ps->p[i].key[j] - 32
+                                                                               : ps->p[i].key[j]);
+        key[k] = '\0';
+        if (ps->p[i].value)
+            lua_pushlstring(L, ps->p[i].value, ps->p[i].valuelen);
+        else
+            lua_pushboolean(L, 1);
+        lua_setfield(L, -2, key);
+    }
+    ls->paramsref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void lua_close_hook(void *ctx, struct session *s)
+{
+    struct bridge *b = ctx;
+    struct lsession *ls = *session_hook_data(s);
+    if (ls == NULL)
+        return;
+    if (ls->call)
+        end_call(ls->call);   /* a pending verdict that will never be given */
+    if (b->has_close) {
+        lua_State *L = b->L;
+        lua_State *co = lua_newthread(L);
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        int nres;
+        lua_sethook(co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
+        lua_getglobal(co, "on_close");
+        lsession_push(co, ls);
+        struct lcall probe = { .b = b, .s = s, .stage = HOOK_STAGE_COUNT };
+        b->running = &probe;
+        b->over_budget = false;
+        b->deadline = bridge_now() + b->budget;
+        int rc = lua_resume(co, L, 1, &nres);
+        b->running = NULL;
+        if (rc == LUA_YIELD || b->over_budget)
+            log_msg(LOG_ERROR, session_id(s), "on_close: %s (%s)",
+                    b->over_budget ? "ran past its time budget" : "may not wait", b->script);
+        else if (rc != LUA_OK)
+            log_msg(LOG_ERROR, session_id(s), "on_close: %s", lua_tostring(co, -1));
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    }
+    lsession_free(b, s);
+}
+
+void call_hooks_init(struct bridge *b)
+{
+    b->hooks.ctx = b;
+    b->hooks.call = lua_call_hook;
+    b->hooks.close = lua_close_hook;
+    b->defined = 0;
+    for (int st = 0; st < HOOK_STAGE_COUNT; st++) {
+        lua_getglobal(b->L, hook_names[st]);
+        if (lua_isfunction(b->L, -1))
+            b->defined |= 1 << st;
+        lua_pop(b->L, 1);
+    }
+    lua_getglobal(b->L, "on_close");
+    b->has_close = lua_isfunction(b->L, -1);
+    lua_pop(b->L, 1);
+}

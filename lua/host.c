@@ -1,0 +1,249 @@
+/* The Lua state: allocator with a cap, libraries, package.path, the script,
+ * and the script's `config` table. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "internal.h"
+#include "log.h"
+
+#ifndef LUASMTPD_LUADIR
+#define LUASMTPD_LUADIR "/usr/local/share/lua/5.4"
+#endif
+
+/* The embedded default script (generated from lua/default.lua). */
+extern const char default_script[];
+
+double bridge_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Every allocation of the state goes through here: past the cap, Lua gets
+ * NULL and raises "not enough memory" in the script, never in the process. */
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct bridge *b = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        b->mem -= old;
+        return NULL;
+    }
+    if (nsize > old && b->mem_limit && b->mem - old + nsize > b->mem_limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p == NULL)
+        return NULL;
+    b->mem = b->mem - old + nsize;
+    return p;
+}
+
+/* Where the project's Lua library is found: beside the binary in a source
+ * tree (build/../lua), and where `make install` puts it. */
+static void set_paths(lua_State *L)
+{
+    char exe[PATH_MAX], dir[PATH_MAX] = ".";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(dir, sizeof(dir), "%s", exe);
+        }
+    }
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/../lua/?.lua;%s/../lua/?/init.lua;" LUASMTPD_LUADIR "/?.lua;%s",
+                    dir, dir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static int msghandler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, char *err)
+{
+    struct bridge *b = calloc(1, sizeof(*b));
+    *b_r = NULL;
+    if (b == NULL) {
+        snprintf(err, BRIDGE_ERR_MAX, "out of memory");
+        return -1;
+    }
+    b->loop = loop;
+    b->script = script ? script : "(default)";
+    b->budget = 1.0;
+    b->L = lua_newstate(capped_alloc, b);
+    if (b->L == NULL) {
+        free(b);
+        snprintf(err, BRIDGE_ERR_MAX, "cannot create the Lua state");
+        return -1;
+    }
+    lua_State *L = b->L;
+    luaL_openlibs(L);
+    set_paths(L);
+    /* the bridge itself, reachable from C functions called by scripts */
+    lua_pushlightuserdata(L, b);
+    lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_luasmtpd);
+    lua_setfield(L, -2, "luasmtpd");
+    lua_pop(L, 1);
+    lsession_open_lib(L);
+
+    lua_pushcfunction(L, msghandler);
+    int rc = script ? luaL_loadfile(L, script)
+                    : luaL_loadbuffer(L, default_script, strlen(default_script), "=(default script)");
+    if (rc == LUA_OK)
+        rc = lua_pcall(L, 0, 0, -2);
+    if (rc != LUA_OK) {
+        snprintf(err, BRIDGE_ERR_MAX, "%s", lua_tostring(L, -1));
+        bridge_close(&b);
+        return -1;
+    }
+    lua_pop(L, 1);
+    call_hooks_init(b);
+    *b_r = b;
+    return 0;
+}
+
+/* A config value as option text: numbers, strings, booleans. */
+static int config_value(lua_State *L, int idx, const char *key, char *out, size_t outsz, char *err)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            snprintf(out, outsz, "%lld", (long long)lua_tointeger(L, idx));
+        else
+            snprintf(out, outsz, "%.17g", lua_tonumber(L, idx));
+        return 0;
+    case LUA_TSTRING:
+        snprintf(out, outsz, "%s", lua_tostring(L, idx));
+        return 0;
+    default:
+        snprintf(err, BRIDGE_ERR_MAX, "config.%s: a %s is not a valid value", key,
+                 luaL_typename(L, idx));
+        return -1;
+    }
+}
+
+static bool listed(const char *const *flags, const char *name)
+{
+    for (; flags && *flags; flags++)
+        if (strcmp(*flags, name) == 0)
+            return true;
+    return false;
+}
+
+int bridge_apply_config(struct bridge *b, struct config *cfg, const char *const *flags, char *err)
+{
+    lua_State *L = b->L;
+    int rc = 0;
+    lua_getglobal(L, "config");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (!lua_istable(L, -1)) {
+        snprintf(err, BRIDGE_ERR_MAX, "%s: config must be a table", b->script);
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushnil(L);
+    while (rc == 0 && lua_next(L, -2)) {
+        char name[64], value[1024], cerr[CONFIG_ERR_MAX];
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            snprintf(err, BRIDGE_ERR_MAX, "%s: config keys must be names", b->script);
+            rc = -1;
+        } else {
+            snprintf(name, sizeof(name), "%s", lua_tostring(L, -2));
+            for (char *p = name; *p; p++)
+                if (*p == '_')
+                    *p = '-';
+            if (config_takes_value(name) < 0) {
+                snprintf(err, BRIDGE_ERR_MAX, "%s: config.%s is not an option (see --help)",
+                         b->script, lua_tostring(L, -2));
+                rc = -1;
+            } else if (!listed(flags, name)) {
+                /* a list (listen) gives one value per element */
+                if (lua_istable(L, -1)) {
+                    lua_Integer n = luaL_len(L, -1);
+                    for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
+                        lua_geti(L, -1, i);
+                        if (config_value(L, -1, lua_tostring(L, -3), value, sizeof(value), err) < 0 ||
+                            config_set(cfg, name, value, cerr) < 0) {
+                            if (rc == 0 && value[0])
+                                snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
+                            rc = -1;
+                        }
+                        lua_pop(L, 1);
+                    }
+                } else if (config_value(L, -1, lua_tostring(L, -2), value, sizeof(value), err) < 0) {
+                    rc = -1;
+                } else if (config_set(cfg, name, value, cerr) < 0) {
+                    snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
+                    rc = -1;
+                }
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (rc != 0)
+        lua_settop(L, 0);
+    else
+        lua_pop(L, 1);
+    return rc;
+}
+
+void bridge_set_limits(struct bridge *b, const struct config *cfg)
+{
+    b->budget = (double)cfg->hook_timeout_ms / 1000.0;
+    b->mem_limit = (size_t)cfg->lua_memory;
+    /* a cap below what the script already holds would fail at once */
+    if (b->mem_limit && b->mem_limit < b->mem * 2)
+        b->mem_limit = b->mem * 2;
+}
+
+void bridge_describe(struct bridge *b, char *out, size_t outsz)
+{
+    size_t o = (size_t)snprintf(out, outsz, "hooks:");
+    for (int st = 0; st < HOOK_STAGE_COUNT && o < outsz; st++)
+        if (b->defined & (1 << st))
+            o += (size_t)snprintf(out + o, outsz - o, " %s", call_hook_name((enum hook_stage)st));
+    if (b->has_close && o < outsz)
+        o += (size_t)snprintf(out + o, outsz - o, " on_close");
+    if (b->defined == 0 && !b->has_close && o < outsz)
+        snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
+}
+
+const struct hooks *bridge_hooks(struct bridge *b)
+{
+    return &b->hooks;
+}
+
+void bridge_close(struct bridge **bp)
+{
+    struct bridge *b = *bp;
+    if (b == NULL)
+        return;
+    if (b->L)
+        lua_close(b->L);
+    free(b);
+    *bp = NULL;
+}

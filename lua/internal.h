@@ -1,0 +1,64 @@
+/* Shared by the bridge's files: the state, the running call, helpers. */
+#ifndef LUASMTPD_LUA_INTERNAL_H
+#define LUASMTPD_LUA_INTERNAL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdbool.h>
+
+#include "bridge.h"
+
+struct lcall;
+
+struct bridge {
+    lua_State      *L;
+    struct ev_loop *loop;
+    struct hooks    hooks;
+    const char     *script;        /* path, or "(default)" */
+    size_t          mem, mem_limit;
+    double          budget;        /* seconds of running time per hook call */
+    double          deadline;      /* of the call running now */
+    bool            over_budget;   /* the running call passed it */
+    struct lcall   *running;       /* the call whose coroutine runs now */
+    int             defined;       /* bit per stage: the script has the hook */
+    bool            has_close;
+};
+
+/* One hook call in progress: a coroutine of its session. */
+struct lcall {
+    struct bridge  *b;
+    struct session *s;
+    enum hook_stage stage;
+    lua_State      *co;
+    int             coref;         /* registry reference keeping co alive */
+    double          used;          /* running time so far */
+    ev_timer        wait;          /* luasmtpd.sleep */
+    bool            waiting;
+};
+
+/* The script-side state of a session (session_hook_data points here). */
+struct lsession {
+    struct bridge  *b;
+    struct lcall   *call;          /* the call in progress, if any */
+    int             udref;         /* registry: the session userdata */
+    int             paramsref;     /* registry: params of the current command */
+};
+
+double bridge_now(void);
+
+/* lsession.c */
+void  lsession_open_lib(lua_State *L);
+struct lsession *lsession_get(struct bridge *b, struct session *s);
+void  lsession_push(lua_State *L, struct lsession *ls);
+void  lsession_free(struct bridge *b, struct session *s);
+
+/* module.c: the `luasmtpd` module */
+int   luaopen_luasmtpd(lua_State *L);
+
+/* call.c */
+void  call_hooks_init(struct bridge *b);
+/* Resume a call's coroutine (after luasmtpd.sleep's timer). */
+void  call_resume(struct lcall *c);
+const char *call_hook_name(enum hook_stage st);
+
+#endif

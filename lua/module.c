@@ -1,0 +1,90 @@
+/* require "luasmtpd": the server's own functions for scripts. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "log.h"
+
+#ifndef LUASMTPD_VERSION
+#define LUASMTPD_VERSION "0.0.0"
+#endif
+
+static struct bridge *bridge_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
+    struct bridge *b = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* luasmtpd.log([level,] ...): one log line, the values joined by spaces;
+ * level is "error", "warn", "info" (default) or "debug". */
+static int l_log(lua_State *L)
+{
+    int first = 1, level = LOG_INFO, n = lua_gettop(L);
+    if (n >= 2 && lua_type(L, 1) == LUA_TSTRING) {
+        int l = log_level_parse(lua_tostring(L, 1));
+        if (l >= 0) {
+            level = l;
+            first = 2;
+        }
+    }
+    if (!log_enabled((enum log_level)level))
+        return 0;
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    for (int i = first; i <= n; i++) {
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&buf);
+        if (i < n)
+            luaL_addchar(&buf, ' ');
+    }
+    luaL_pushresult(&buf);
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    char esc[LOG_LINE_MAX];
+    struct bridge *b = bridge_of(L);
+    log_msg((enum log_level)level, b->running ? session_id(b->running->s) : NULL, "script: %s",
+            log_escape(esc, sizeof(esc), msg, len));
+    return 0;
+}
+
+static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lcall *c = w->data;
+    (void)loop;
+    (void)revents;
+    c->waiting = false;
+    call_resume(c);
+}
+
+/* luasmtpd.sleep(seconds): wait without blocking other sessions. */
+static int l_sleep(lua_State *L)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    struct bridge *b = bridge_of(L);
+    struct lcall *c = b->running;
+    luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "seconds out of range (0 to 86400)");
+    if (c == NULL || c->stage == HOOK_STAGE_COUNT)
+        return luaL_error(L, "luasmtpd.sleep can only be called from a hook");
+    if (c->co != L)
+        return luaL_error(L, "luasmtpd.sleep cannot be called from a nested coroutine");
+    ev_timer_init(&c->wait, wake_cb, secs, 0.);
+    c->wait.data = c;
+    ev_timer_start(b->loop, &c->wait);
+    c->waiting = true;
+    return lua_yield(L, 0);
+}
+
+int luaopen_luasmtpd(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        { "log", l_log },
+        { "sleep", l_sleep },
+        { NULL, NULL },
+    };
+    luaL_newlib(L, funcs);
+    lua_pushliteral(L, LUASMTPD_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

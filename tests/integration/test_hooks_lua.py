@@ -1,0 +1,233 @@
+"""Lua hooks: return values as replies at every stage, errors and budgets,
+waiting hooks, the session table, config precedence, --check."""
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+
+from harness import BINARY, Server, ServerTest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VERDICTS = os.path.join(HERE, "scripts", "verdicts.lua")
+
+
+def script(tmp_path, text):
+    with open(tmp_path, "w") as f:
+        f.write(text)
+    return tmp_path
+
+
+class Verdicts(ServerTest):
+    ARGS = (VERDICTS, "--hook-timeout", "0.5", "--lua-memory", "64M", "--max-errors", "100")
+
+    def test_return_forms_at_mail(self):
+        c = self.session()
+        for tag, code, text in (("true", 250, "2.1.0 Ok"), ("nil", 250, "2.1.0 Ok"),
+                                ("false", 550, "5.7.1 Sender rejected"),
+                                ("code", 553, "5.0.0 Mailbox name not allowed"),
+                                ("codetext", 551, "5.1.6 Moved away"),
+                                ("pike", 452, "4.0.0 Come back later")):
+            reply = c.cmd("MAIL FROM:<x-%s@t.example>" % tag)
+            self.assertEqual(reply, (code, [text]), tag)
+            c.cmd("RSET")
+        self.assertEqual(c.cmd("MAIL FROM:<x-lines@t.example>"),
+                         (550, ["5.7.1 first line", "5.7.1 second line"]))
+
+    def test_false_at_each_stage(self):
+        c = self.srv.client()
+        self.assertReply(c.cmd("EHLO x-false"), 550, "5.7.1")
+        self.assertReply(c.cmd("MAIL FROM:<a@b.c>"), 503)  # no HELO accepted
+        self.assertReply(c.cmd("EHLO fine"), 250)
+        self.assertReply(c.cmd("MAIL FROM:<a@b.c>"), 250)
+        self.assertReply(c.cmd("RCPT TO:<x-false@b.c>"), 550, "5.1.1")
+        self.assertReply(c.cmd("RCPT TO:<data-false@b.c>"), 250)
+        self.assertReply(c.cmd("DATA"), 554, "5.7.1")
+        c.cmd("RSET")
+        self.assertReply(self.transaction(c, body=b"Subject: x-false\r\n\r\nb\r\n"), 554, "5.6.0")
+        self.assertReply(self.transaction(c, body=b"Subject: x-codetext\r\n\r\nb\r\n"), 551, "5.1.6 Moved away")
+        self.assertReply(self.transaction(c), 250)
+
+    def test_421_closes(self):
+        c = self.session()
+        self.assertReply(c.cmd("RCPT TO:<a@b.c>"), 503)
+        self.assertReply(c.cmd("MAIL FROM:<x-421@b.c>"), 421, "Closing now")
+        self.assertTrue(c.closed())
+
+    def test_errors_answer_451_and_the_next_transaction_works(self):
+        c = self.session()
+        for tag in ("error", "badtype", "badcode", "float", "yield", "nested", "memory", "loop"):
+            t0 = time.monotonic()
+            self.assertReply(c.cmd("MAIL FROM:<x-%s@b.c>" % tag), 451, "4.3.0")
+            self.assertLess(time.monotonic() - t0, 3, tag)
+            self.assertReply(self.transaction(c), 250)
+        log = self.srv.log()
+        self.assertRegex(log, r"on_mail_from: .*verdicts\.lua:\d+: deliberate failure")
+        self.assertIn("stack traceback", log)
+        self.assertRegex(log, r"on_mail_from: invalid return value \(string\)")
+        self.assertRegex(log, r"hook mail: invalid reply code 299")
+        self.assertRegex(log, r"on_mail_from: yielded outside a luasmtpd wait")
+        self.assertRegex(log, r"nested coroutine")
+        self.assertRegex(log, r"on_mail_from: not enough memory")
+        self.assertRegex(log, r"on_mail_from: ran past its time budget of 0\.5s")
+
+    def test_sleeping_hook_does_not_delay_others(self):
+        slow = self.session()
+        fast = self.session()
+        done = {}
+
+        def run():
+            t0 = time.monotonic()
+            done["reply"] = slow.cmd("MAIL FROM:<x-sleep@b.c>")
+            done["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        self.assertReply(self.transaction(fast), 250)
+        self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertNotIn("reply", done)  # still sleeping
+        t.join(5)
+        self.assertReply(done["reply"], 250)
+        self.assertGreaterEqual(done["took"], 0.95)
+
+    def test_session_fields(self):
+        c = self.srv.client()
+        c.cmd("EHLO client.example")
+        self.assertReply(c.cmd("MAIL FROM:<fields@test> SIZE=42 BODY=8BITMIME"), 250)
+        m = self.srv.wait_log(r"script: fields (\{.*\})")
+        f = json.loads(m.group(1))
+        self.assertRegex(f["id"], r"^[0-9A-F]+$")
+        self.assertEqual(f["ip"], "127.0.0.1")
+        self.assertEqual(f["local_ip"], "127.0.0.1")
+        self.assertEqual(f["local_port"], self.srv.port)
+        self.assertEqual(f["port"], c.sock.getsockname()[1])
+        self.assertEqual(f["helo"], "client.example")
+        self.assertTrue(f["esmtp"])
+        self.assertFalse(f["tls"])
+        self.assertNotIn("sender", f)  # not accepted yet while on_mail_from decides
+        self.assertEqual(f["params"], {"SIZE": "42", "BODY": "8BITMIME"})
+        self.assertTrue(f["connected"])  # session.data kept from on_connect
+
+    def test_session_data_and_transaction(self):
+        c = self.session()
+        self.assertReply(c.cmd("MAIL FROM:<s@b.c>"), 250)
+        for i in range(3):
+            self.assertReply(c.cmd("RCPT TO:<count@test>"), 250)
+        self.assertTrue(self.srv.wait_log(r"script: rcpt 3 sender s@b\.c so far 2"))
+
+    def test_mail_table(self):
+        c = self.session()
+        # byte-exact: dot-unstuffed, with bare LF, bare CR, NUL and 8-bit kept
+        body = b"Subject: hello\r\n\r\n..dot\r\nbare\nlf\rcr\x00nul \xc3\xbc\xff\r\n"
+        self.assertReply(self.transaction(c, body=body, rcpts=("r1@b.c", "r2@b.c")), 250)
+        m = self.srv.wait_log(r"script: mail (\{.*\})")
+        mail = json.loads(m.group(1))
+        received = body.replace(b"\r\n..", b"\r\n.")
+        self.assertEqual(bytes.fromhex(mail["raw"]), received)
+        self.assertEqual(mail["size"], len(received))
+        self.assertEqual(mail["sender"], "a@example.com")
+        self.assertEqual(mail["recipients"], ["r1@b.c", "r2@b.c"])
+        self.assertEqual(mail["helo"], "client.test")
+        self.assertEqual(mail["ip"], "127.0.0.1")
+        self.assertRegex(mail["id"], r"^[0-9A-F]+\.1$")
+
+    def test_rset_and_close_hooks(self):
+        c = self.session()
+        self.assertReply(c.cmd("RSET"), 250)
+        c.cmd("QUIT")
+        c.closed()
+        self.assertTrue(self.srv.wait_log(r"script: rset in [0-9A-F]+"))
+        self.assertTrue(self.srv.wait_log(r"script: closed [0-9A-F]+"))
+
+
+class NoHooks(ServerTest):
+    def setUp(self):
+        self.path = os.path.join(HERE, "scripts", "_empty.lua")
+        script(self.path, "-- no hooks at all\n")
+        self.ARGS = (self.path,)
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        os.unlink(self.path)
+
+    def test_everything_accepted(self):
+        c = self.session()
+        self.assertReply(self.transaction(c, sender="anyone@anywhere.example",
+                                          rcpts=("x@y.z", "postmaster@y.z")), 250)
+
+
+class DefaultScript(ServerTest):
+    def test_event_line(self):
+        c = self.session()
+        self.assertReply(self.transaction(c), 250)
+        m = self.srv.wait_log(r"script: smtp\.mail = (\{.*\})")
+        self.assertTrue(m, self.srv.log())
+        event = json.loads(m.group(1))
+        self.assertEqual(event["from"], "a@example.com")
+        self.assertEqual(event["to"], "b@example.com")
+
+
+class ScriptLoading(ServerTest):
+    ARGS = ("--log-level", "info")
+
+    def run_bin(self, *args):
+        return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=10)
+
+    def test_check(self):
+        p = self.run_bin("--check", VERDICTS)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("ok; hooks: on_connect on_helo on_mail_from on_rcpt on_data on_mail on_rset on_close",
+                      p.stdout)
+
+    def test_syntax_error_exits_2_with_file_and_line(self):
+        path = script("/tmp/luasmtpd-test-bad.lua", "function on_rcpt(a)\n  return (\nend\n")
+        for args in (("--check", path), (path,)):
+            p = self.run_bin(*args)
+            self.assertEqual(p.returncode, 2)
+            self.assertRegex(p.stderr, r"luasmtpd-test-bad\.lua:3: unexpected symbol")
+
+    def test_runtime_error_at_load_exits_2(self):
+        path = script("/tmp/luasmtpd-test-bad.lua", "local x = nil\nx.y = 1\n")
+        p = self.run_bin("--check", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertRegex(p.stderr, r"luasmtpd-test-bad\.lua:2: attempt to index")
+
+    def test_unknown_config_key(self):
+        path = script("/tmp/luasmtpd-test-bad.lua", "config = { max_sise = 10 }\n")
+        p = self.run_bin("--check", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("config.max_sise is not an option", p.stderr)
+
+    def test_bad_config_value(self):
+        path = script("/tmp/luasmtpd-test-bad.lua", "config = { max_size = 'huge' }\n")
+        p = self.run_bin("--check", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--max-size: 'huge' is not a size", p.stderr)
+
+    def test_config_and_flag_precedence(self):
+        path = script("/tmp/luasmtpd-test-cfg.lua",
+                      'config = { max_size = "1M", hostname = "from.script", max_recipients = 2,\n'
+                      '           listen = { "127.0.0.1:1" } }\n')
+        srv = Server(path, "--hostname", "from.flag")  # the harness adds --listen too
+        try:
+            c = srv.client()
+            self.assertIn("from.flag", c.greeting[1][0])
+            code, lines = c.cmd("EHLO x")
+            self.assertIn("SIZE 1048576", lines)
+            c.cmd("MAIL FROM:<a@b.c>")
+            c.cmd("RCPT TO:<1@b.c>")
+            c.cmd("RCPT TO:<2@b.c>")
+            self.assertEqual(c.cmd("RCPT TO:<3@b.c>")[0], 452)
+        finally:
+            srv.stop()
+
+    def test_cjson_available(self):
+        path = script("/tmp/luasmtpd-test-cjson.lua",
+                      'local cjson = require "cjson"\nassert(cjson.encode({1}) == "[1]")\n'
+                      'local l = require "luasmtpd"\nassert(type(l.version) == "string")\n')
+        p = self.run_bin("--check", path)
+        self.assertEqual(p.returncode, 0, p.stderr)
