@@ -209,6 +209,7 @@ void config_usage(FILE *out)
 {
     fputs("Usage: luasmtpd [OPTIONS] [SCRIPT.lua]\n"
           "       luasmtpd --check SCRIPT.lua\n"
+          "       luasmtpd --replay FILE.eml [--from ADDR] [--to ADDR]... [SCRIPT.lua]\n"
           "An SMTP server for machines and scripts: every decision is a Lua hook.\n"
           "Without SCRIPT, the embedded default logs each mail as an event line.\n"
           "A script's global `config` table may set the options below (max_size = ...);\n"
@@ -231,6 +232,10 @@ void config_usage(FILE *out)
         }
     }
     fputs("  --check                   load and check SCRIPT, then exit (0: fine, 2: not)\n"
+          "  --replay FILE.eml         run one message through the hooks without a network,\n"
+          "                            print the dialogue; exit 0 if accepted, 1 if not\n"
+          "  --from ADDR, --to ADDR    envelope for --replay (default replay@localhost,\n"
+          "                            postmaster@localhost); --to is repeatable\n"
           "  --help                    show this help and exit\n"
           "  --version                 show the version and exit\n\n"
           "Signals: SIGTERM or SIGINT stops accepting, lets messages in progress\n"

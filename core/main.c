@@ -10,6 +10,7 @@
 #include "config.h"
 #include "hook.h"
 #include "log.h"
+#include "replay.h"
 #include "server.h"
 
 #ifndef LUASMTPD_VERSION
@@ -23,6 +24,7 @@ static struct server srv;
 struct args {
     const char *script;
     bool check;
+    struct replay_opts replay;
     const char *flags[MAX_FLAGS + 1];   /* options given as flags: they win */
     int nflags;
 };
@@ -65,6 +67,23 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
             a->check = true;
             continue;
         }
+        /* --replay FILE [--from ADDR] [--to ADDR]...: not server options */
+        const char **slot = strcmp(arg, "--replay") == 0 ? &a->replay.file
+                            : strcmp(arg, "--from") == 0 ? &a->replay.from : NULL;
+        if (slot || strcmp(arg, "--to") == 0) {
+            if (i + 1 >= argc) {
+                snprintf(err, sizeof(err), "%s needs a value", arg);
+                return usage_error(err);
+            }
+            if (slot) {
+                *slot = argv[++i];
+            } else if (a->replay.nto == REPLAY_MAX_TO) {
+                return usage_error("too many --to");
+            } else {
+                a->replay.to[a->replay.nto++] = argv[++i];
+            }
+            continue;
+        }
         if (strncmp(arg, "--", 2) != 0) {
             if (a->script != NULL) {
                 snprintf(err, sizeof(err), "one script only: '%s' and '%s'", a->script, arg);
@@ -101,6 +120,8 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
     }
     if (a->check && a->script == NULL)
         return usage_error("--check needs a SCRIPT.lua");
+    if ((a->replay.from || a->replay.nto) && a->replay.file == NULL)
+        return usage_error("--from and --to go with --replay FILE");
     return 0;
 }
 
@@ -140,6 +161,11 @@ int main(int argc, char **argv)
         printf("%s: ok; %s\n", args.script, desc);
         bridge_close(&bridge);
         return 0;
+    }
+    if (args.replay.file) {
+        rc = replay_run(loop, &cfg, bridge_hooks(bridge), &args.replay);
+        bridge_close(&bridge);
+        return rc;
     }
     if (server_init(&srv, loop, &cfg, bridge_hooks(bridge)) < 0) {
         bridge_close(&bridge);

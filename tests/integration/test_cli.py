@@ -18,7 +18,7 @@ class Cli(unittest.TestCase):
         for flag in ("--listen", "--hostname", "--max-clients", "--max-size", "--max-recipients",
                      "--max-messages", "--timeout", "--session-timeout", "--max-errors",
                      "--grace", "--hook-timeout", "--lua-memory", "--log-level", "--check",
-                     "--version", "SCRIPT.lua"):
+                     "--version", "SCRIPT.lua", "--replay", "--from", "--to"):
             self.assertIn(flag, out)
 
     def test_version(self):

@@ -6,6 +6,7 @@ import re
 import subprocess
 import threading
 import time
+import unittest
 
 from harness import BINARY, Server, ServerTest
 
@@ -171,11 +172,12 @@ class DefaultScript(ServerTest):
         self.assertEqual(event["to"], "b@example.com")
 
 
-class ScriptLoading(ServerTest):
-    ARGS = ("--log-level", "info")
+def run_bin(*args):
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=10)
 
-    def run_bin(self, *args):
-        return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=10)
+
+class ScriptLoading(unittest.TestCase):
+    run_bin = staticmethod(run_bin)
 
     def test_check(self):
         p = self.run_bin("--check", VERDICTS)
@@ -231,3 +233,52 @@ class ScriptLoading(ServerTest):
                       'local l = require "luasmtpd"\nassert(type(l.version) == "string")\n')
         p = self.run_bin("--check", path)
         self.assertEqual(p.returncode, 0, p.stderr)
+
+
+class Replay(unittest.TestCase):
+    run_bin = staticmethod(run_bin)
+
+    def replay(self, *args, message=b"Subject: hi\n\n.dot\nbody\n"):
+        with open("/tmp/luasmtpd-test-replay.eml", "wb") as f:
+            f.write(message)
+        return run_bin("--log-level", "info", "--replay", "/tmp/luasmtpd-test-replay.eml", *args)
+
+    def test_accepted(self):
+        p = self.replay("--from", "a@b.c", "--to", "r1@x.y", "--to", "r2@x.y", VERDICTS)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("C: MAIL FROM:<a@b.c>\nS: 250 2.1.0 Ok\n", p.stdout)
+        self.assertIn("C: RCPT TO:<r2@x.y>\nS: 250 2.1.5 Ok\n", p.stdout)
+        self.assertRegex(p.stdout, r"S: 250 2\.0\.0 Ok: queued as \S+\nC: QUIT\n")
+        self.assertTrue(p.stdout.endswith("accepted\n"))
+        # the hook saw the message as a client sends it: CRLF lines, unstuffed
+        m = re.search(r"script: mail (\{.*\})", p.stderr)
+        mail = json.loads(m.group(1))
+        self.assertEqual(bytes.fromhex(mail["raw"]), b"Subject: hi\r\n\r\n.dot\r\nbody\r\n")
+        self.assertEqual(mail["recipients"], ["r1@x.y", "r2@x.y"])
+
+    def test_rejected_at_each_stage(self):
+        for args, reply in ((("--from", "x-false@b.c"), "550 5.7.1"),
+                            (("--to", "x-false@b.c"), "550 5.1.1"),
+                            (("--to", "data-false@b.c"), "554 5.7.1")):
+            p = self.replay(*args, VERDICTS)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertIn("S: " + reply, p.stdout)
+            self.assertTrue(p.stdout.endswith("rejected\n"))
+        p = self.replay(VERDICTS, message=b"Subject: x-false\n\nb\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("S: 554 5.6.0 Message rejected", p.stdout)
+
+    def test_default_script_and_defaults(self):
+        p = self.replay()
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("MAIL FROM:<replay@localhost>", p.stdout)
+        self.assertIn("RCPT TO:<postmaster@localhost>", p.stdout)
+        self.assertIn("smtp.mail = ", p.stderr)
+
+    def test_usage(self):
+        p = self.run_bin("--replay", "/nonexistent.eml")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot read /nonexistent.eml", p.stderr)
+        p = self.run_bin("--from", "a@b.c")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("go with --replay", p.stderr)
