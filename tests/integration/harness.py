@@ -72,6 +72,7 @@ class Server:
         return Client(self.port, **kw)
 
     def stop(self, sig=15, timeout=10):
+        """Stop the server; its exit status.  Its stdout is kept in proc_stdout."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -80,8 +81,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.reader.join(timeout=5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        if not self.proc.stdout.closed:
+            self.proc_stdout = self.proc.stdout.read()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
         return self.proc.returncode
 
     def __enter__(self):

@@ -1,0 +1,57 @@
+"""The scripts in examples/ do what they say, with real clients."""
+import json
+import os
+import smtplib
+
+from harness import ServerTest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def example(name):
+    return os.path.join(ROOT, "examples", name)
+
+
+class RejectSenders(ServerTest):
+    ARGS = (example("reject_senders.lua"),)
+
+    def test_blocked_and_allowed(self):
+        c = self.session()
+        self.assertReply(c.cmd("MAIL FROM:<Spammer@Example.com>"), 550, "5.7.1 Known spammer")
+        self.assertReply(c.cmd("MAIL FROM:<x@spam.example>"), 550, "Domain not accepted")
+        self.assertReply(c.cmd("MAIL FROM:<x@mail.bad.example>"), 550, "blocked by policy")
+        self.assertReply(c.cmd("MAIL FROM:<x@notbad.example>"), 250)
+        c.cmd("RSET")
+        self.assertReply(self.transaction(c, sender="cam@site.example"), 250)
+
+
+class Routes(ServerTest):
+    ARGS = (example("routes.lua"),)
+
+    def test_routed_recipients(self):
+        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=10) as s:
+            refused = s.sendmail("nas@site.example",
+                                 ["alarm@hub.example", "cam3@cameras.hub.example", "nobody@hub.example"],
+                                 b"Subject: x\r\n\r\nbody\r\n")
+        self.assertEqual(list(refused), ["nobody@hub.example"])
+        self.assertEqual(refused["nobody@hub.example"][0], 550)
+        self.assertTrue(self.srv.wait_log(r"script: ALARM mail \S+ from nas@site\.example for alarm@hub\.example"))
+        self.assertTrue(self.srv.wait_log(r"script: camera mail .* for cam3@cameras\.hub\.example"))
+
+
+class JsonLog(ServerTest):
+    ARGS = (example("json_log.lua"),)
+
+    def test_one_line_per_mail(self):
+        c = self.session()
+        for i in range(3):
+            self.assertReply(self.transaction(c, sender="s%d@site.example" % i), 250)
+        c.cmd("QUIT")
+        self.srv.stop()
+        lines = self.srv.proc_stdout.decode().splitlines()
+        self.assertEqual(len(lines), 3)
+        first = json.loads(lines[0])
+        self.assertEqual(first["from"], "s0@site.example")
+        self.assertEqual(first["to"], ["b@example.com"])
+        self.assertEqual(first["ip"], "127.0.0.1")
+        self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
