@@ -30,14 +30,6 @@ const char *call_hook_name(enum hook_stage st)
     return hook_names[st];
 }
 
-static struct bridge *bridge_of(lua_State *L)
-{
-    lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
-    struct bridge *b = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return b;
-}
-
 /*
  * Past the budget the coroutine is suspended by a yield from this hook: no
  * pcall in the script can catch a yield, and the call is then abandoned.

@@ -1,6 +1,5 @@
 /* The Lua state: allocator with a cap, libraries, package.path, the script,
  * and the script's `config` table. */
-#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,14 @@ double bridge_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct bridge *bridge_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
+    struct bridge *b = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return b;
 }
 
 /* Every allocation of the state goes through here: past the cap, Lua gets

@@ -45,6 +45,8 @@ struct lsession {
 };
 
 double bridge_now(void);
+/* The bridge a state belongs to (from C functions called by scripts). */
+struct bridge *bridge_of(lua_State *L);
 
 /* lsession.c */
 void  lsession_open_lib(lua_State *L);

@@ -9,14 +9,6 @@
 #define LUASMTPD_VERSION "0.0.0"
 #endif
 
-static struct bridge *bridge_of(lua_State *L)
-{
-    lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
-    struct bridge *b = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return b;
-}
-
 /* luasmtpd.log([level,] ...): one log line, the values joined by spaces;
  * level is "error", "warn", "info" (default) or "debug". */
 static int l_log(lua_State *L)
