@@ -19,13 +19,14 @@
 
 #define COUNT_STEP 1000   /* instructions between budget checks */
 
-static const char *const hook_names[HOOK_STAGE_COUNT] = {
+/* on_close has no verdict: it runs as the pseudo-stage CALL_CLOSE. */
+static const char *const hook_names[CALL_CLOSE + 1] = {
     [HOOK_CONNECT] = "on_connect", [HOOK_HELO] = "on_helo",   [HOOK_MAIL] = "on_mail_from",
     [HOOK_RCPT] = "on_rcpt",       [HOOK_DATA] = "on_data",   [HOOK_MESSAGE] = "on_mail",
-    [HOOK_RSET] = "on_rset",
+    [HOOK_RSET] = "on_rset",       [CALL_CLOSE] = "on_close",
 };
 
-const char *call_hook_name(enum hook_stage st)
+const char *call_hook_name(int st)
 {
     return hook_names[st];
 }
@@ -165,6 +166,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
 
     const char *sid = session_id(c->s);
     const char *name = hook_names[c->stage];
+    const char *then = c->stage == CALL_CLOSE ? "" : "; answering 451";
     if (rc == LUA_YIELD && c->waiting && !b->over_budget) {
         lua_pop(c->co, nres);
         return HOOK_PENDING;
@@ -172,24 +174,23 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     v->enhanced[0] = v->text[0] = '\0';
     v->disconnect = false;
     if (b->over_budget) {
-        log_msg(LOG_ERROR, sid, "%s: ran past its time budget of %.3gs (%s); answering 451",
-                name, b->budget, b->script);
+        log_msg(LOG_ERROR, sid, "%s: ran past its time budget of %.3gs (%s)%s", name, b->budget,
+                b->script, then);
         set_verdict_error(v);
     } else if (rc == LUA_YIELD) {
-        log_msg(LOG_ERROR, sid, "%s: yielded outside a luasmtpd wait (%s); answering 451",
-                name, b->script);
+        log_msg(LOG_ERROR, sid, "%s: yielded outside a luasmtpd wait (%s)%s", name, b->script, then);
         set_verdict_error(v);
     } else if (rc != LUA_OK) {
         const char *msg = lua_tostring(c->co, -1);
         if (rc == LUA_ERRMEM)
             msg = "not enough memory (--lua-memory)";
         luaL_traceback(b->L, c->co, msg ? msg : "(error object is not a string)", 0);
-        log_msg(LOG_ERROR, sid, "%s: %s; answering 451", name, lua_tostring(b->L, -1));
+        log_msg(LOG_ERROR, sid, "%s: %s%s", name, lua_tostring(b->L, -1), then);
         lua_pop(b->L, 1);
         set_verdict_error(v);
-    } else if (to_verdict(c->co, nres, v) < 0) {
-        log_msg(LOG_ERROR, sid, "%s: invalid return value (%s); answering 451", name,
-                nres ? luaL_typename(c->co, lua_gettop(c->co) - nres + 1) : "nothing");
+    } else if (c->stage != CALL_CLOSE && to_verdict(c->co, nres, v) < 0) {
+        log_msg(LOG_ERROR, sid, "%s: invalid return value (%s)%s", name,
+                nres ? luaL_typename(c->co, lua_gettop(c->co) - nres + 1) : "nothing", then);
         set_verdict_error(v);
     }
     end_call(c);
@@ -253,33 +254,48 @@ static int push_args(lua_State *L, struct lsession *ls, enum hook_stage st, cons
 
 static void set_params(lua_State *L, struct lsession *ls, const struct smtp_params *ps);
 
+static bool has_hook(struct bridge *b, int stage)
+{
+    lua_getglobal(b->L, hook_names[stage]);
+    bool defined = lua_isfunction(b->L, -1);
+    lua_pop(b->L, 1);
+    return defined;
+}
+
+/* A new call of hook `stage` on a coroutine of its own, the function pushed
+ * on it; NULL when out of memory. */
+static struct lcall *start_call(struct bridge *b, struct session *s, struct lsession *ls, int stage)
+{
+    struct lcall *c = ls ? calloc(1, sizeof(*c)) : NULL;
+    if (c == NULL) {
+        log_msg(LOG_ERROR, session_id(s), "%s: out of memory", hook_names[stage]);
+        return NULL;
+    }
+    c->b = b;
+    c->s = s;
+    c->stage = stage;
+    c->co = lua_newthread(b->L);
+    c->coref = luaL_ref(b->L, LUA_REGISTRYINDEX);
+    lua_sethook(c->co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
+    lua_getglobal(c->co, hook_names[stage]);
+    ls->call = c;
+    return c;
+}
+
 static enum hook_status lua_call_hook(void *ctx, struct session *s, enum hook_stage st,
                                       const struct hook_args *a, struct verdict *v)
 {
     struct bridge *b = ctx;
-    lua_State *L = b->L;
 
-    lua_getglobal(L, hook_names[st]);
-    bool defined = lua_isfunction(L, -1);
-    lua_pop(L, 1);
-    if (!defined)
+    if (!has_hook(b, (int)st))
         return HOOK_DONE;   /* no hook: v is VERDICT_ACCEPT already */
     struct lsession *ls = lsession_get(b, s);
-    struct lcall *c = ls ? calloc(1, sizeof(*c)) : NULL;
+    struct lcall *c = start_call(b, s, ls, (int)st);
     if (c == NULL) {
-        log_msg(LOG_ERROR, session_id(s), "%s: out of memory; answering 451", hook_names[st]);
         set_verdict_error(v);
         return HOOK_DONE;
     }
-    c->b = b;
-    c->s = s;
-    c->stage = st;
-    c->co = lua_newthread(L);
-    c->coref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_sethook(c->co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
-    ls->call = c;
-    set_params(L, ls, a->params);
-    lua_getglobal(c->co, hook_names[st]);
+    set_params(b->L, ls, a->params);
     int nargs = push_args(c->co, ls, st, a, s);
     return run(c, nargs, v);
 }
@@ -316,26 +332,13 @@ static void lua_close_hook(void *ctx, struct session *s)
         return;
     if (ls->call)
         end_call(ls->call);   /* a pending verdict that will never be given */
-    if (b->has_close) {
-        lua_State *L = b->L;
-        lua_State *co = lua_newthread(L);
-        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        int nres;
-        lua_sethook(co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
-        lua_getglobal(co, "on_close");
-        lsession_push(co, ls);
-        struct lcall probe = { .b = b, .s = s, .stage = HOOK_STAGE_COUNT };
-        b->running = &probe;
-        b->over_budget = false;
-        b->deadline = bridge_now() + b->budget;
-        int rc = lua_resume(co, L, 1, &nres);
-        b->running = NULL;
-        if (rc == LUA_YIELD || b->over_budget)
-            log_msg(LOG_ERROR, session_id(s), "on_close: %s (%s)",
-                    b->over_budget ? "ran past its time budget" : "may not wait", b->script);
-        else if (rc != LUA_OK)
-            log_msg(LOG_ERROR, session_id(s), "on_close: %s", lua_tostring(co, -1));
-        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (has_hook(b, CALL_CLOSE)) {
+        struct verdict ignored;
+        struct lcall *c = start_call(b, s, ls, CALL_CLOSE);
+        if (c) {
+            lsession_push(c->co, ls);
+            run(c, 1, &ignored);   /* cannot wait: luasmtpd.sleep refuses */
+        }
     }
     lsession_free(b, s);
 }
@@ -346,13 +349,7 @@ void call_hooks_init(struct bridge *b)
     b->hooks.call = lua_call_hook;
     b->hooks.close = lua_close_hook;
     b->defined = 0;
-    for (int st = 0; st < HOOK_STAGE_COUNT; st++) {
-        lua_getglobal(b->L, hook_names[st]);
-        if (lua_isfunction(b->L, -1))
+    for (int st = 0; st <= CALL_CLOSE; st++)
+        if (has_hook(b, st))
             b->defined |= 1 << st;
-        lua_pop(b->L, 1);
-    }
-    lua_getglobal(b->L, "on_close");
-    b->has_close = lua_isfunction(b->L, -1);
-    lua_pop(b->L, 1);
 }

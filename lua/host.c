@@ -230,12 +230,10 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
 void bridge_describe(struct bridge *b, char *out, size_t outsz)
 {
     size_t o = (size_t)snprintf(out, outsz, "hooks:");
-    for (int st = 0; st < HOOK_STAGE_COUNT && o < outsz; st++)
+    for (int st = 0; st <= CALL_CLOSE && o < outsz; st++)
         if (b->defined & (1 << st))
-            o += (size_t)snprintf(out + o, outsz - o, " %s", call_hook_name((enum hook_stage)st));
-    if (b->has_close && o < outsz)
-        o += (size_t)snprintf(out + o, outsz - o, " on_close");
-    if (b->defined == 0 && !b->has_close && o < outsz)
+            o += (size_t)snprintf(out + o, outsz - o, " %s", call_hook_name(st));
+    if (b->defined == 0 && o < outsz)
         snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
 }
 

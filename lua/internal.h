@@ -10,6 +10,9 @@
 
 struct lcall;
 
+/* The stage number on_close runs under (after the hook.h stages). */
+#define CALL_CLOSE HOOK_STAGE_COUNT
+
 struct bridge {
     lua_State      *L;
     struct ev_loop *loop;
@@ -20,15 +23,14 @@ struct bridge {
     double          deadline;      /* of the call running now */
     bool            over_budget;   /* the running call passed it */
     struct lcall   *running;       /* the call whose coroutine runs now */
-    int             defined;       /* bit per stage: the script has the hook */
-    bool            has_close;
+    int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
 };
 
 /* One hook call in progress: a coroutine of its session. */
 struct lcall {
     struct bridge  *b;
     struct session *s;
-    enum hook_stage stage;
+    int             stage;         /* a hook_stage, or CALL_CLOSE */
     lua_State      *co;
     int             coref;         /* registry reference keeping co alive */
     double          used;          /* running time so far */
@@ -61,6 +63,6 @@ int   luaopen_luasmtpd(lua_State *L);
 void  call_hooks_init(struct bridge *b);
 /* Resume a call's coroutine (after luasmtpd.sleep's timer). */
 void  call_resume(struct lcall *c);
-const char *call_hook_name(enum hook_stage st);
+const char *call_hook_name(int st);
 
 #endif

@@ -57,8 +57,10 @@ static int l_sleep(lua_State *L)
     struct bridge *b = bridge_of(L);
     struct lcall *c = b->running;
     luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "seconds out of range (0 to 86400)");
-    if (c == NULL || c->stage == HOOK_STAGE_COUNT)
+    if (c == NULL)
         return luaL_error(L, "luasmtpd.sleep can only be called from a hook");
+    if (c->stage == CALL_CLOSE)
+        return luaL_error(L, "on_close may not wait");
     if (c->co != L)
         return luaL_error(L, "luasmtpd.sleep cannot be called from a nested coroutine");
     ev_timer_init(&c->wait, wake_cb, secs, 0.);

@@ -282,3 +282,36 @@ class Replay(unittest.TestCase):
         p = self.run_bin("--from", "a@b.c")
         self.assertEqual(p.returncode, 2)
         self.assertIn("go with --replay", p.stderr)
+
+
+class Lifecycle(ServerTest):
+    ARGS = (os.path.join(HERE, "scripts", "lifecycle.lua"),)
+
+    def close_with(self, mode):
+        c = self.srv.client()
+        self.assertReply(c.cmd("EHLO " + mode), 250)
+        c.cmd("QUIT")
+        self.assertTrue(c.closed())
+
+    def test_on_close_failures_are_logged_and_harmless(self):
+        self.close_with("close-error")
+        self.assertTrue(self.srv.wait_log(r"on_close: .*lifecycle\.lua:\d+: on_close failure"))
+        self.assertTrue(self.srv.wait_log(r"stack traceback"))
+        self.close_with("close-sleep")
+        self.assertTrue(self.srv.wait_log(r"on_close: .*on_close may not wait"))
+        self.close_with("close-yield")
+        self.assertTrue(self.srv.wait_log(r"on_close: yielded outside a luasmtpd wait"))
+        self.assertEqual(self.srv.count_log(r"answering 451"), 0)
+        self.close_with("fine")
+        self.assertTrue(self.srv.wait_log(r"script: closed fine"))
+        c = self.session()
+        self.assertReply(self.transaction(c), 250)
+
+    def test_kept_session_is_cut_loose(self):
+        self.close_with("keep")
+        self.assertTrue(self.srv.wait_log(r"script: closed keep"))
+        c = self.session()
+        self.assertReply(c.cmd("MAIL FROM:<stale@test>"), 250)
+        self.assertTrue(self.srv.wait_log(r"script: stale: false .*the session has ended"))
+        self.assertTrue(self.srv.wait_log(r"script: write: false .*read-only"))
+        self.assertTrue(self.srv.wait_log(r"script: tostring: session \(ended\)"))
