@@ -14,25 +14,29 @@ LDLIBS    += -lev
 LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
-CORE_SRC  := core/buf.c core/config.c core/hook_default.c core/log.c core/net.c \
-             core/server.c core/session.c core/smtp.c core/smtp_parse.c
-LUA_SRC   := lua/call.c lua/host.c lua/lsession.c lua/module.c
+CORE_SRC  := core/buf.c core/charset.c core/config.c core/hook_default.c core/log.c core/net.c \
+             core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c
+LUA_SRC   := lua/call.c lua/host.c lua/lsession.c lua/mail.c lua/module.c
 MAIN_SRC  := core/main.c core/replay.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 
 B         := build
 CORE_OBJ  := $(patsubst %.c,$(B)/obj/%.o,$(CORE_SRC))
-OBJ       := $(CORE_OBJ) $(patsubst %.c,$(B)/obj/%.o,$(LUA_SRC) $(MAIN_SRC)) $(B)/obj/default_script.o
+# Lua sources compiled into the binary as C strings (lua_<name>).
+EMBED     := default luasmtpd
+OBJ       := $(CORE_OBJ) $(patsubst %.c,$(B)/obj/%.o,$(LUA_SRC) $(MAIN_SRC)) \
+             $(patsubst %,$(B)/obj/embed_%.o,$(EMBED))
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(B)/%,$(UNIT_SRC))
 
 # The same sources built with AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_CORE  := $(patsubst %.c,$(B)/san/%.o,$(CORE_SRC))
-SAN_OBJ   := $(SAN_CORE) $(patsubst %.c,$(B)/san/%.o,$(LUA_SRC) $(MAIN_SRC)) $(B)/san/default_script.o
+SAN_OBJ   := $(SAN_CORE) $(patsubst %.c,$(B)/san/%.o,$(LUA_SRC) $(MAIN_SRC)) \
+             $(patsubst %,$(B)/san/embed_%.o,$(EMBED))
 SAN_UNIT  := $(patsubst tests/unit/%.c,$(B)/san/%,$(UNIT_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-unit test-integration asan install uninstall clean
+.PHONY: all deps run test test-unit test-integration asan fuzz install uninstall clean
 
 all: $(B)/luasmtpd
 
@@ -46,16 +50,17 @@ $(B)/san/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(LUA_CFLAGS) $(SAN_FLAGS) $(WFLAGS) -c -o $@ $<
 
-# The default script, embedded as a C string.
-$(B)/gen/default_script.c: lua/default.lua
+# The embedded Lua sources: the default script and the luasmtpd module's
+# Lua half.
+$(B)/gen/embed_%.c: lua/%.lua
 	@mkdir -p $(dir $@)
-	{ echo 'const char default_script[] ='; \
+	{ echo 'const char lua_$*[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
 
-$(B)/obj/default_script.o: $(B)/gen/default_script.c
+$(B)/obj/embed_%.o: $(B)/gen/embed_%.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(B)/san/default_script.o: $(B)/gen/default_script.c
+$(B)/san/embed_%.o: $(B)/gen/embed_%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_FLAGS) -c -o $@ $<
 
@@ -77,6 +82,25 @@ $(B)/san/test_%: $(B)/san/tests/unit/test_%.o $(SAN_CORE)
 
 asan: $(B)/san/luasmtpd
 
+# libFuzzer targets (clang), with ASan+UBSan, seeded from tests/data.
+# `make test` runs each briefly; `make fuzz FUZZ_TIME=600` as long as asked.
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 60
+FUZZ_SRC  := core/buf.c core/charset.c core/mime.c
+FUZZ_BIN  := $(B)/fuzz/fuzz_mime
+
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    $(WFLAGS) -o $@ $< $(FUZZ_SRC)
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+	    mkdir -p $(B)/fuzz/corpus-$$(basename $$f) && \
+	    $$f -max_total_time=$(FUZZ_TIME) -max_len=65536 $(B)/fuzz/corpus-$$(basename $$f) tests/data \
+	        || exit 1; \
+	done
+
 deps:
 	@sh scripts/deps.sh
 
@@ -85,7 +109,7 @@ run: deps all
 
 # Unit tests and the integration suite, each against the normal build and
 # the ASan+UBSan build; the last line sums them up.
-test: deps all asan $(UNIT_BIN) $(SAN_UNIT)
+test: deps all asan $(UNIT_BIN) $(SAN_UNIT) $(FUZZ_BIN)
 	@sh tests/run.sh $(B)
 
 test-unit: $(UNIT_BIN)

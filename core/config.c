@@ -5,11 +5,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
 
-enum opt_type { OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_LOGLEVEL };
+enum opt_type { OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_LOGLEVEL };
 
 struct option_def {
     const char   *name;
@@ -49,6 +50,10 @@ static const struct option_def options[] = {
       "decimals allowed (default 1)" },
     { "lua-memory", OPT_SIZE, OFF(lua_memory), 1LL << 20, 1LL << 34, "BYTES",
       "memory the script's Lua state may hold; a hook past it gets 451 (default 64M)" },
+    { "body-lines", OPT_INT, OFF(body_lines), 0, 100000, "N",
+      "lines of the text body in mail.body and the HSYCO event (default 64)" },
+    { "rawbody", OPT_BOOL, OFF(rawbody), 0, 1, NULL,
+      "mail.body from the body as received, not the decoded text part" },
     { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
       "error, warn, info or debug (default info)" },
 };
@@ -68,6 +73,7 @@ void config_defaults(struct config *cfg)
     cfg->grace = 30;
     cfg->hook_timeout_ms = 1000;
     cfg->lua_memory = 64LL << 20;
+    cfg->body_lines = 64;
     cfg->log_level = LOG_INFO;
 }
 
@@ -81,7 +87,21 @@ static const struct option_def *find_option(const char *name)
 
 int config_takes_value(const char *name)
 {
-    return find_option(name) ? 1 : -1;
+    const struct option_def *o = find_option(name);
+    return o == NULL ? -1 : o->type != OPT_BOOL;
+}
+
+static int parse_bool(const struct option_def *o, const char *value, long long *out, char *err)
+{
+    static const char *const yes[] = { "true", "yes", "on", "1" }, *const no[] = { "false", "no", "off", "0" };
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+            *out = strcasecmp(value, yes[i]) == 0;
+            return 0;
+        }
+    }
+    snprintf(err, CONFIG_ERR_MAX, "--%s: '%s' is not true or false", o->name, value);
+    return -1;
 }
 
 static int parse_number(const struct option_def *o, const char *value, long long *out, char *err)
@@ -154,6 +174,8 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
         return -1;
     }
     switch (o->type) {
+    case OPT_BOOL:
+        return parse_bool(o, value, (long long *)((char *)cfg + o->offset), err);
     case OPT_INT:
     case OPT_SIZE:
     case OPT_SECONDS:
@@ -211,13 +233,14 @@ void config_usage(FILE *out)
           "       luasmtpd --check SCRIPT.lua\n"
           "       luasmtpd --replay FILE.eml [--from ADDR] [--to ADDR]... [SCRIPT.lua]\n"
           "An SMTP server for machines and scripts: every decision is a Lua hook.\n"
-          "Without SCRIPT, the embedded default logs each mail as an event line.\n"
+          "Without SCRIPT, the embedded default prints each mail as an event line.\n"
           "A script's global `config` table may set the options below (max_size = ...);\n"
           "flags win over it.\n\n"
           "Options:\n", out);
     for (size_t i = 0; i < NOPTIONS; i++) {
         char head[64];
-        snprintf(head, sizeof(head), "--%s %s", options[i].name, options[i].arg);
+        snprintf(head, sizeof(head), "--%s%s%s", options[i].name, options[i].arg ? " " : "",
+                 options[i].arg ? options[i].arg : "");
         const char *h = options[i].help;
         fprintf(out, "  %-26s", head);
         while (*h) {

@@ -30,6 +30,8 @@ struct config {
     long long grace;
     long long hook_timeout_ms;
     long long lua_memory;
+    long long body_lines;
+    long long rawbody;          /* 0 or 1 */
     int    log_level;
 };
 

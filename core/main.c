@@ -102,12 +102,15 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
         char *name = names[a->nflags];
         memcpy(name, arg + 2, n);
         name[n] = '\0';
-        if (config_takes_value(name) < 0) {
+        int takes = config_takes_value(name);
+        if (takes < 0) {
             snprintf(err, sizeof(err), "unknown option --%s", name);
             return usage_error(err);
         }
         if (eq) {
             value = eq + 1;
+        } else if (!takes) {
+            value = "true";           /* a switch: --rawbody */
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {

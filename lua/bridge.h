@@ -25,7 +25,8 @@ int  bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script,
  * named in `flags` (set on the command line, which wins).  0 or -1 + err. */
 int  bridge_apply_config(struct bridge *b, struct config *cfg, const char *const *flags,
                          char *err);
-/* The limits the config holds for hooks (--hook-timeout, --lua-memory). */
+/* What the config says of hooks and the mail table (--hook-timeout,
+ * --lua-memory, --body-lines, --rawbody). */
 void bridge_set_limits(struct bridge *b, const struct config *cfg);
 /* A summary for --check: which hooks the script defines. */
 void bridge_describe(struct bridge *b, char *out, size_t outsz);

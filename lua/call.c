@@ -133,14 +133,14 @@ static int to_verdict(lua_State *co, int nres, struct verdict *v)
 static void end_call(struct lcall *c)
 {
     struct bridge *b = c->b;
-    struct lsession *ls = lsession_get(b, c->s);
+    struct lsession *ls = *session_hook_data(c->s);
     if (ls && ls->call == c)
         ls->call = NULL;
     if (c->waiting)
         ev_timer_stop(b->loop, &c->wait);
     /* An abandoned coroutine (over budget, or its session gone) may hold
      * to-be-closed variables: close them now. */
-    if (lua_status(c->co) == LUA_YIELD)
+    if (c->co && lua_status(c->co) == LUA_YIELD)
         lua_resetthread(c->co);
     luaL_unref(b->L, LUA_REGISTRYINDEX, c->coref);
     free(c);
@@ -220,31 +220,11 @@ static int push_args(lua_State *L, struct lsession *ls, enum hook_stage st, cons
         lua_pushstring(L, a->address);
         n = 1;
         break;
-    case HOOK_MESSAGE: {
-        int pr;
-        lua_createtable(L, 0, 8);
-        lua_pushlstring(L, a->message, a->size);
-        lua_setfield(L, -2, "raw");
-        lua_pushinteger(L, (lua_Integer)a->size);
-        lua_setfield(L, -2, "size");
-        lua_pushstring(L, session_message_id(s));
-        lua_setfield(L, -2, "id");
-        lua_pushstring(L, session_sender(s));
-        lua_setfield(L, -2, "sender");
-        size_t nr = session_nrecipients(s);
-        lua_createtable(L, (int)nr, 0);
-        for (size_t i = 0; i < nr; i++) {
-            lua_pushstring(L, session_recipient(s, i));
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        }
-        lua_setfield(L, -2, "recipients");
-        lua_pushstring(L, session_helo(s) ? session_helo(s) : "");
-        lua_setfield(L, -2, "helo");
-        lua_pushstring(L, session_peer_host(s, &pr));
-        lua_setfield(L, -2, "ip");
+    case HOOK_MESSAGE:
+        if (mail_push(L, ls->b, s, a->message, a->size) < 0)
+            luaL_error(L, "out of memory");
         n = 1;
         break;
-    }
     default:
         break;
     }
@@ -262,42 +242,85 @@ static bool has_hook(struct bridge *b, int stage)
     return defined;
 }
 
-/* A new call of hook `stage` on a coroutine of its own, the function pushed
- * on it; NULL when out of memory. */
-static struct lcall *start_call(struct bridge *b, struct session *s, struct lsession *ls, int stage)
+struct prep {
+    struct bridge          *b;
+    struct session         *s;
+    int                     stage;
+    const struct hook_args *args;     /* NULL for on_close */
+    struct lcall           *c;        /* out: the call, if the hook exists */
+    int                     nargs;
+};
+
+/*
+ * Under lua_pcall: everything a call allocates in the Lua state (the
+ * session object, the coroutine, the arguments, the mail table), so that
+ * reaching the memory cap fails this one call, never the process.  The
+ * call is recorded in p->c as soon as it exists, for the caller to free
+ * when a later step fails.
+ */
+static int prepare(lua_State *L)
 {
+    struct prep *p = lua_touserdata(L, 1);
+    lua_getglobal(L, hook_names[p->stage]);
+    if (!lua_isfunction(L, -1))
+        return 0;
+    struct lsession *ls = lsession_get(p->b, p->s);
     struct lcall *c = ls ? calloc(1, sizeof(*c)) : NULL;
-    if (c == NULL) {
-        log_msg(LOG_ERROR, session_id(s), "%s: out of memory", hook_names[stage]);
-        return NULL;
-    }
-    c->b = b;
-    c->s = s;
-    c->stage = stage;
-    c->co = lua_newthread(b->L);
-    c->coref = luaL_ref(b->L, LUA_REGISTRYINDEX);
-    lua_sethook(c->co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
-    lua_getglobal(c->co, hook_names[stage]);
+    if (c == NULL)
+        return luaL_error(L, "out of memory");
+    c->b = p->b;
+    c->s = p->s;
+    c->stage = p->stage;
+    c->coref = LUA_NOREF;
+    p->c = c;
+    lua_State *co = lua_newthread(L);
+    c->coref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->co = co;
+    lua_sethook(co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
+    if (p->args)
+        set_params(L, ls, p->args->params);
+    push_args(L, ls, p->stage, p->args, p->s);
+    int n = lua_gettop(L) - 1;    /* the function and its arguments */
+    if (!lua_checkstack(co, n))
+        return luaL_error(L, "stack overflow");
+    lua_xmove(L, co, n);
+    p->nargs = n - 1;
     ls->call = c;
-    return c;
+    return 0;
+}
+
+/* Start a call of hook `stage`: HOOK_DONE with v untouched when the script
+ * has no such hook, or with v an error verdict when it could not start;
+ * else the call runs (HOOK_DONE with its verdict, or HOOK_PENDING). */
+static enum hook_status begin(struct bridge *b, struct session *s, int stage,
+                              const struct hook_args *a, struct verdict *v)
+{
+    lua_State *L = b->L;
+    struct prep p = { .b = b, .s = s, .stage = stage, .args = a };
+    int top = lua_gettop(L);
+
+    lua_pushcfunction(L, prepare);
+    lua_pushlightuserdata(L, &p);
+    int rc = lua_pcall(L, 1, 0, 0);
+    if (rc != LUA_OK) {
+        log_msg(LOG_ERROR, session_id(s), "%s: cannot start: %s%s", hook_names[stage],
+                rc == LUA_ERRMEM ? "not enough memory (--lua-memory)" : lua_tostring(L, -1),
+                stage == CALL_CLOSE ? "" : "; answering 451");
+        lua_settop(L, top);
+        if (p.c)
+            end_call(p.c);
+        set_verdict_error(v);
+        return HOOK_DONE;
+    }
+    if (p.c == NULL)
+        return HOOK_DONE;
+    return run(p.c, p.nargs, v);
 }
 
 static enum hook_status lua_call_hook(void *ctx, struct session *s, enum hook_stage st,
                                       const struct hook_args *a, struct verdict *v)
 {
-    struct bridge *b = ctx;
-
-    if (!has_hook(b, (int)st))
-        return HOOK_DONE;   /* no hook: v is VERDICT_ACCEPT already */
-    struct lsession *ls = lsession_get(b, s);
-    struct lcall *c = start_call(b, s, ls, (int)st);
-    if (c == NULL) {
-        set_verdict_error(v);
-        return HOOK_DONE;
-    }
-    set_params(b->L, ls, a->params);
-    int nargs = push_args(c->co, ls, st, a, s);
-    return run(c, nargs, v);
+    return begin(ctx, s, (int)st, a, v);   /* no hook: v is VERDICT_ACCEPT already */
 }
 
 /* session.params: the ESMTP parameters of the command being decided. */
@@ -328,18 +351,11 @@ static void lua_close_hook(void *ctx, struct session *s)
 {
     struct bridge *b = ctx;
     struct lsession *ls = *session_hook_data(s);
-    if (ls == NULL)
-        return;
-    if (ls->call)
+    struct verdict ignored;
+
+    if (ls && ls->call)
         end_call(ls->call);   /* a pending verdict that will never be given */
-    if (has_hook(b, CALL_CLOSE)) {
-        struct verdict ignored;
-        struct lcall *c = start_call(b, s, ls, CALL_CLOSE);
-        if (c) {
-            lsession_push(c->co, ls);
-            run(c, 1, &ignored);   /* cannot wait: luasmtpd.sleep refuses */
-        }
-    }
+    begin(b, s, CALL_CLOSE, NULL, &ignored);   /* cannot wait: luasmtpd.sleep refuses */
     lsession_free(b, s);
 }
 

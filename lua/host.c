@@ -17,7 +17,7 @@
 #endif
 
 /* The embedded default script (generated from lua/default.lua). */
-extern const char default_script[];
+extern const char lua_default[];
 
 double bridge_now(void)
 {
@@ -96,6 +96,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
     b->loop = loop;
     b->script = script ? script : "(default)";
     b->budget = 1.0;
+    b->body_lines = 64;
     b->L = lua_newstate(capped_alloc, b);
     if (b->L == NULL) {
         free(b);
@@ -116,7 +117,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
 
     lua_pushcfunction(L, msghandler);
     int rc = script ? luaL_loadfile(L, script)
-                    : luaL_loadbuffer(L, default_script, strlen(default_script), "=(default script)");
+                    : luaL_loadbuffer(L, lua_default, strlen(lua_default), "=(default script)");
     if (rc == LUA_OK)
         rc = lua_pcall(L, 0, 0, -2);
     if (rc != LUA_OK) {
@@ -142,6 +143,9 @@ static int config_value(lua_State *L, int idx, const char *key, char *out, size_
         return 0;
     case LUA_TSTRING:
         snprintf(out, outsz, "%s", lua_tostring(L, idx));
+        return 0;
+    case LUA_TBOOLEAN:
+        snprintf(out, outsz, "%s", lua_toboolean(L, idx) ? "true" : "false");
         return 0;
     default:
         snprintf(err, BRIDGE_ERR_MAX, "config.%s: a %s is not a valid value", key,
@@ -222,6 +226,8 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
 {
     b->budget = (double)cfg->hook_timeout_ms / 1000.0;
     b->mem_limit = (size_t)cfg->lua_memory;
+    b->body_lines = cfg->body_lines;
+    b->rawbody = cfg->rawbody != 0;
     /* a cap below what the script already holds would fail at once */
     if (b->mem_limit && b->mem_limit < b->mem * 2)
         b->mem_limit = b->mem * 2;

@@ -24,6 +24,8 @@ struct bridge {
     bool            over_budget;   /* the running call passed it */
     struct lcall   *running;       /* the call whose coroutine runs now */
     int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
+    long long       body_lines;    /* --body-lines */
+    bool            rawbody;       /* --rawbody */
 };
 
 /* One hook call in progress: a coroutine of its session. */
@@ -58,6 +60,10 @@ void  lsession_free(struct bridge *b, struct session *s);
 
 /* module.c: the `luasmtpd` module */
 int   luaopen_luasmtpd(lua_State *L);
+
+/* mail.c: push the mail table of the message s is receiving; -1 when
+ * memory ran out outside the Lua state. */
+int   mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg, size_t size);
 
 /* call.c */
 void  call_hooks_init(struct bridge *b);

@@ -146,19 +146,25 @@ struct lsession *lsession_get(struct bridge *b, struct session *s)
     struct lsession *ls = *session_hook_data(s);
     if (ls)
         return ls;
-    ls = calloc(1, sizeof(*ls));
-    if (ls == NULL)
-        return NULL;
+    /* the Lua side first: if it raises (memory), nothing C-side is lost */
     lua_State *L = b->L;
-    ls->b = b;
-    ls->paramsref = LUA_NOREF;
     struct box *bx = lua_newuserdatauv(L, sizeof(*bx), 1);
-    bx->s = s;
-    bx->ls = ls;
+    bx->s = NULL;
+    bx->ls = NULL;
     luaL_setmetatable(L, SESSION_MT);
     lua_newtable(L);
     lua_setiuservalue(L, -2, 1);
-    ls->udref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ls = calloc(1, sizeof(*ls));
+    if (ls == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return NULL;
+    }
+    ls->b = b;
+    ls->paramsref = LUA_NOREF;
+    ls->udref = ref;
+    bx->s = s;
+    bx->ls = ls;
     *session_hook_data(s) = ls;
     return ls;
 }

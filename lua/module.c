@@ -5,6 +5,9 @@
 #include "internal.h"
 #include "log.h"
 
+/* lua/luasmtpd.lua, compiled in */
+extern const char lua_luasmtpd[];
+
 #ifndef LUASMTPD_VERSION
 #define LUASMTPD_VERSION "0.0.0"
 #endif
@@ -80,5 +83,10 @@ int luaopen_luasmtpd(lua_State *L)
     luaL_newlib(L, funcs);
     lua_pushliteral(L, LUASMTPD_VERSION);
     lua_setfield(L, -2, "version");
+    /* the functions written in Lua (lua/luasmtpd.lua) join the table */
+    if (luaL_loadbuffer(L, lua_luasmtpd, strlen(lua_luasmtpd), "=luasmtpd.lua") != LUA_OK)
+        return lua_error(L);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
     return 1;
 }

@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="build-essential pkg-config libev-dev liblua5.4-dev lua5.4 lua-cjson libssl-dev
-      python3 swaks curl postfix clang luarocks"
+      python3 swaks curl postfix clang libclang-rt-dev luarocks"
 
 missing=""
 for p in $PKGS; do

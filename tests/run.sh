@@ -24,6 +24,24 @@ suite() {
 for t in "$B"/test_* "$B"/san/test_*; do
     [ -x "$t" ] && suite "$t"
 done
+# Fuzz targets, briefly: a crash or a sanitizer report fails the run.
+fuzz() {
+    f=$1
+    corpus="$B/fuzz/corpus-$(basename "$f")"
+    mkdir -p "$corpus"
+    if "$f" -max_total_time="${FUZZ_BRIEF:-20}" -max_len=65536 "$corpus" tests/data >"$one" 2>&1; then
+        line="$(basename "$f"): 1 passed, 0 failed ($(grep -o 'Done [0-9]* runs' "$one"))"
+    else
+        grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$one" | head -n 20
+        line="$(basename "$f"): 0 passed, 1 failed"
+        status=1
+    fi
+    echo "$line" | tee -a "$log"
+}
+for f in "$B"/fuzz/fuzz_*; do
+    [ -x "$f" ] && { echo "== $f"; fuzz "$f"; }
+done
+
 for bin in "$B/luasmtpd" "$B/san/luasmtpd"; do
     [ -x "$bin" ] && suite python3 tests/integration/run.py --binary "$bin"
 done

@@ -24,9 +24,14 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, preexec_fn=preexec_fn)
         self.lines = []
+        self.out = []         # stdout: what scripts print (the default's events)
         self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader = threading.Thread(target=self._read, args=(self.proc.stderr, self.lines),
+                                       daemon=True)
         self.reader.start()
+        self.out_reader = threading.Thread(target=self._read, args=(self.proc.stdout, self.out),
+                                           daemon=True)
+        self.out_reader.start()
         m = self.wait_log(r"listening on (\S+):(\d+)", timeout=10)
         if not m:
             self.stop()
@@ -34,22 +39,24 @@ class Server:
         self.host = "127.0.0.1"
         self.port = int(m.group(2))
 
-    def _read(self):
-        for raw in self.proc.stderr:
+    def _read(self, stream, lines):
+        for raw in stream:
             with self.lock:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
     def log(self):
         with self.lock:
             return "\n".join(self.lines)
 
-    def wait_log(self, pattern, timeout=5.0, count=1):
-        """Wait until `pattern` has matched `count` log lines; the last match."""
+    def wait_log(self, pattern, timeout=5.0, count=1, stdout=False):
+        """Wait until `pattern` has matched `count` log lines (with stdout,
+        lines the server printed); the last match."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
+        lines = self.out if stdout else self.lines
         while True:
             with self.lock:
-                found = [m for m in map(rx.search, self.lines) if m]
+                found = [m for m in map(rx.search, lines) if m]
             if len(found) >= count:
                 return found[count - 1]
             if time.monotonic() > deadline or (self.proc.poll() is not None and not self.reader.is_alive()):
@@ -72,7 +79,7 @@ class Server:
         return Client(self.port, **kw)
 
     def stop(self, sig=15, timeout=10):
-        """Stop the server; its exit status.  Its stdout is kept in proc_stdout."""
+        """Stop the server; its exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -81,11 +88,12 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.reader.join(timeout=5)
-        if not self.proc.stdout.closed:
-            self.proc_stdout = self.proc.stdout.read()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
+        self.out_reader.join(timeout=5)
         return self.proc.returncode
+
+    def stdout(self):
+        with self.lock:
+            return "\n".join(self.out)
 
     def __enter__(self):
         return self

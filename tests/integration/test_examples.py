@@ -48,7 +48,7 @@ class JsonLog(ServerTest):
             self.assertReply(self.transaction(c, sender="s%d@site.example" % i), 250)
         c.cmd("QUIT")
         self.srv.stop()
-        lines = self.srv.proc_stdout.decode().splitlines()
+        lines = self.srv.stdout().splitlines()
         self.assertEqual(len(lines), 3)
         first = json.loads(lines[0])
         self.assertEqual(first["from"], "s0@site.example")

@@ -164,12 +164,20 @@ class NoHooks(ServerTest):
 class DefaultScript(ServerTest):
     def test_event_line(self):
         c = self.session()
-        self.assertReply(self.transaction(c), 250)
-        m = self.srv.wait_log(r"script: smtp\.mail = (\{.*\})")
-        self.assertTrue(m, self.srv.log())
-        event = json.loads(m.group(1))
-        self.assertEqual(event["from"], "a@example.com")
-        self.assertEqual(event["to"], "b@example.com")
+        body = (b"From: Cam 1 <cam1@site.example>\r\nTo: events@hub.example\r\n"
+                b"Subject: =?utf-8?q?Bewegung_erkannt?=\r\nDate: Mon, 25 Jan 2016 18:24:49 +0100\r\n"
+                b"\r\nzone 3\r\nzone 4\r\n")
+        self.assertReply(self.transaction(c, body=body), 250)
+        m = self.srv.wait_log(r"^smtp\.mail = (\{.*\})$", stdout=True)
+        self.assertTrue(m, self.srv.stdout())
+        self.assertEqual(json.loads(m.group(1)), {
+            "from": "Cam 1 <cam1@site.example>", "to": "events@hub.example",
+            "subject": "Bewegung erkannt", "date": "Mon, 25 Jan 2016 18:24:49 +0100",
+            "contenttype": "text/plain; charset=us-ascii", "returnpath": "",
+            "body": ["zone 3", "zone 4"]})
+        # HSYCO's key order, "/" unescaped
+        self.assertTrue(m.group(1).startswith('{"from":'), m.group(1))
+        self.assertIn('"contenttype":"text/plain; charset=us-ascii","returnpath":"","body":[', m.group(1))
 
 
 def run_bin(*args):
@@ -273,7 +281,7 @@ class Replay(unittest.TestCase):
         self.assertEqual(p.returncode, 0)
         self.assertIn("MAIL FROM:<replay@localhost>", p.stdout)
         self.assertIn("RCPT TO:<postmaster@localhost>", p.stdout)
-        self.assertIn("smtp.mail = ", p.stderr)
+        self.assertIn("\nsmtp.mail = {", p.stdout)
 
     def test_usage(self):
         p = self.run_bin("--replay", "/nonexistent.eml")

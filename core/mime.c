@@ -1,0 +1,1009 @@
+#include "mime.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const struct mime_limits mime_default_limits = {
+    .depth = MIME_DEPTH_MAX,
+    .parts = MIME_PARTS_MAX,
+    .headers = MIME_HEADERS_MAX,
+    .header_size = MIME_HEADER_SIZE_MAX,
+};
+
+/* ---- arena: everything a parse allocates, freed at once ---- */
+
+#define ARENA_CHUNK 8192
+
+struct arena {
+    struct arena *next;
+    size_t        used, size;
+    _Alignas(max_align_t) char data[];
+};
+
+static void *arena_alloc(struct mime *m, size_t n)
+{
+    const size_t align = _Alignof(max_align_t);
+    struct arena *a = m->arena;
+
+    n = (n + align - 1) & ~(align - 1);
+    if (a == NULL || a->size - a->used < n) {
+        size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+        a = malloc(sizeof(*a) + size);
+        if (a == NULL)
+            return NULL;
+        a->size = size;
+        a->used = 0;
+        a->next = m->arena;
+        m->arena = a;
+    }
+    void *p = a->data + a->used;
+    a->used += n;
+    return p;
+}
+
+/* A C string copy of s[0, n): NUL bytes become U+FFFD so the string is
+ * whole; with lower, ASCII letters are lower-cased. */
+static char *arena_str(struct mime *m, const char *s, size_t n, bool lower)
+{
+    size_t nuls = 0;
+    for (const char *z = memchr(s, '\0', n); z; z = memchr(z + 1, '\0', n - (size_t)(z + 1 - s)))
+        nuls++;
+    char *out = arena_alloc(m, n + 2 * nuls + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '\0') {
+            memcpy(o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            continue;
+        }
+        if (lower && c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        *o++ = c;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* ---- small text helpers ---- */
+
+static bool is_wsp(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static void trim(const char **s, size_t *n)
+{
+    while (*n && (is_wsp(**s) || **s == '\r' || **s == '\n')) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n && (is_wsp((*s)[*n - 1]) || (*s)[*n - 1] == '\r' || (*s)[*n - 1] == '\n'))
+        (*n)--;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool slice_is(const char *s, size_t n, const char *lit)
+{
+    return strlen(lit) == n && strncasecmp(s, lit, n) == 0;
+}
+
+/* RFC 2045 token characters. */
+static bool is_token(char c)
+{
+    return (unsigned char)c > ' ' && (unsigned char)c < 127 && !strchr("()<>@,;:\\\"/[]?=", c);
+}
+
+/* ---- transfer encodings ---- */
+
+static const signed char b64[256] = {
+    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
+    ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15,
+    ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22,
+    ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29,
+    ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36,
+    ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42, ['q'] = 43,
+    ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49, ['x'] = 50,
+    ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56, ['4'] = 57,
+    ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+};   /* value + 1; 0 is "not in the alphabet" */
+
+/* Base64, leniently: characters outside the alphabet are skipped and '='
+ * ends a group wherever it comes (some writers concatenate padded runs). */
+static int base64_decode(const char *s, size_t n, struct buf *out)
+{
+    if (buf_reserve(out, n / 4 * 3 + 3) < 0)
+        return -1;
+    unsigned char *o = (unsigned char *)buf_tail(out), *o0 = o;
+    uint32_t acc = 0;
+    int have = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        int v = b64[(unsigned char)s[i]];
+        if (v) {
+            acc = acc << 6 | (uint32_t)(v - 1);
+            if (++have == 4) {
+                *o++ = (unsigned char)(acc >> 16);
+                *o++ = (unsigned char)(acc >> 8);
+                *o++ = (unsigned char)acc;
+                acc = 0;
+                have = 0;
+            }
+        } else if (s[i] == '=' && have >= 2) {
+            *o++ = (unsigned char)(acc >> (have == 2 ? 4 : 10));
+            if (have == 3)
+                *o++ = (unsigned char)(acc >> 2);
+            acc = 0;
+            have = 0;
+        }
+    }
+    if (have >= 2) {      /* padding left off */
+        *o++ = (unsigned char)(acc >> (have == 2 ? 4 : 10));
+        if (have == 3)
+            *o++ = (unsigned char)(acc >> 2);
+    }
+    buf_commit(out, (size_t)(o - o0));
+    return 0;
+}
+
+/* Quoted-printable (RFC 2045 6.7): =XX, soft breaks, trailing blanks of a
+ * line removed; a malformed '=' is kept as it is.  With q, RFC 2047's Q
+ * form: '_' is a space and there are no lines. */
+static int qp_decode(const char *s, size_t n, bool q, struct buf *out)
+{
+    if (buf_reserve(out, n + 1) < 0)
+        return -1;
+    char *o = buf_tail(out), *o0 = o;
+    size_t i = 0;
+
+    while (i < n) {
+        const char *lf = q ? NULL : memchr(s + i, '\n', n - i);
+        size_t le = lf ? (size_t)(lf - s) : n, next = lf ? le + 1 : n;
+        bool crlf = lf && le > i && s[le - 1] == '\r';
+        if (!q)
+            while (le > i && (is_wsp(s[le - 1]) || s[le - 1] == '\r'))
+                le--;
+        bool soft = !q && le > i && s[le - 1] == '=';
+        if (soft)
+            le--;
+        for (size_t j = i; j < le; j++) {
+            char c = s[j];
+            if (c == '=' && j + 2 < le && hexval(s[j + 1]) >= 0 && hexval(s[j + 2]) >= 0) {
+                *o++ = (char)(hexval(s[j + 1]) << 4 | hexval(s[j + 2]));
+                j += 2;
+            } else if (q && c == '_') {
+                *o++ = ' ';
+            } else {
+                *o++ = c;
+            }
+        }
+        if (lf && !soft) {
+            if (crlf)
+                *o++ = '\r';
+            *o++ = '\n';
+        }
+        i = next;
+    }
+    buf_commit(out, (size_t)(o - o0));
+    return 0;
+}
+
+/* ---- the parser's state ---- */
+
+struct parser {
+    struct mime *m;
+    struct mime_limits lim;
+    const char *msg;
+    size_t len;
+    struct frame {                /* an open multipart */
+        struct mime_part *part;
+        const char *boundary;
+        size_t blen;
+    } frames[MIME_DEPTH_MAX + 1];
+    int nframes;
+    struct mime_part *cur;        /* the part being read */
+    bool in_headers;
+    bool field;                   /* a header field is being read: */
+    size_t field_start, field_colon, field_end, name_end;
+    struct buf unfolded, decoded, bytes, pending;   /* scratch */
+    bool oom;
+};
+
+static void cut(struct parser *p, enum mime_cut c)
+{
+    if (p->m->cut == MIME_CUT_NONE)
+        p->m->cut = c;
+}
+
+/* ---- RFC 2047 encoded words ---- */
+
+struct word {
+    const char *charset;
+    size_t charset_len;
+    char enc;                     /* 'b' or 'q' */
+    const char *text;
+    size_t text_len;
+    size_t len;                   /* of the whole word */
+};
+
+/* An encoded word =?charset?enc?text?= at s (which starts with "=?"). */
+static bool parse_word(const char *s, size_t n, struct word *w)
+{
+    size_t i = 2;
+    while (i < n && s[i] != '?' && !is_wsp(s[i]) && i < 2 + CHARSET_NAME_MAX + 32)
+        i++;
+    if (i >= n || s[i] != '?' || i == 2 || i + 3 >= n || s[i + 2] != '?')
+        return false;
+    w->charset = s + 2;
+    w->charset_len = i - 2;
+    w->enc = (char)(s[i + 1] | 0x20);
+    if (w->enc != 'b' && w->enc != 'q')
+        return false;
+    size_t t = i + 3, j = t;
+    while (j < n && s[j] != '?' && !is_wsp(s[j]))
+        j++;
+    if (j + 1 >= n || s[j] != '?' || s[j + 1] != '=')
+        return false;
+    w->text = s + t;
+    w->text_len = j - t;
+    w->len = j + 2;
+    return true;
+}
+
+static int flush_pending(struct parser *p, const char *charset, size_t charset_len, struct buf *out)
+{
+    int rc = charset_to_utf8(&p->m->charsets, charset, charset_len, buf_head(&p->pending),
+                             buf_len(&p->pending), out);
+    buf_clear(&p->pending);
+    return rc;
+}
+
+/* Append s[0, n) to out with its encoded words decoded: words separated
+ * only by blanks are joined (RFC 2047 6.2), and the bytes of adjacent words
+ * in one charset are converted together so a character split between two
+ * words survives.  Everything else is kept, as valid UTF-8. */
+static int decode_words(struct parser *p, const char *s, size_t n, struct buf *out)
+{
+    struct word w, prev = { 0 };
+    size_t lit = 0;               /* start of the text not yet written */
+    bool after_word = false;
+    int rc = 0;
+
+    for (size_t i = 0; i + 1 < n && rc == 0;) {
+        const char *q = memchr(s + i, '=', n - i - 1);
+        if (q == NULL)
+            break;
+        i = (size_t)(q - s);
+        if (s[i + 1] != '?' || !parse_word(s + i, n - i, &w)) {
+            i++;
+            continue;
+        }
+        bool blank = true;
+        for (size_t j = lit; j < i && blank; j++)
+            blank = is_wsp(s[j]);
+        bool join = after_word && blank;
+        if (!join || prev.charset_len != w.charset_len ||
+            strncasecmp(prev.charset, w.charset, w.charset_len) != 0) {
+            if (after_word)
+                rc = flush_pending(p, prev.charset, prev.charset_len, out);
+            if (rc == 0 && !join)
+                rc = utf8_append_valid(out, s + lit, i - lit);
+        }
+        if (rc == 0)
+            rc = w.enc == 'b' ? base64_decode(w.text, w.text_len, &p->pending)
+                              : qp_decode(w.text, w.text_len, true, &p->pending);
+        prev = w;
+        after_word = true;
+        i += w.len;
+        lit = i;
+    }
+    if (rc == 0 && after_word)
+        rc = flush_pending(p, prev.charset, prev.charset_len, out);
+    if (rc == 0)
+        rc = utf8_append_valid(out, s + lit, n - lit);
+    return rc;
+}
+
+/* ---- parameters (RFC 2045 5.1, RFC 2231) ---- */
+
+#define PARAM_SECTIONS 64
+
+struct param_iter {
+    const char *s, *e;
+};
+
+struct param {
+    const char *attr, *val;
+    size_t attr_len, val_len;
+    bool quoted;
+};
+
+static void skip_cfws(struct param_iter *it)
+{
+    int depth = 0;
+    while (it->s < it->e) {
+        char c = *it->s;
+        if (depth) {
+            if (c == '\\' && it->s + 1 < it->e)
+                it->s++;
+            else if (c == '(')
+                depth++;
+            else if (c == ')')
+                depth--;
+        } else if (c == '(') {
+            depth = 1;
+        } else if (!is_wsp(c) && c != '\r' && c != '\n') {
+            return;
+        }
+        it->s++;
+    }
+}
+
+/* The next attribute=value after a ';'.  Unquoted values run to the next
+ * ';' (blanks inside kept, as careless writers send file names). */
+static bool next_param(struct param_iter *it, struct param *pr)
+{
+    for (;;) {
+        const char *semi = memchr(it->s, ';', (size_t)(it->e - it->s));
+        if (semi == NULL)
+            return false;
+        it->s = semi + 1;
+        skip_cfws(it);
+        pr->attr = it->s;
+        while (it->s < it->e && is_token(*it->s) && *it->s != '*')
+            it->s++;
+        while (it->s < it->e && (is_token(*it->s) || *it->s == '*'))
+            it->s++;
+        pr->attr_len = (size_t)(it->s - pr->attr);
+        skip_cfws(it);
+        if (pr->attr_len == 0 || it->s >= it->e || *it->s != '=')
+            continue;
+        it->s++;
+        skip_cfws(it);
+        pr->quoted = it->s < it->e && *it->s == '"';
+        if (pr->quoted) {
+            pr->val = ++it->s;
+            while (it->s < it->e && *it->s != '"') {
+                if (*it->s == '\\' && it->s + 1 < it->e)
+                    it->s++;
+                it->s++;
+            }
+            pr->val_len = (size_t)(it->s - pr->val);
+            if (it->s < it->e)
+                it->s++;
+        } else {
+            pr->val = it->s;
+            const char *end = memchr(it->s, ';', (size_t)(it->e - it->s));
+            it->s = end ? end : it->e;
+            pr->val_len = (size_t)(it->s - pr->val);
+            trim(&pr->val, &pr->val_len);
+        }
+        return true;
+    }
+}
+
+/* Append a quoted string's text without its backslashes. */
+static int unquote(const char *s, size_t n, struct buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n)
+            i++;
+        if (buf_append(out, s + i, 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Append RFC 2231 %XX-encoded text decoded. */
+static int percent_decode(const char *s, size_t n, struct buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            c = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
+            i += 2;
+        }
+        if (buf_append(out, &c, 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The value of parameter `name` of a header value, decoded to UTF-8 into
+ * p->decoded: RFC 2231 forms (name*=, name*0=, name*0*=...) win over the
+ * plain one, which may carry RFC 2047 words.  false when absent. */
+static bool param_value(struct parser *p, const char *hv, size_t hn, const char *name)
+{
+    struct param_iter it = { hv, hv + hn };
+    struct param pr, plain = { 0 }, sect[PARAM_SECTIONS];
+    bool have_plain = false, have_sect = false, ext[PARAM_SECTIONS] = { false };
+    size_t nl = strlen(name);
+    unsigned long nsect = 0;
+
+    memset(sect, 0, sizeof(sect));
+    while (next_param(&it, &pr)) {
+        if (pr.attr_len < nl || strncasecmp(pr.attr, name, nl) != 0)
+            continue;
+        const char *rest = pr.attr + nl;
+        size_t rn = pr.attr_len - nl;
+        if (rn == 0) {
+            if (!have_plain)
+                plain = pr;
+            have_plain = true;
+            continue;
+        }
+        if (*rest != '*')
+            continue;
+        rest++, rn--;
+        unsigned long idx = 0;
+        bool extended = false;
+        if (rn == 0) {
+            extended = true;                     /* name*= */
+        } else {
+            size_t d = 0;
+            while (d < rn && rest[d] >= '0' && rest[d] <= '9' && d < 3)
+                idx = idx * 10 + (unsigned long)(rest[d++] - '0');
+            if (d == 0 || (d < rn && !(d + 1 == rn && rest[d] == '*')) || (d > 1 && rest[0] == '0'))
+                continue;
+            extended = d < rn;
+        }
+        if (idx >= PARAM_SECTIONS || sect[idx].attr)
+            continue;
+        sect[idx] = pr;
+        ext[idx] = extended;
+        have_sect = true;
+        if (idx + 1 > nsect)
+            nsect = idx + 1;
+    }
+    buf_clear(&p->decoded);
+    buf_clear(&p->bytes);
+    if (have_sect && sect[0].attr) {
+        const char *cs = NULL;
+        size_t csn = 0;
+        int rc = 0;
+        for (unsigned long i = 0; i < nsect && sect[i].attr && rc == 0; i++) {
+            const char *v = sect[i].val;
+            size_t vn = sect[i].val_len;
+            if (!ext[i]) {
+                rc = sect[i].quoted ? unquote(v, vn, &p->bytes) : buf_append(&p->bytes, v, vn);
+                continue;
+            }
+            if (i == 0) {                       /* charset'language'text */
+                const char *q1 = memchr(v, '\'', vn);
+                const char *q2 = q1 ? memchr(q1 + 1, '\'', vn - (size_t)(q1 + 1 - v)) : NULL;
+                if (q2) {
+                    cs = v;
+                    csn = (size_t)(q1 - v);
+                    vn -= (size_t)(q2 + 1 - v);
+                    v = q2 + 1;
+                }
+            }
+            rc = percent_decode(v, vn, &p->bytes);
+        }
+        if (rc == 0)
+            rc = charset_to_utf8(&p->m->charsets, cs, csn, buf_head(&p->bytes),
+                                 buf_len(&p->bytes), &p->decoded);
+        p->oom |= rc < 0;
+        return rc == 0;
+    }
+    if (!have_plain)
+        return false;
+    int rc = plain.quoted ? unquote(plain.val, plain.val_len, &p->bytes)
+                          : buf_append(&p->bytes, plain.val, plain.val_len);
+    if (rc == 0)
+        rc = decode_words(p, buf_head(&p->bytes), buf_len(&p->bytes), &p->decoded);
+    p->oom |= rc < 0;
+    return rc == 0;
+}
+
+/* A parameter's value as an arena string (lower-cased if asked), or NULL. */
+static const char *param_str(struct parser *p, const char *hv, size_t hn, const char *name,
+                             bool lower)
+{
+    if (!param_value(p, hv, hn, name))
+        return NULL;
+    const char *v = buf_head(&p->decoded);
+    size_t n = buf_len(&p->decoded);
+    trim(&v, &n);
+    return n ? arena_str(p->m, v, n, lower) : NULL;
+}
+
+/* ---- header fields ---- */
+
+static bool type_is(const struct mime_part *part, const char *prefix)
+{
+    return strncmp(part->type, prefix, strlen(prefix)) == 0;
+}
+
+/* The length of a structured value's head (type/subtype, a disposition):
+ * up to its parameters or a comment. */
+static size_t value_head(const char *v, size_t n)
+{
+    size_t i = 0;
+    while (i < n && v[i] != ';' && v[i] != '(')
+        i++;
+    return i;
+}
+
+/* Content-Type: type/subtype (lower case; RFC 2045 5.2 default when
+ * missing or malformed) and the parameters used. */
+static void content_type(struct parser *p, struct mime_part *part, const char *v, size_t n)
+{
+    const char *t = v;
+    size_t tn = value_head(v, n);
+    trim(&t, &tn);
+    const char *slash = memchr(t, '/', tn);
+    bool ok = slash && slash > t && slash < t + tn - 1;
+    for (size_t i = 0; ok && i < tn; i++)
+        ok = is_token(t[i]) || t + i == slash;
+    if (!ok)
+        return;                   /* the default stays */
+    part->type = arena_str(p->m, t, tn, true);
+    part->charset = param_str(p, v, n, "charset", true);
+    const char *name = param_str(p, v, n, "name", false);
+    if (part->filename == NULL)
+        part->filename = name;
+    if (type_is(part, "multipart/")) {
+        const char *b = param_str(p, v, n, "boundary", false);
+        if (b && strlen(b) <= MIME_BOUNDARY_MAX)
+            part->boundary = b;
+    }
+}
+
+static void content_disposition(struct parser *p, struct mime_part *part, const char *v, size_t n)
+{
+    const char *t = v;
+    size_t tn = value_head(v, n);
+    trim(&t, &tn);
+    if (tn)
+        part->disposition = arena_str(p->m, t, tn, true);
+    const char *f = param_str(p, v, n, "filename", false);
+    if (f)
+        part->filename = f;
+}
+
+static enum mime_encoding encoding(const char *v, size_t n)
+{
+    static const struct { const char *name; enum mime_encoding e; } names[] = {
+        { "7bit", MIME_7BIT }, { "8bit", MIME_8BIT }, { "binary", MIME_BINARY },
+        { "quoted-printable", MIME_QUOTED_PRINTABLE }, { "base64", MIME_BASE64 },
+    };
+    trim(&v, &n);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (slice_is(v, n, names[i].name))
+            return names[i].e;
+    return MIME_ENCODING_OTHER;
+}
+
+/* The header field read so far is complete: store it. */
+static void end_field(struct parser *p)
+{
+    struct mime_part *part = p->cur;
+    struct mime *m = p->m;
+
+    if (!p->field)
+        return;
+    p->field = false;
+    if (m->nheaders >= p->lim.headers) {
+        cut(p, MIME_CUT_HEADERS);
+        return;
+    }
+    size_t end = p->field_end;
+    if (end - p->field_start > p->lim.header_size) {
+        cut(p, MIME_CUT_HEADER_SIZE);
+        end = p->field_start + p->lim.header_size;
+        if (end < p->field_colon + 1)
+            end = p->field_colon + 1;
+    }
+    /* unfold: the line breaks go, the blanks after them stay (RFC 5322 2.2.3) */
+    buf_clear(&p->unfolded);
+    const char *s = p->msg + p->field_colon + 1;
+    size_t n = end - (p->field_colon + 1);
+    while (n) {
+        const char *lf = memchr(s, '\n', n);
+        size_t seg = lf ? (size_t)(lf - s) : n;
+        size_t keep = seg && s[seg - 1] == '\r' && lf ? seg - 1 : seg;
+        if (buf_append(&p->unfolded, s, keep) < 0) {
+            p->oom = true;
+            return;
+        }
+        seg += lf ? 1 : 0;
+        s += seg;
+        n -= seg;
+    }
+    const char *v = buf_head(&p->unfolded);
+    size_t vn = buf_len(&p->unfolded);
+    trim(&v, &vn);
+
+    const char *name = p->msg + p->field_start;
+    size_t nn = p->name_end - p->field_start;
+    if (slice_is(name, nn, "content-type") && mime_header(part, "content-type") == NULL)
+        content_type(p, part, v, vn);
+    else if (slice_is(name, nn, "content-disposition") && part->disposition == NULL)
+        content_disposition(p, part, v, vn);
+    else if (slice_is(name, nn, "content-transfer-encoding") &&
+             mime_header(part, "content-transfer-encoding") == NULL)
+        part->encoding = encoding(v, vn);
+
+    buf_clear(&p->decoded);
+    struct mime_header *h = arena_alloc(m, sizeof(*h));
+    if (h == NULL || decode_words(p, v, vn, &p->decoded) < 0) {
+        p->oom = true;
+        return;
+    }
+    h->next = NULL;
+    h->name = arena_str(m, name, nn, true);
+    h->value = arena_str(m, buf_head(&p->decoded), buf_len(&p->decoded), false);
+    if (h->name == NULL || h->value == NULL) {
+        p->oom = true;
+        return;
+    }
+    if (slice_is(name, nn, "content-id") && part->content_id == NULL && h->value[0])
+        part->content_id = h->value;
+    if (part->last_header)
+        part->last_header->next = h;
+    else
+        part->headers = h;
+    part->last_header = h;
+    m->nheaders++;
+}
+
+/* ---- structure ---- */
+
+/* A new part of `parent` (NULL: the message) whose headers start at `at`;
+ * false when the part limit (or memory) does not allow one. */
+static bool new_part(struct parser *p, struct mime_part *parent, size_t at)
+{
+    struct mime *m = p->m;
+    if (m->nparts >= p->lim.parts) {
+        cut(p, MIME_CUT_PARTS);
+        return false;
+    }
+    struct mime_part *part = arena_alloc(m, sizeof(*part));
+    if (part == NULL) {
+        p->oom = true;
+        return false;
+    }
+    memset(part, 0, sizeof(*part));
+    part->parent = parent;
+    part->depth = parent ? parent->depth + 1 : 0;
+    /* RFC 2046 5.1.5: in a digest, parts are messages unless they say so */
+    part->type = parent && strcmp(parent->type, "multipart/digest") == 0 ? "message/rfc822"
+                                                                          : "text/plain";
+    part->start = part->body = part->end = at;
+    if (parent == NULL)
+        m->root = part;
+    else if (parent->last_child)
+        parent->last_child->next = part;
+    else
+        parent->child = part;
+    if (parent)
+        parent->last_child = part;
+    m->nparts++;
+    p->cur = part;
+    p->in_headers = true;
+    p->field = false;
+    return true;
+}
+
+/* The headers of the current part ended; its body starts at `at`. */
+static bool end_headers(struct parser *p, size_t at)
+{
+    struct mime_part *part = p->cur;
+
+    end_field(p);
+    p->in_headers = false;
+    part->body = part->end = at;
+    bool multipart = part->boundary != NULL;
+    bool message = (strcmp(part->type, "message/rfc822") == 0 ||
+                    strcmp(part->type, "message/global") == 0) &&
+                   part->encoding != MIME_BASE64 && part->encoding != MIME_QUOTED_PRINTABLE;
+    if (!multipart && !message)
+        return true;
+    if (part->depth + 1 > p->lim.depth) {
+        cut(p, MIME_CUT_DEPTH);
+        return true;
+    }
+    part->container = true;
+    if (multipart) {
+        struct frame *f = &p->frames[p->nframes++];
+        f->part = part;
+        f->boundary = part->boundary;
+        f->blen = strlen(part->boundary);
+        return true;
+    }
+    return new_part(p, part, at);
+}
+
+/* End every part from the current one up to (not including) `upto` at
+ * offset `at` (NULL: all of them). */
+static void close_parts(struct parser *p, const struct mime_part *upto, size_t at)
+{
+    if (p->in_headers) {          /* a part cut short in its headers has no body */
+        end_field(p);
+        p->in_headers = false;
+        p->cur->body = at > p->cur->start ? at : p->cur->start;
+    }
+    /* no part ends before its body starts, nor before a part inside it */
+    for (struct mime_part *q = p->cur; q && q != upto; q = q->parent) {
+        if (at < q->body)
+            at = q->body;
+        q->end = at;
+    }
+}
+
+/* Is line[0, n) a delimiter of frame f: "--boundary" or "--boundary--",
+ * then only blanks (RFC 2046 5.1.1)?  *close_r tells which. */
+static bool delimiter(const struct frame *f, const char *line, size_t n, bool *close_r)
+{
+    if (n < 2 + f->blen || memcmp(line + 2, f->boundary, f->blen) != 0)
+        return false;
+    size_t i = 2 + f->blen;
+    *close_r = i + 1 < n && line[i] == '-' && line[i + 1] == '-';
+    if (*close_r)
+        i += 2;
+    while (i < n && is_wsp(line[i]))
+        i++;
+    return i == n;
+}
+
+/* A header line of the current part.  false ends the headers: the line
+ * belongs to the body. */
+static bool header_line(struct parser *p, size_t ls, size_t le)
+{
+    const char *line = p->msg + ls;
+    size_t n = le - ls;
+
+    if (is_wsp(line[0])) {        /* a fold; without a field before it, ignored */
+        if (p->field)
+            p->field_end = le;
+        return true;
+    }
+    const char *colon = memchr(line, ':', n);
+    size_t name_end = colon ? (size_t)(colon - line) : 0;
+    while (name_end && is_wsp(line[name_end - 1]))   /* RFC 5322 4.5 obs-optional */
+        name_end--;
+    bool ok = name_end > 0;
+    for (size_t i = 0; ok && i < name_end; i++)
+        ok = (unsigned char)line[i] > ' ' && (unsigned char)line[i] < 127;
+    if (!ok) {
+        /* an mbox "From " line before the first header is not one */
+        if (ls == 0 && n >= 5 && memcmp(line, "From ", 5) == 0)
+            return true;
+        return false;
+    }
+    end_field(p);
+    p->field = true;
+    p->field_start = ls;
+    p->name_end = ls + name_end;
+    p->field_colon = (size_t)(colon - p->msg);
+    p->field_end = le;
+    return true;
+}
+
+static void parse(struct parser *p)
+{
+    size_t pos = 0, len = p->len, stop = len;
+    const char *msg = p->msg;
+
+    if (!new_part(p, NULL, 0))
+        return;
+    while (pos < len && !p->oom) {
+        const char *lf = memchr(msg + pos, '\n', len - pos);
+        size_t ls = pos, le = lf ? (size_t)(lf - msg) : len;
+        size_t next = lf ? le + 1 : len;
+        if (le > ls && msg[le - 1] == '\r')
+            le--;
+        pos = next;
+
+        if (p->nframes && le - ls >= 2 && msg[ls] == '-' && msg[ls + 1] == '-') {
+            int k;
+            bool close = false;
+            for (k = p->nframes - 1; k >= 0; k--)
+                if (delimiter(&p->frames[k], msg + ls, le - ls, &close))
+                    break;
+            if (k >= 0) {
+                /* the line break before a delimiter belongs to it */
+                size_t at = ls;
+                if (at > 0 && msg[at - 1] == '\n' && --at > 0 && msg[at - 1] == '\r')
+                    at--;
+                struct mime_part *mp = p->frames[k].part;
+                close_parts(p, mp, at);
+                p->nframes = k + 1;
+                if (close) {
+                    p->nframes = k;   /* what follows is its epilogue */
+                    p->cur = mp;
+                } else if (!new_part(p, mp, next)) {
+                    stop = at;        /* a limit: what follows is not read */
+                    break;
+                }
+                continue;
+            }
+        }
+        if (p->in_headers) {
+            if (le == ls) {
+                end_headers(p, next);
+            } else if (!header_line(p, ls, le)) {
+                end_headers(p, ls);
+                pos = ls;             /* read it again as body */
+            }
+        } else if (p->nframes == 0) {
+            break;                    /* no delimiter can come: the rest is body */
+        }
+    }
+    /* a multipart left open: its last line break is where the missing
+     * delimiter would have been, as if it were there */
+    if (stop == len && p->nframes > 0 && stop > 0 && msg[stop - 1] == '\n' && --stop > 0 &&
+        msg[stop - 1] == '\r')
+        stop--;
+    close_parts(p, NULL, stop);
+    p->m->root->end = len;        /* the message's body is all it holds */
+}
+
+/* ---- the interface ---- */
+
+int mime_parse(const char *msg, size_t len, const struct mime_limits *lim, struct mime **m_r)
+{
+    struct mime *m = calloc(1, sizeof(*m));
+    struct parser *p = calloc(1, sizeof(*p));
+    int rc = -1;
+
+    *m_r = NULL;
+    if (m == NULL || p == NULL)
+        goto out;
+    m->msg = msg;
+    m->len = len;
+    charset_cache_init(&m->charsets);
+    p->m = m;
+    p->lim = lim ? *lim : mime_default_limits;
+    if (p->lim.depth > MIME_DEPTH_MAX)
+        p->lim.depth = MIME_DEPTH_MAX;
+    p->msg = msg;
+    p->len = len;
+    struct buf *scratch[] = { &p->unfolded, &p->decoded, &p->bytes, &p->pending };
+    for (size_t i = 0; i < sizeof(scratch) / sizeof(scratch[0]); i++) {
+        /* bounded by a header field, its decoding growing it at most 3 times */
+        buf_init(scratch[i], 4 * p->lim.header_size + 1024);
+        if (buf_reserve(scratch[i], 256) < 0)
+            p->oom = true;
+    }
+    if (!p->oom)
+        parse(p);
+    if (!p->oom && m->root != NULL) {
+        *m_r = m;
+        m = NULL;
+        rc = 0;
+    }
+    for (size_t i = 0; i < sizeof(scratch) / sizeof(scratch[0]); i++)
+        buf_free(scratch[i]);
+out:
+    free(p);
+    mime_free(&m);
+    return rc;
+}
+
+void mime_free(struct mime **mp)
+{
+    struct mime *m = *mp;
+    if (m == NULL)
+        return;
+    charset_cache_free(&m->charsets);
+    for (struct arena *a = m->arena, *next; a; a = next) {
+        next = a->next;
+        free(a);
+    }
+    free(m);
+    *mp = NULL;
+}
+
+const char *mime_cut_name(enum mime_cut c)
+{
+    static const char *const names[] = {
+        [MIME_CUT_NONE] = "none", [MIME_CUT_DEPTH] = "depth", [MIME_CUT_PARTS] = "parts",
+        [MIME_CUT_HEADERS] = "headers", [MIME_CUT_HEADER_SIZE] = "header size",
+    };
+    return names[c];
+}
+
+const char *mime_header(const struct mime_part *p, const char *name)
+{
+    for (const struct mime_header *h = p->headers; h; h = h->next)
+        if (strcmp(h->name, name) == 0)
+            return h->value;
+    return NULL;
+}
+
+const struct mime_part *mime_next(const struct mime_part *p, bool descend)
+{
+    if (descend && p->child)
+        return p->child;
+    for (; p; p = p->parent)
+        if (p->next)
+            return p->next;
+    return NULL;
+}
+
+bool mime_is_message(const struct mime_part *p)
+{
+    return p->container && type_is(p, "message/");
+}
+
+void mime_bodies(const struct mime *m, const struct mime_part **text_r,
+                 const struct mime_part **html_r)
+{
+    *text_r = *html_r = NULL;
+    for (const struct mime_part *p = m->root; p; p = mime_next(p, !mime_is_message(p))) {
+        if (p->container || (p->disposition && strcmp(p->disposition, "attachment") == 0))
+            continue;
+        if (*text_r == NULL && strcmp(p->type, "text/plain") == 0)
+            *text_r = p;
+        else if (*html_r == NULL && strcmp(p->type, "text/html") == 0)
+            *html_r = p;
+    }
+}
+
+bool mime_is_attachment(const struct mime_part *p, const struct mime_part *text,
+                        const struct mime_part *html)
+{
+    return p != text && p != html && (!p->container || mime_is_message(p));
+}
+
+/* CRLF to LF in out from offset `from` on. */
+static void crlf_to_lf(struct buf *out, size_t from)
+{
+    char *s = out->data + out->start + from, *e = buf_tail(out);
+    char *cr = memchr(s, '\r', (size_t)(e - s));
+    if (cr == NULL)
+        return;
+    char *o = cr;
+    for (char *i = cr; i < e; i++)
+        if (!(*i == '\r' && i + 1 < e && i[1] == '\n'))
+            *o++ = *i;
+    out->end -= (size_t)(e - o);
+}
+
+int mime_decode(struct mime *m, const struct mime_part *p, bool as_text, struct buf *out)
+{
+    const char *s = m->msg + p->body;
+    size_t n = p->end - p->body;
+    enum mime_encoding e = p->container ? MIME_BINARY : p->encoding;
+    bool transfer = e == MIME_BASE64 || e == MIME_QUOTED_PRINTABLE;
+    size_t from = buf_len(out);
+    int rc;
+
+    if (!as_text) {
+        if (e == MIME_BASE64)
+            return base64_decode(s, n, out);
+        if (e == MIME_QUOTED_PRINTABLE)
+            return qp_decode(s, n, false, out);
+        return buf_append(out, s, n);
+    }
+    if (transfer) {
+        struct buf raw;
+        buf_init(&raw, n + 16);
+        rc = e == MIME_BASE64 ? base64_decode(s, n, &raw) : qp_decode(s, n, false, &raw);
+        if (rc == 0 && buf_len(&raw))
+            rc = charset_to_utf8(&m->charsets, p->charset, p->charset ? strlen(p->charset) : 0,
+                                 buf_head(&raw), buf_len(&raw), out);
+        buf_free(&raw);
+    } else {
+        rc = charset_to_utf8(&m->charsets, p->charset, p->charset ? strlen(p->charset) : 0, s, n,
+                             out);
+    }
+    if (rc == 0 && buf_len(out) > from)
+        crlf_to_lf(out, from);
+    return rc;
+}

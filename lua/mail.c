@@ -1,0 +1,193 @@
+/* The parsed message as the plain table on_mail receives (docs/hooks.md,
+ * "The mail table"): strings, numbers, booleans and tables only, so
+ * cjson.encode(mail) works. */
+#include <string.h>
+
+#include "internal.h"
+#include "mime.h"
+
+/* A line of mail.body longer than this is cut (mail.truncated says so). */
+#define MAIL_LINE_MAX 8192
+
+static void set_str(lua_State *L, const char *key, const char *value)
+{
+    if (value == NULL)
+        return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+/* headers: name -> first value; header_list: every field, in order. */
+static void push_headers(lua_State *L, const struct mime_part *p)
+{
+    int n = 0;
+    lua_newtable(L);
+    lua_newtable(L);
+    for (const struct mime_header *h = p->headers; h; h = h->next) {
+        lua_getfield(L, -2, h->name);
+        bool seen = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!seen) {
+            lua_pushstring(L, h->value);
+            lua_setfield(L, -3, h->name);
+        }
+        lua_createtable(L, 0, 2);
+        set_str(L, "name", h->name);
+        set_str(L, "value", h->value);
+        lua_rawseti(L, -2, ++n);
+    }
+    lua_setfield(L, -3, "header_list");
+    lua_setfield(L, -2, "headers");
+}
+
+/* Up to `max` lines of text[0, n), each cut at MAIL_LINE_MAX on a
+ * character boundary; a CR before a line's LF is dropped.  The array is
+ * left on the stack; true if a line was cut. */
+static bool push_lines(lua_State *L, const char *text, size_t n, long long max)
+{
+    bool cut = false;
+    lua_Integer i = 0;
+    lua_createtable(L, max < 64 ? (int)max : 64, 0);
+    while (n > 0 && i < max) {
+        const char *lf = memchr(text, '\n', n);
+        size_t len = lf ? (size_t)(lf - text) : n, next = lf ? len + 1 : n;
+        if (len > 0 && text[len - 1] == '\r' && lf)
+            len--;
+        if (len > MAIL_LINE_MAX) {
+            len = MAIL_LINE_MAX;
+            while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+                len--;
+            cut = true;
+        }
+        lua_pushlstring(L, text, len);
+        lua_rawseti(L, -2, ++i);
+        text += next;
+        n -= next;
+    }
+    return cut;
+}
+
+static int push_decoded(lua_State *L, struct mime *m, const struct mime_part *p, bool text,
+                        struct buf *tmp)
+{
+    buf_clear(tmp);
+    if (mime_decode(m, p, text, tmp) < 0)
+        return -1;
+    lua_pushlstring(L, buf_len(tmp) ? buf_head(tmp) : "", buf_len(tmp));
+    return 0;
+}
+
+static int push_attachment(lua_State *L, struct mime *m, const struct mime_part *p, struct buf *tmp)
+{
+    lua_createtable(L, 0, 8);
+    set_str(L, "filename", p->filename);
+    set_str(L, "content_type", p->type);
+    set_str(L, "charset", p->charset);
+    set_str(L, "disposition", p->disposition);
+    set_str(L, "content_id", p->content_id);
+    if (push_decoded(L, m, p, false, tmp) < 0)
+        return -1;
+    lua_pushinteger(L, (lua_Integer)buf_len(tmp));
+    lua_setfield(L, -3, "size");
+    lua_setfield(L, -2, "content");
+    if (p->container && p->child)          /* an attached message: its headers */
+        push_headers(L, p->child);
+    return 0;
+}
+
+/* The mail table of the message being received by s. */
+int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg, size_t size)
+{
+    static const struct { const char *field, *header; } hsyco[] = {
+        { "from", "from" }, { "to", "to" }, { "subject", "subject" }, { "date", "date" },
+        { "contenttype", "content-type" }, { "returnpath", "return-path" },
+    };
+    static const struct { const char *field, *header; } more[] = {
+        { "cc", "cc" }, { "reply_to", "reply-to" }, { "message_id", "message-id" },
+    };
+    struct mime *m;
+    struct buf tmp;
+    int port, rc = -1;
+
+    if (mime_parse(msg, size, NULL, &m) < 0)
+        return -1;
+    buf_init(&tmp, 4 * size + 64);
+    const struct mime_part *root = m->root, *text, *html;
+    mime_bodies(m, &text, &html);
+
+    lua_createtable(L, 0, 32);
+    for (size_t i = 0; i < sizeof(hsyco) / sizeof(hsyco[0]); i++) {
+        const char *v = mime_header(root, hsyco[i].header);
+        /* RFC 2045 5.2: no Content-Type is plain US-ASCII text */
+        if (v == NULL && strcmp(hsyco[i].header, "content-type") == 0)
+            v = "text/plain; charset=us-ascii";
+        set_str(L, hsyco[i].field, v ? v : "");
+    }
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+        set_str(L, more[i].field, mime_header(root, more[i].header));
+    push_headers(L, root);
+
+    /* text, html and the lines of body */
+    const char *lines = NULL;
+    size_t nlines = 0;
+    if (html) {
+        if (push_decoded(L, m, html, true, &tmp) < 0)
+            goto out;
+        lua_setfield(L, -2, "html");
+    }
+    if (text) {
+        if (push_decoded(L, m, text, true, &tmp) < 0)
+            goto out;
+        lua_setfield(L, -2, "text");
+    }
+    if (b->rawbody) {
+        buf_clear(&tmp);
+        if (utf8_append_valid(&tmp, msg + root->body, size - root->body) < 0)
+            goto out;
+    } else if (!text && !html) {
+        buf_clear(&tmp);
+    }
+    /* tmp holds the text (or the HTML when there is no text) */
+    lines = buf_len(&tmp) ? buf_head(&tmp) : "";
+    nlines = buf_len(&tmp);
+    bool line_cut = push_lines(L, lines, nlines, b->body_lines);
+    lua_setfield(L, -2, "body");
+
+    lua_newtable(L);
+    lua_Integer na = 0;
+    for (const struct mime_part *p = root; p; p = mime_next(p, !mime_is_message(p))) {
+        if (!mime_is_attachment(p, text, html))
+            continue;
+        if (push_attachment(L, m, p, &tmp) < 0)
+            goto out;
+        lua_rawseti(L, -2, ++na);
+    }
+    lua_setfield(L, -2, "attachments");
+
+    if (m->cut != MIME_CUT_NONE)
+        set_str(L, "truncated", mime_cut_name(m->cut));
+    else if (line_cut)
+        set_str(L, "truncated", "line length");
+
+    /* the envelope and the message as received */
+    set_str(L, "sender", session_sender(s));
+    size_t nr = session_nrecipients(s);
+    lua_createtable(L, (int)nr, 0);
+    for (size_t i = 0; i < nr; i++) {
+        lua_pushstring(L, session_recipient(s, i));
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "recipients");
+    set_str(L, "helo", session_helo(s) ? session_helo(s) : "");
+    set_str(L, "ip", session_peer_host(s, &port));
+    lua_pushlstring(L, msg, size);
+    lua_setfield(L, -2, "raw");
+    lua_pushinteger(L, (lua_Integer)size);
+    lua_setfield(L, -2, "size");
+    set_str(L, "id", session_message_id(s));
+    rc = 0;
+out:
+    buf_free(&tmp);
+    mime_free(&m);
+    return rc;
+}

@@ -1,0 +1,274 @@
+"""The mail table on_mail receives: a differential test of the MIME
+extractor against Python's email package (policy.default) over the corpus
+in tests/data, then the table's own fields, options and limits."""
+import email
+import email.message
+import email.policy
+import email.utils
+import json
+import os
+import smtplib
+import subprocess
+import unittest
+
+from harness import BINARY, ServerTest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "data")
+DUMP = os.path.join(HERE, "scripts", "dump_mail.lua")
+
+# Where we knowingly read a message differently from Python (docs/hooks.md,
+# "Where luasmtpd and Python's email differ").  The test fails on any other
+# disagreement, and on an entry here that no longer disagrees.
+DOCUMENTED = {
+    ("deep_nesting.eml", "text"): "parts past depth 32 are not parsed (mail.truncated)",
+    ("deep_nesting.eml", "attachments"): "the part at the depth limit is kept whole",
+    ("long_headers.eml", "subject"): "blanks at the end of a header value are trimmed",
+    ("nul_bytes.eml", "subject"): "a NUL in a header value becomes U+FFFD",
+    ("qp_latin1.eml", "text"): "RFC 2045 6.7: blanks ending a quoted-printable line are dropped",
+    ("raw_utf8_headers.eml", "from"): "raw UTF-8 in headers is read as UTF-8 (RFC 6532)",
+    ("raw_utf8_headers.eml", "to"): "raw UTF-8 in headers is read as UTF-8 (RFC 6532)",
+    ("unknown_charset.eml", "text"): "an unknown charset keeps valid UTF-8, replaces the rest",
+}
+
+
+def replay(path, *args):
+    p = subprocess.run([BINARY, "--log-level", "warn", "--replay", path, *args, DUMP],
+                       capture_output=True, timeout=30)
+    for line in p.stdout.split(b"\n"):
+        if line.startswith(b"MAIL "):
+            return json.loads(line[5:])
+    raise AssertionError("no mail table for %s: %r %r" % (path, p.stdout[-300:], p.stderr[-600:]))
+
+
+def corpus():
+    return sorted(f for f in os.listdir(DATA) if f.endswith(".eml"))
+
+
+def python_view(raw):
+    """What Python's email makes of a message, in the mail table's terms."""
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    view = {}
+    for h in ("subject", "date"):
+        view[h] = str(m[h]) if m[h] is not None else ""
+    for h in ("from", "to"):
+        view[h] = [(a.display_name, a.addr_spec) for a in m[h].addresses] if m[h] is not None else []
+    bodies = []
+    for kind, key in (("plain", "text"), ("html", "html")):
+        part = m.get_body((kind,))
+        bodies.append(part)
+        try:
+            view[key] = part.get_content().replace("\r\n", "\n") if part is not None else None
+        except LookupError as e:
+            view[key] = "LookupError: %s" % e
+
+    def walk(part):
+        yield part
+        if part.is_multipart() and part.get_content_maintype() != "message":
+            for sub in part.iter_parts():
+                yield from walk(sub)
+    atts = []
+    for part in walk(m):
+        if any(part is b for b in bodies) or (part.is_multipart() and
+                                              part.get_content_maintype() == "multipart"):
+            continue
+        content = None
+        if part.get_content_maintype() != "message":
+            content = part.get_payload(decode=True).hex()
+        atts.append((part.get_filename(), part.get_content_type(), content))
+    view["attachments"] = atts
+    return view
+
+
+def our_view(mail):
+    view = {h: mail[h] for h in ("subject", "date")}
+    for h in ("from", "to"):
+        view[h] = email.utils.getaddresses([mail[h]]) if mail[h] else []
+    view["text"] = mail.get("text")
+    view["html"] = mail.get("html")
+    view["attachments"] = [(a.get("filename"), a["content_type"],
+                            None if a["content_type"].startswith("message/") else a["content"])
+                           for a in mail["attachments"]]
+    return view
+
+
+class Differential(unittest.TestCase):
+    def test_corpus_against_python_email(self):
+        found = {}
+        for name in corpus():
+            path = os.path.join(DATA, name)
+            with open(path, "rb") as f:
+                raw = f.read()
+            py, ours = python_view(raw), our_view(replay(path))
+            for field in py:
+                if py[field] != ours[field]:
+                    found[(name, field)] = "python %r, luasmtpd %r" % (py[field], ours[field])
+        undocumented = {k: v[:400] for k, v in found.items() if k not in DOCUMENTED}
+        self.assertEqual(undocumented, {}, "disagreements with Python's email")
+        self.assertEqual(sorted(set(DOCUMENTED) - set(found)), [],
+                         "documented differences that no longer differ")
+
+    def test_every_corpus_message_encodes_as_json(self):
+        for name in corpus():
+            mail = replay(os.path.join(DATA, name))
+            self.assertGreater(mail["encoded_size"], 0, name)
+            self.assertIsInstance(mail["body"], (list, dict), name)   # {} is cjson's empty array
+
+
+class MailTable(unittest.TestCase):
+    def mail(self, name, *args):
+        return replay(os.path.join(DATA, name), *args)
+
+    def test_hsyco_fields_and_json(self):
+        mail = self.mail("plain.eml")
+        self.assertEqual(mail["from"], "My Name <me@example.com>")
+        self.assertEqual(mail["returnpath"], "<me@example.com>")
+        self.assertEqual(mail["body"], ["My mail body.", "Second line."])
+        # HSYCO's documented event, byte for byte (without its Return-Path)
+        with open(os.path.join(DATA, "plain.eml"), "rb") as f:
+            raw = f.read().replace(b"Return-Path: <me@example.com>\r\n", b"")
+            raw = raw.replace(b"Second line.\r\n", b"")
+        path = "/tmp/luasmtpd-test-hsyco.eml"
+        with open(path, "wb") as f:
+            f.write(raw)
+        self.assertEqual(replay(path)["hsyco"],
+                         '{"from":"My Name <me@example.com>","to":"test@hsyco.com",'
+                         '"subject":"This is a test","date":"Mon, 25 Jan 2016 18:24:49 +0100",'
+                         '"contenttype":"text/plain; charset=us-ascii","returnpath":"",'
+                         '"body":["My mail body."]}')
+
+    def test_no_content_type_is_plain_text(self):
+        mail = self.mail("no_content_type.eml")
+        self.assertEqual(mail["contenttype"], "text/plain; charset=us-ascii")
+        self.assertEqual(mail["text"], "ALARM zone 4\narmed by user 2\n")
+        self.assertEqual(mail["body"], ["ALARM zone 4", "armed by user 2"])
+        self.assertEqual(mail["returnpath"], "")
+        self.assertNotIn("truncated", mail)
+
+    def test_headers_shape(self):
+        mail = self.mail("encoded_words.eml")
+        self.assertEqual(mail["headers"]["from"], "André Pirard <PIRARD@vm1.ulg.ac.be>")
+        self.assertEqual(mail["cc"], "日本語 <jp@x.example>")
+        self.assertEqual(mail["reply_to"], "a bc <r@x.example>")
+        names = [h["name"] for h in mail["header_list"]]
+        self.assertEqual(names, ["from", "to", "cc", "subject", "reply-to", "date", "content-type"])
+        mail = self.mail("many_headers.eml")
+        received = [h["value"] for h in mail["header_list"] if h["name"] == "received"]
+        self.assertEqual(len(received), 3000)
+        self.assertTrue(received[0].startswith("from relay0.example "))
+        self.assertEqual(mail["headers"]["received"], received[0])
+        self.assertEqual(self.mail("plain.eml")["message_id"], "<1@example.com>")
+
+    def test_alternative_and_rawbody(self):
+        mail = self.mail("alternative.eml")
+        self.assertEqual(mail["body"], ["Toner level: 5% – replace the cartridge soon.",
+                                        "Device: HP-4th-floor"])
+        self.assertIn("<p>Toner level", mail["html"])
+        self.assertEqual(mail["attachments"], {})
+        raw = self.mail("alternative.eml", "--rawbody")["body"]
+        self.assertEqual(raw[:3], ["--alt-1", "Content-Type: text/plain; charset=utf-8",
+                                   "Content-Transfer-Encoding: quoted-printable"])
+        self.assertEqual((len(raw), raw[-1]), (13, "--alt-1--"))
+        # nested: the first text/plain at any depth
+        self.assertTrue(self.mail("nested.eml")["body"][0].startswith("Sauvegarde terminée."))
+
+    def test_body_lines(self):
+        with open("/tmp/luasmtpd-test-lines.eml", "wb") as f:
+            f.write(b"Subject: lines\r\n\r\n" + b"".join(b"line %d\r\n" % i for i in range(100)))
+        mail = replay("/tmp/luasmtpd-test-lines.eml")
+        self.assertEqual(len(mail["body"]), 64)
+        self.assertEqual(mail["text"].count("\n"), 100)
+        self.assertEqual(replay("/tmp/luasmtpd-test-lines.eml", "--body-lines", "3")["body"],
+                         ["line 0", "line 1", "line 2"])
+        self.assertEqual(replay("/tmp/luasmtpd-test-lines.eml", "--body-lines", "0")["body"], {})
+        with open("/tmp/luasmtpd-test-lines.eml", "wb") as f:
+            f.write(b"Subject: long\r\n\r\n" + "é".encode() * 5000 + b"\r\nnext\r\n")
+        mail = replay("/tmp/luasmtpd-test-lines.eml")
+        self.assertEqual(mail["body"], ["é" * 4096, "next"])
+        self.assertEqual(mail["truncated"], "line length")
+        self.assertEqual(len(mail["text"]), 5001 + 5)
+
+    def test_attachments(self):
+        mail = self.mail("nested.eml")
+        atts = {a["content_type"]: a for a in mail["attachments"]}
+        self.assertEqual(sorted(atts), ["application/pdf", "image/png"])
+        self.assertEqual(atts["image/png"]["content_id"], "<logo@nas>")
+        self.assertEqual(atts["image/png"]["disposition"], "inline")
+        self.assertEqual(bytes.fromhex(atts["image/png"]["content"]), bytes(range(256)) * 3)
+        self.assertEqual(atts["application/pdf"]["filename"], "report.pdf")
+        self.assertEqual(atts["application/pdf"]["size"], 3009)
+        names = [a.get("filename") for a in self.mail("rfc2231.eml")["attachments"]]
+        self.assertEqual(names, ["日本語.txt", "résumé.txt", "äöü.dat"])
+        image = self.mail("image_only.eml")
+        self.assertNotIn("text", image)
+        self.assertEqual(image["body"], {})
+        self.assertEqual(image["attachments"][0]["filename"], "snap.jpg")
+        self.assertEqual(image["attachments"][0]["size"], 2006)
+
+    def test_attached_message(self):
+        mail = self.mail("message_rfc822.eml")
+        self.assertEqual(mail["text"], "See the forwarded message.")
+        att = mail["attachments"]
+        self.assertEqual(len(att), 1)
+        self.assertEqual(att[0]["content_type"], "message/rfc822")
+        self.assertEqual(att[0]["filename"], "original.eml")
+        self.assertEqual(att[0]["headers"]["subject"], "Originäl")
+        self.assertTrue(bytes.fromhex(att[0]["content"]).startswith(b"From: orig@y.example\r\n"))
+
+    def test_charsets(self):
+        mail = self.mail("charsets_body.eml")
+        self.assertEqual(mail["text"], "Привет, мир")
+        texts = {a["filename"]: bytes.fromhex(a["content"]) for a in mail["attachments"]}
+        self.assertEqual(texts["sjis.txt"], "日本語".encode("shift_jis"))  # bytes as sent
+        self.assertEqual(mail["attachments"][0]["charset"], "shift_jis")
+
+    def test_limits_flag(self):
+        mail = self.mail("deep_nesting.eml")
+        self.assertEqual(mail["truncated"], "depth")
+        self.assertEqual(mail["subject"], "deep")
+
+
+class OverSmtp(ServerTest):
+    """The mail table of a message that came through a real client."""
+    ARGS = (DUMP,)
+
+    def test_smtplib_message_with_attachment(self):
+        msg = email.message.EmailMessage()
+        msg["From"] = "Kamera Süd <cam@site.example>"
+        msg["To"] = "ops@site.example"
+        msg["Subject"] = "Bewegung – Zone 3"
+        msg.set_content("Bewegung erkannt.\nZone 3\n")
+        msg.add_attachment(b"\xff\xd8" + bytes(5000) + b"\xff\xd9", maintype="image",
+                           subtype="jpeg", filename="bild ü.jpg")
+        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=10) as s:
+            s.send_message(msg)
+        m = self.srv.wait_log(r"^MAIL (\{.*\})$", stdout=True)
+        self.assertTrue(m, self.srv.stdout()[-2000:])
+        mail = json.loads(m.group(1))
+        self.assertEqual(mail["subject"], "Bewegung – Zone 3")
+        self.assertEqual(mail["from"], "Kamera Süd <cam@site.example>")
+        self.assertEqual(mail["text"], "Bewegung erkannt.\nZone 3\n")
+        self.assertEqual(mail["sender"], "cam@site.example")
+        self.assertEqual(mail["recipients"], ["ops@site.example"])
+        att = mail["attachments"][0]
+        self.assertEqual((att["filename"], att["content_type"], att["size"]),
+                         ("bild ü.jpg", "image/jpeg", 5004))
+        self.assertEqual(bytes.fromhex(att["content"]), b"\xff\xd8" + bytes(5000) + b"\xff\xd9")
+
+
+class TableOverMemoryCap(ServerTest):
+    """A mail table larger than --lua-memory fails that message with 451;
+    the server and the session go on."""
+    ARGS = (DUMP, "--lua-memory", "1M", "--max-size", "4M")
+
+    def test_big_message_then_small(self):
+        c = self.session()
+        big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2000
+        self.assertReply(self.transaction(c, body=big), 451, "4.3.0")
+        self.assertTrue(self.srv.wait_log(r"on_mail: cannot start: not enough memory"))
+        self.assertReply(self.transaction(c, body=b"Subject: small\r\n\r\nok\r\n"), 250)
+        self.assertTrue(self.srv.wait_log(r'^MAIL .*"subject":"small"', stdout=True))
+
+
+if __name__ == "__main__":
+    unittest.main()
