@@ -23,7 +23,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 B         := build
 CORE_OBJ  := $(patsubst %.c,$(B)/obj/%.o,$(CORE_SRC))
 # Lua sources compiled into the binary as C strings (lua_<name>).
-EMBED     := default luasmtpd
+EMBED     := default luasmtpd prelude
 OBJ       := $(CORE_OBJ) $(patsubst %.c,$(B)/obj/%.o,$(LUA_SRC) $(MAIN_SRC)) \
              $(patsubst %,$(B)/obj/embed_%.o,$(EMBED))
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(B)/%,$(UNIT_SRC))

@@ -10,7 +10,7 @@
 
 #include "log.h"
 
-enum opt_type { OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_LOGLEVEL };
+enum opt_type { OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID, OPT_LOGLEVEL };
 
 struct option_def {
     const char   *name;
@@ -50,6 +50,8 @@ static const struct option_def options[] = {
       "decimals allowed (default 1)" },
     { "lua-memory", OPT_SIZE, OFF(lua_memory), 1LL << 20, 1LL << 34, "BYTES",
       "memory the script's Lua state may hold; a hook past it gets 451 (default 64M)" },
+    { "id", OPT_ID, 0, 0, 0, "NAME",
+      "the I/O server id: IOEvent gets each mail as NAME.mail (default smtp)" },
     { "body-lines", OPT_INT, OFF(body_lines), 0, 100000, "N",
       "lines of the text body in mail.body and the HSYCO event (default 64)" },
     { "rawbody", OPT_BOOL, OFF(rawbody), 0, 1, NULL,
@@ -74,6 +76,7 @@ void config_defaults(struct config *cfg)
     cfg->hook_timeout_ms = 1000;
     cfg->lua_memory = 64LL << 20;
     cfg->body_lines = 64;
+    strcpy(cfg->id, "smtp");
     cfg->log_level = LOG_INFO;
 }
 
@@ -164,6 +167,18 @@ static int valid_hostname(const char *s)
     return 1;
 }
 
+static int valid_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CONFIG_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("_-.", s[i])))
+            return 0;
+    return 1;
+}
+
 int config_set(struct config *cfg, const char *name, const char *value, char *err)
 {
     const struct option_def *o = find_option(name);
@@ -200,6 +215,15 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
             return -1;
         }
         strcpy(cfg->hostname, value);
+        return 0;
+    case OPT_ID:
+        if (!valid_id(value)) {
+            snprintf(err, CONFIG_ERR_MAX,
+                     "--id: '%s' must be 1 to %d letters, digits, '_', '-' or '.'", value,
+                     CONFIG_ID_MAX);
+            return -1;
+        }
+        strcpy(cfg->id, value);
         return 0;
     case OPT_LOGLEVEL: {
         int l = log_level_parse(value);

@@ -15,6 +15,7 @@
 #define CONFIG_LISTEN_MAX   16
 #define CONFIG_HOSTNAME_MAX 255
 #define CONFIG_ERR_MAX      320
+#define CONFIG_ID_MAX       64
 
 struct config {
     struct net_addr listen[CONFIG_LISTEN_MAX];
@@ -32,6 +33,7 @@ struct config {
     long long lua_memory;
     long long body_lines;
     long long rawbody;          /* 0 or 1 */
+    char   id[CONFIG_ID_MAX + 1];   /* events are named <id>.mail */
     int    log_level;
 };
 

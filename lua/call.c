@@ -261,9 +261,20 @@ struct prep {
 static int prepare(lua_State *L)
 {
     struct prep *p = lua_touserdata(L, 1);
-    lua_getglobal(L, hook_names[p->stage]);
-    if (!lua_isfunction(L, -1))
-        return 0;
+    if (p->stage == HOOK_MESSAGE) {
+        /* the end-of-data step of prelude.lua: on_mail, then IOEvent */
+        lua_getglobal(L, "on_mail");
+        lua_getglobal(L, "IOEvent");
+        bool any = lua_isfunction(L, -1) || lua_isfunction(L, -2);
+        lua_pop(L, 2);
+        if (!any)
+            return 0;
+        lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.message");
+    } else {
+        lua_getglobal(L, hook_names[p->stage]);
+        if (!lua_isfunction(L, -1))
+            return 0;
+    }
     struct lsession *ls = lsession_get(p->b, p->s);
     struct lcall *c = ls ? calloc(1, sizeof(*c)) : NULL;
     if (c == NULL)
@@ -280,6 +291,8 @@ static int prepare(lua_State *L)
     if (p->args)
         set_params(L, ls, p->args->params);
     push_args(L, ls, p->stage, p->args, p->s);
+    if (p->stage == HOOK_MESSAGE)
+        lua_pushfstring(L, "%s.mail", p->b->id);
     int n = lua_gettop(L) - 1;    /* the function and its arguments */
     if (!lua_checkstack(co, n))
         return luaL_error(L, "stack overflow");
@@ -368,4 +381,7 @@ void call_hooks_init(struct bridge *b)
     for (int st = 0; st <= CALL_CLOSE; st++)
         if (has_hook(b, st))
             b->defined |= 1 << st;
+    lua_getglobal(b->L, "IOEvent");
+    b->ioevent = lua_isfunction(b->L, -1);
+    lua_pop(b->L, 1);
 }

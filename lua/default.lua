@@ -1,8 +1,6 @@
 -- The embedded default script: accept every mail and print it on stdout as
--- an HSYCO event line, smtp.mail = {"from":...,"body":[...]}.  Copy it as a
--- start for your own (build/luasmtpd your.lua).
-local luasmtpd = require "luasmtpd"
-
-function on_mail(mail)
-  print("smtp.mail = " .. luasmtpd.hsyco_json(mail))
+-- HSYCO's event line, smtp.mail = {"from":...,"body":[...]} (the name
+-- follows --id).  Copy it as a start for your own (build/luasmtpd your.lua).
+function IOEvent(name, value)
+  print(name .. " = " .. value)
 end

@@ -17,7 +17,7 @@
 #endif
 
 /* The embedded default script (generated from lua/default.lua). */
-extern const char lua_default[];
+extern const char lua_default[], lua_prelude[];
 
 double bridge_now(void)
 {
@@ -97,6 +97,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
     b->script = script ? script : "(default)";
     b->budget = 1.0;
     b->body_lines = 64;
+    strcpy(b->id, "smtp");
     b->L = lua_newstate(capped_alloc, b);
     if (b->L == NULL) {
         free(b);
@@ -115,8 +116,21 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
     lua_pop(L, 1);
     lsession_open_lib(L);
 
+    /* the prelude: HSYCO's globals; it returns the end-of-data step */
     lua_pushcfunction(L, msghandler);
-    int rc = script ? luaL_loadfile(L, script)
+    int rc = luaL_loadbuffer(L, lua_prelude, strlen(lua_prelude), "=prelude.lua");
+    if (rc == LUA_OK)
+        rc = lua_pcall(L, 0, 1, -2);
+    if (rc != LUA_OK) {
+        snprintf(err, BRIDGE_ERR_MAX, "prelude: %s", lua_tostring(L, -1));
+        bridge_close(&b);
+        return -1;
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.message");
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, msghandler);
+    rc = script ? luaL_loadfile(L, script)
                     : luaL_loadbuffer(L, lua_default, strlen(lua_default), "=(default script)");
     if (rc == LUA_OK)
         rc = lua_pcall(L, 0, 0, -2);
@@ -228,6 +242,7 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
     b->mem_limit = (size_t)cfg->lua_memory;
     b->body_lines = cfg->body_lines;
     b->rawbody = cfg->rawbody != 0;
+    snprintf(b->id, sizeof(b->id), "%s", cfg->id);
     /* a cap below what the script already holds would fail at once */
     if (b->mem_limit && b->mem_limit < b->mem * 2)
         b->mem_limit = b->mem * 2;
@@ -239,7 +254,9 @@ void bridge_describe(struct bridge *b, char *out, size_t outsz)
     for (int st = 0; st <= CALL_CLOSE && o < outsz; st++)
         if (b->defined & (1 << st))
             o += (size_t)snprintf(out + o, outsz - o, " %s", call_hook_name(st));
-    if (b->defined == 0 && o < outsz)
+    if (b->ioevent && o < outsz)
+        o += (size_t)snprintf(out + o, outsz - o, " IOEvent");
+    if (b->defined == 0 && !b->ioevent && o < outsz)
         snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
 }
 

@@ -26,6 +26,8 @@ struct bridge {
     int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
     long long       body_lines;    /* --body-lines */
     bool            rawbody;       /* --rawbody */
+    bool            ioevent;       /* the script defines IOEvent: for --check */
+    char            id[CONFIG_ID_MAX + 1];  /* --id: events are named <id>.mail */
 };
 
 /* One hook call in progress: a coroutine of its session. */

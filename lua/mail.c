@@ -95,6 +95,22 @@ static int push_attachment(lua_State *L, struct mime *m, const struct mime_part 
     return 0;
 }
 
+/* The C side of a table being built: held by a userdata on the stack, so
+ * that a Lua error (memory) raised halfway still frees it, at the next
+ * collection. */
+struct build {
+    struct mime *m;
+    struct buf   tmp;
+};
+
+static int build_gc(lua_State *L)
+{
+    struct build *bd = lua_touserdata(L, 1);
+    buf_free(&bd->tmp);
+    mime_free(&bd->m);
+    return 0;
+}
+
 /* The mail table of the message being received by s. */
 int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg, size_t size)
 {
@@ -105,13 +121,20 @@ int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg
     static const struct { const char *field, *header; } more[] = {
         { "cc", "cc" }, { "reply_to", "reply-to" }, { "message_id", "message-id" },
     };
-    struct mime *m;
-    struct buf tmp;
-    int port, rc = -1;
+    int port;
 
-    if (mime_parse(msg, size, NULL, &m) < 0)
+    struct build *bd = lua_newuserdatauv(L, sizeof(*bd), 0);
+    bd->m = NULL;
+    buf_init(&bd->tmp, 4 * size + 64);
+    if (luaL_newmetatable(L, "luasmtpd.mailbuild")) {
+        lua_pushcfunction(L, build_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    if (mime_parse(msg, size, NULL, &bd->m) < 0)
         return -1;
-    buf_init(&tmp, 4 * size + 64);
+    struct mime *m = bd->m;
+    struct buf *tmp = &bd->tmp;
     const struct mime_part *root = m->root, *text, *html;
     mime_bodies(m, &text, &html);
 
@@ -131,25 +154,25 @@ int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg
     const char *lines = NULL;
     size_t nlines = 0;
     if (html) {
-        if (push_decoded(L, m, html, true, &tmp) < 0)
-            goto out;
+        if (push_decoded(L, m, html, true, tmp) < 0)
+            return -1;
         lua_setfield(L, -2, "html");
     }
     if (text) {
-        if (push_decoded(L, m, text, true, &tmp) < 0)
-            goto out;
+        if (push_decoded(L, m, text, true, tmp) < 0)
+            return -1;
         lua_setfield(L, -2, "text");
     }
     if (b->rawbody) {
-        buf_clear(&tmp);
-        if (utf8_append_valid(&tmp, msg + root->body, size - root->body) < 0)
-            goto out;
+        buf_clear(tmp);
+        if (utf8_append_valid(tmp, msg + root->body, size - root->body) < 0)
+            return -1;
     } else if (!text && !html) {
-        buf_clear(&tmp);
+        buf_clear(tmp);
     }
     /* tmp holds the text (or the HTML when there is no text) */
-    lines = buf_len(&tmp) ? buf_head(&tmp) : "";
-    nlines = buf_len(&tmp);
+    lines = buf_len(tmp) ? buf_head(tmp) : "";
+    nlines = buf_len(tmp);
     bool line_cut = push_lines(L, lines, nlines, b->body_lines);
     lua_setfield(L, -2, "body");
 
@@ -158,8 +181,8 @@ int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg
     for (const struct mime_part *p = root; p; p = mime_next(p, !mime_is_message(p))) {
         if (!mime_is_attachment(p, text, html))
             continue;
-        if (push_attachment(L, m, p, &tmp) < 0)
-            goto out;
+        if (push_attachment(L, m, p, tmp) < 0)
+            return -1;
         lua_rawseti(L, -2, ++na);
     }
     lua_setfield(L, -2, "attachments");
@@ -185,9 +208,9 @@ int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg
     lua_pushinteger(L, (lua_Integer)size);
     lua_setfield(L, -2, "size");
     set_str(L, "id", session_message_id(s));
-    rc = 0;
-out:
-    buf_free(&tmp);
-    mime_free(&m);
-    return rc;
+    lua_pushcfunction(L, build_gc);   /* done with it: free now, not at collection */
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 0);
+    lua_remove(L, -2);
+    return 0;
 }

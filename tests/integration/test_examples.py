@@ -55,3 +55,19 @@ class JsonLog(ServerTest):
         self.assertEqual(first["to"], ["b@example.com"])
         self.assertEqual(first["ip"], "127.0.0.1")
         self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+class Hsyco(ServerTest):
+    ARGS = (example("hsyco.lua"),)
+
+    def test_documented_event_log(self):
+        # the message of HSYCO's documentation, sent with smtplib
+        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=10) as s:
+            s.sendmail("me@example.com", ["test@hsyco.com"],
+                       b"From: My Name <me@example.com>\r\nTo: test@hsyco.com\r\n"
+                       b"Subject: This is a test\r\nDate: Mon, 25 Jan 2016 18:24:49 +0100\r\n"
+                       b"Content-Type: text/plain; charset=us-ascii\r\n\r\nMy mail body.\r\n")
+        for line in ("From: My Name <me@example.com>", "To: test@hsyco.com",
+                     "Date: Mon, 25 Jan 2016 18:24:49 +0100", "Subject: This is a test",
+                     "Body Line 1: My mail body."):
+            self.assertTrue(self.srv.wait_log(r"script: " + line.replace("+", r"\+") + "$"), line)

@@ -180,6 +180,48 @@ class DefaultScript(ServerTest):
         self.assertIn('"contenttype":"text/plain; charset=us-ascii","returnpath":"","body":[', m.group(1))
 
 
+IOEVENT = '''
+local luasmtpd = require "luasmtpd"
+function on_mail(mail)
+  if mail.subject == "reject" then return 554, "5.7.1 not this one" end
+  if mail.subject == "code" then return 250 end
+end
+function IOEvent(name, value)
+  print("EVENT " .. name .. " " .. value)
+  if value:find('"subject":"ioevent%-error"') then error("IOEvent failed") end
+end
+'''
+
+
+class IOEvent(ServerTest):
+    """HSYCO's IOEvent(name, value): called for each accepted mail."""
+    ARGS = (script("/tmp/luasmtpd-test-ioevent.lua", IOEVENT), "--id", "gate.1")
+
+    def test_called_after_an_accepting_on_mail(self):
+        c = self.session()
+        self.assertReply(self.transaction(c, body=b"Subject: first\r\n\r\nbody 1\r\n"), 250)
+        self.assertReply(self.transaction(c, body=b"Subject: reject\r\n\r\nx\r\n"), 554,
+                         "not this one")
+        self.assertReply(self.transaction(c, body=b"Subject: code\r\n\r\nx\r\n"), 250)
+        # an error in IOEvent: the event was not handled, the client retries
+        self.assertReply(self.transaction(c, body=b"Subject: ioevent-error\r\n\r\nx\r\n"), 451)
+        self.assertTrue(self.srv.wait_log(r"on_mail: .*IOEvent failed"))
+        self.assertTrue(self.srv.wait_log(r"^EVENT gate\.1\.mail .*ioevent-error", stdout=True))
+        events = [l for l in self.srv.out if l.startswith("EVENT ")]
+        self.assertEqual(len(events), 3, events)
+        name, value = events[0].split(" ", 2)[1:]
+        self.assertEqual(name, "gate.1.mail")
+        self.assertEqual(json.loads(value)["body"], ["body 1"])
+        self.assertIn('"subject":"code"', events[1])
+
+    def test_check_lists_it(self):
+        p = run_bin("--check", "/tmp/luasmtpd-test-ioevent.lua")
+        self.assertIn("hooks: on_mail IOEvent", p.stdout)
+        p = run_bin("--id", "bad id", "--check", "/tmp/luasmtpd-test-ioevent.lua")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--id: 'bad id' must be", p.stderr)
+
+
 def run_bin(*args):
     return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=10)
 
