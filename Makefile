@@ -16,7 +16,7 @@ LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 CORE_SRC  := core/buf.c core/charset.c core/config.c core/hook_default.c core/log.c core/net.c \
              core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c
-LUA_SRC   := lua/call.c lua/host.c lua/lsession.c lua/mail.c lua/module.c
+LUA_SRC   := lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/module.c
 MAIN_SRC  := core/main.c core/replay.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 

@@ -138,6 +138,8 @@ static void end_call(struct lcall *c)
         ls->call = NULL;
     if (c->waiting)
         ev_timer_stop(b->loop, &c->wait);
+    if (c->release)
+        c->release(c);
     /* An abandoned coroutine (over budget, or its session gone) may hold
      * to-be-closed variables: close them now. */
     if (c->co && lua_status(c->co) == LUA_YIELD)
@@ -195,6 +197,18 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     }
     end_call(c);
     return HOOK_DONE;
+}
+
+struct lcall *call_waitable(lua_State *L, const char *what)
+{
+    struct lcall *c = bridge_of(L)->running;
+    if (c == NULL)
+        luaL_error(L, "%s can only be called from a hook", what);
+    else if (c->stage == CALL_CLOSE)
+        luaL_error(L, "on_close may not wait (%s)", what);
+    else if (c->co != L)
+        luaL_error(L, "%s cannot be called from a nested coroutine", what);
+    return c;
 }
 
 void call_resume(struct lcall *c)

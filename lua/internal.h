@@ -38,8 +38,11 @@ struct lcall {
     lua_State      *co;
     int             coref;         /* registry reference keeping co alive */
     double          used;          /* running time so far */
-    ev_timer        wait;          /* luasmtpd.sleep */
-    bool            waiting;
+    ev_timer        wait;          /* luasmtpd.sleep; the timeout of other waits */
+    bool            waiting;       /* suspended until something on the loop resumes it */
+    void          (*release)(struct lcall *c);  /* frees waitdata, stopping the wait */
+    void           *waitdata;      /* the state of the last wait (exec), kept until
+                                      the call ends or waits again */
 };
 
 /* The script-side state of a session (session_hook_data points here). */
@@ -69,8 +72,14 @@ int   mail_push(lua_State *L, struct bridge *b, struct session *s, const char *m
 
 /* call.c */
 void  call_hooks_init(struct bridge *b);
-/* Resume a call's coroutine (after luasmtpd.sleep's timer). */
+/* Resume a call's coroutine (its wait is over). */
 void  call_resume(struct lcall *c);
+/* The call a C function may suspend (it then returns lua_yield*() with
+ * c->waiting set); raises when `what` cannot wait here. */
+struct lcall *call_waitable(lua_State *L, const char *what);
+
+/* exec.c: luasmtpd.exec */
+int   l_exec(lua_State *L);
 const char *call_hook_name(int st);
 
 #endif

@@ -58,14 +58,8 @@ static int l_sleep(lua_State *L)
 {
     lua_Number secs = luaL_checknumber(L, 1);
     struct bridge *b = bridge_of(L);
-    struct lcall *c = b->running;
     luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "seconds out of range (0 to 86400)");
-    if (c == NULL)
-        return luaL_error(L, "luasmtpd.sleep can only be called from a hook");
-    if (c->stage == CALL_CLOSE)
-        return luaL_error(L, "on_close may not wait");
-    if (c->co != L)
-        return luaL_error(L, "luasmtpd.sleep cannot be called from a nested coroutine");
+    struct lcall *c = call_waitable(L, "luasmtpd.sleep");
     ev_timer_init(&c->wait, wake_cb, secs, 0.);
     c->wait.data = c;
     ev_timer_start(b->loop, &c->wait);
@@ -78,6 +72,7 @@ int luaopen_luasmtpd(lua_State *L)
     static const luaL_Reg funcs[] = {
         { "log", l_log },
         { "sleep", l_sleep },
+        { "exec", l_exec },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);

@@ -1,6 +1,7 @@
 """The scripts in examples/ do what they say, with real clients."""
 import json
 import os
+import shutil
 import smtplib
 
 from harness import ServerTest
@@ -71,3 +72,41 @@ class Hsyco(ServerTest):
                      "Date: Mon, 25 Jan 2016 18:24:49 +0100", "Subject: This is a test",
                      "Body Line 1: My mail body."):
             self.assertTrue(self.srv.wait_log(r"script: " + line.replace("+", r"\+") + "$"), line)
+
+
+class Trigger(ServerTest):
+    DIR = "/tmp/luasmtpd-test-trigger"
+    ARGS = (example("trigger.lua"),)
+
+    def setUp(self):
+        shutil.rmtree(self.DIR, ignore_errors=True)
+        os.makedirs(self.DIR)
+        os.environ["TRIGGER_DIR"] = self.DIR
+        try:
+            super().setUp()
+        finally:
+            del os.environ["TRIGGER_DIR"]
+
+    def test_rules_events_and_command(self):
+        c = self.session()
+        subject = "Motion $(touch /tmp/pwned) `id`; zone 3"
+        body = ("Subject: %s\r\n\r\nsnapshot\r\n" % subject).encode()
+        self.assertReply(self.transaction(c, body=body, sender="cam3@site.example"), 250)
+        self.assertReply(self.transaction(c, body=b"Subject: Backup ok\r\n\r\nx\r\n",
+                                          sender="nas@site.example"), 250)
+        self.assertReply(self.transaction(c, body=b"Subject: other\r\n\r\nx\r\n"), 250)
+        with open(os.path.join(self.DIR, "events.jsonl")) as f:
+            events = [json.loads(line) for line in f]
+        self.assertEqual([(e["event"], e["from"]) for e in events],
+                         [("motion", "cam3@site.example"), ("backup", "nas@site.example")])
+        # the subject reached the command as one argument, not as shell text
+        with open(os.path.join(self.DIR, "alarms.log")) as f:
+            self.assertEqual(f.read(), subject + "\n")
+        self.assertFalse(os.path.exists("/tmp/pwned"))
+
+    def test_failed_command_is_451(self):
+        os.makedirs(os.path.join(self.DIR, "alarms.log"))   # a directory: the command fails
+        c = self.session()
+        self.assertReply(self.transaction(c, body=b"Subject: motion\r\n\r\nx\r\n"), 451, "4.3.0")
+        self.assertTrue(self.srv.wait_log(r"motion command failed"))
+        self.assertReply(self.transaction(c, body=b"Subject: quiet\r\n\r\nx\r\n"), 250)

@@ -222,6 +222,71 @@ class IOEvent(ServerTest):
         self.assertIn("--id: 'bad id' must be", p.stderr)
 
 
+EXEC = '''
+local luasmtpd = require "luasmtpd"
+function on_mail(mail)
+  local s = mail.subject
+  local r, err
+  if s == "slow" then r, err = luasmtpd.exec{"sleep", "2"}
+  elseif s == "io" then r, err = luasmtpd.exec{"sh", "-c", "tr a-z A-Z; echo oops >&2; exit 7", stdin = mail.text}
+  elseif s == "missing" then r, err = luasmtpd.exec{"/nonexistent/program"}
+  elseif s == "timeout" then r, err = luasmtpd.exec{"sleep", "10", timeout = 0.2}
+  elseif s == "big" then r, err = luasmtpd.exec{"head", "-c", "3000000", "/dev/zero"}
+  elseif s == "badarg" then r, err = luasmtpd.exec{"echo", {}}
+  end
+  if not r then return 550, err end
+  return 250, string.format("status=%s signal=%s out=%s err=%s truncated=%s", r.status, r.signal,
+    #r.stdout > 100 and #r.stdout or r.stdout:gsub("%s+$", ""), r.stderr:gsub("%s+$", ""), r.truncated)
+end
+function on_close() luasmtpd.exec{"true"} end
+'''
+
+
+class Exec(ServerTest):
+    """luasmtpd.exec: programs run while other sessions are served."""
+    ARGS = (script("/tmp/luasmtpd-test-exec.lua", EXEC),)
+
+    def send(self, c, subject, text=b"x"):
+        return self.transaction(c, body=b"Subject: " + subject + b"\r\n\r\n" + text + b"\r\n")
+
+    def test_results(self):
+        c = self.session()
+        self.assertReply(self.send(c, b"io", b"hello"), 250, "status=7 signal=nil out=HELLO err=oops")
+        self.assertReply(self.send(c, b"missing"), 550, "cannot run /nonexistent/program: No such file")
+        start = time.monotonic()
+        self.assertReply(self.send(c, b"timeout"), 550, "timed out after 0.2 seconds")
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertReply(self.send(c, b"big"), 250, "out=1048576 err= truncated=true")
+        self.assertReply(self.send(c, b"badarg"), 451)
+        self.assertTrue(self.srv.wait_log(r"exec: argument 2 is a table"))
+        c.cmd("QUIT")
+        self.assertTrue(self.srv.wait_log(r"on_close: .*on_close may not wait \(luasmtpd.exec\)"))
+
+    def test_other_sessions_are_served_meanwhile(self):
+        slow = self.session()
+        slow.cmd("MAIL FROM:<a@b.c>")
+        slow.cmd("RCPT TO:<d@e.f>")
+        slow.cmd("DATA")
+        slow.send(b"Subject: slow\r\n\r\nx\r\n.\r\n")
+        fast = self.session()
+        self.assertReply(self.send(fast, b"io", b"quick"), 250, "out=QUICK")
+        self.assertFalse(slow.closed(timeout=0.05))
+        self.assertEqual(slow.buf, b"")     # its program still runs
+        self.assertReply(slow.reply(), 250, "status=0")
+
+    def test_client_leaving_kills_the_program(self):
+        c = self.session()
+        c.cmd("MAIL FROM:<a@b.c>")
+        c.cmd("RCPT TO:<d@e.f>")
+        c.cmd("DATA")
+        c.send(b"Subject: slow\r\n\r\nx\r\n.\r\n")
+        c.close()
+        self.assertTrue(self.srv.wait_log(r"disconnect from"))
+        time.sleep(0.2)
+        children = subprocess.run(["pgrep", "-P", str(self.srv.proc.pid)], capture_output=True, text=True)
+        self.assertEqual(children.stdout.strip(), "")
+
+
 def run_bin(*args):
     return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=10)
 
