@@ -32,9 +32,8 @@ struct exec {
     pid_t     pid;
     ev_child  child;
     ev_io     in, out, err;
-    const char *input;            /* stdin text (a copy) and how much is written */
+    char     *input;              /* stdin text (a copy) and how much is written */
     size_t    input_len, input_off;
-    char     *input_copy;
     struct buf outbuf, errbuf;
     bool      truncated, exited, timed_out;
     int       wstatus;
@@ -66,7 +65,7 @@ static void exec_release(struct lcall *c)
     }
     buf_free(&ex->outbuf);
     buf_free(&ex->errbuf);
-    free(ex->input_copy);
+    free(ex->input);
     free(ex);
     c->waitdata = NULL;
     c->release = NULL;
@@ -248,7 +247,7 @@ int l_exec(lua_State *L)
     }
     ex->c = c;
     ex->timeout = timeout;
-    ex->input = ex->input_copy = copy;
+    ex->input = copy;
     ex->input_len = input_len;
     if (input_len)
         memcpy(copy, input, input_len);

@@ -16,7 +16,7 @@
 #define LUASMTPD_LUADIR "/usr/local/share/lua/5.4"
 #endif
 
-/* The embedded default script (generated from lua/default.lua). */
+/* Compiled-in Lua (lua/default.lua, lua/prelude.lua). */
 extern const char lua_default[], lua_prelude[];
 
 double bridge_now(void)
@@ -131,7 +131,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
 
     lua_pushcfunction(L, msghandler);
     rc = script ? luaL_loadfile(L, script)
-                    : luaL_loadbuffer(L, lua_default, strlen(lua_default), "=(default script)");
+                : luaL_loadbuffer(L, lua_default, strlen(lua_default), "=(default script)");
     if (rc == LUA_OK)
         rc = lua_pcall(L, 0, 0, -2);
     if (rc != LUA_OK) {
