@@ -85,6 +85,24 @@ static int msghandler(lua_State *L)
     return 1;
 }
 
+/* Run the chunk a load left on the stack (load status rc) with a traceback
+ * handler, leaving its nres results.  0, or -1 with the error in err. */
+static int run_chunk(lua_State *L, int rc, int nres, char *err)
+{
+    if (rc == LUA_OK) {
+        lua_pushcfunction(L, msghandler);
+        lua_insert(L, -2);
+        rc = lua_pcall(L, 0, nres, -2);
+        lua_remove(L, -1 - (rc == LUA_OK ? nres : 1));
+    }
+    if (rc != LUA_OK) {
+        snprintf(err, BRIDGE_ERR_MAX, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
 int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, char *err)
 {
     struct bridge *b = calloc(1, sizeof(*b));
@@ -116,30 +134,20 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
     lua_pop(L, 1);
     lsession_open_lib(L);
 
-    /* the prelude: HSYCO's globals; it returns the end-of-data step */
-    lua_pushcfunction(L, msghandler);
-    int rc = luaL_loadbuffer(L, lua_prelude, strlen(lua_prelude), "=prelude.lua");
-    if (rc == LUA_OK)
-        rc = lua_pcall(L, 0, 1, -2);
-    if (rc != LUA_OK) {
-        snprintf(err, BRIDGE_ERR_MAX, "prelude: %s", lua_tostring(L, -1));
+    /* the prelude (HSYCO's globals) returns the end-of-data step */
+    int rc = run_chunk(L, luaL_loadbuffer(L, lua_prelude, strlen(lua_prelude), "=prelude.lua"), 1,
+                       err);
+    if (rc == 0) {
+        lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.message");
+        rc = run_chunk(L, script ? luaL_loadfile(L, script)
+                                 : luaL_loadbuffer(L, lua_default, strlen(lua_default),
+                                                   "=(default script)"),
+                       0, err);
+    }
+    if (rc < 0) {
         bridge_close(&b);
         return -1;
     }
-    lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.message");
-    lua_pop(L, 1);
-
-    lua_pushcfunction(L, msghandler);
-    rc = script ? luaL_loadfile(L, script)
-                : luaL_loadbuffer(L, lua_default, strlen(lua_default), "=(default script)");
-    if (rc == LUA_OK)
-        rc = lua_pcall(L, 0, 0, -2);
-    if (rc != LUA_OK) {
-        snprintf(err, BRIDGE_ERR_MAX, "%s", lua_tostring(L, -1));
-        bridge_close(&b);
-        return -1;
-    }
-    lua_pop(L, 1);
     call_hooks_init(b);
     *b_r = b;
     return 0;
