@@ -23,6 +23,7 @@ dependencies = {
 
 external_dependencies = {
    LIBEV = { header = "ev.h", library = "ev" },
+   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 
 build = {

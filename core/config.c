@@ -10,7 +10,10 @@
 
 #include "log.h"
 
-enum opt_type { OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID, OPT_LOGLEVEL };
+enum opt_type {
+    OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID,
+    OPT_LOGLEVEL, OPT_TEXT,   /* OPT_TEXT: a string of at most `max` bytes at offset */
+};
 
 struct option_def {
     const char   *name;
@@ -26,7 +29,11 @@ struct option_def {
 static const struct option_def options[] = {
     { "listen", OPT_LISTEN, 0, 0, 0, "ADDR:PORT",
       "listen on this address; repeatable; IPv6 in brackets ([::1]:2525)\n"
-      "default 127.0.0.1:2525 (loopback: open it up on purpose)" },
+      "default 127.0.0.1:2525 (loopback: open it up on purpose) unless\n"
+      "--listen-tls is given" },
+    { "listen-tls", OPT_LISTEN, 1, 0, 0, "ADDR:PORT",
+      "listen for implicit TLS (SMTPS, RFC 8314; port 465 by convention);\n"
+      "repeatable; needs --tls-cert" },
     { "hostname", OPT_HOSTNAME, 0, 0, 0, "NAME",
       "name in the greeting and EHLO reply; default the machine's name" },
     { "max-clients", OPT_INT, OFF(max_clients), 1, 100000, "N",
@@ -56,6 +63,26 @@ static const struct option_def options[] = {
       "lines of the text body in mail.body and the HSYCO event (default 64)" },
     { "rawbody", OPT_BOOL, OFF(rawbody), 0, 1, NULL,
       "mail.body from the body as received, not the decoded text part" },
+    { "tls-cert", OPT_TEXT, OFF(tls_cert), 0, CONFIG_PATH_MAX, "FILE",
+      "PEM certificate, or a chain with the server's first; turns on STARTTLS" },
+    { "tls-key", OPT_TEXT, OFF(tls_key), 0, CONFIG_PATH_MAX, "FILE",
+      "PEM private key of --tls-cert (default: read from the --tls-cert file)" },
+    { "tls-ciphers", OPT_TEXT, OFF(tls_ciphers), 1, CONFIG_TEXT_MAX, "LIST",
+      "OpenSSL cipher list for TLS 1.2 (default HIGH:!aNULL:!MD5:!RC4);\n"
+      "TLS 1.3 uses OpenSSL's suites; older versions are never offered" },
+    { "tls-client-ca", OPT_TEXT, OFF(tls_client_ca), 0, CONFIG_PATH_MAX, "FILE",
+      "CA certificates that client certificates are checked against\n"
+      "(session.tls_client_verified); without it none verifies" },
+    { "tls-timeout", OPT_SECONDS, OFF(tls_timeout), 1, 3600, "SECONDS",
+      "time a TLS handshake may take, then the connection closes (default 30)" },
+    { "require-tls", OPT_BOOL, OFF(require_tls), 0, 1, NULL,
+      "MAIL before STARTTLS gets 530 5.7.0" },
+    { "require-auth", OPT_BOOL, OFF(require_auth), 0, 1, NULL,
+      "MAIL before a successful AUTH gets 530 5.7.0 (the script needs on_auth)" },
+    { "allow-insecure-auth", OPT_BOOL, OFF(allow_insecure_auth), 0, 1, NULL,
+      "offer AUTH without TLS too (passwords then cross the network in clear)" },
+    { "max-auth-failures", OPT_INT, OFF(max_auth_failures), 1, 1000, "N",
+      "failed AUTH attempts per connection, then 421 and close (default 3)" },
     { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
       "error, warn, info or debug (default info)" },
 };
@@ -77,6 +104,9 @@ void config_defaults(struct config *cfg)
     cfg->lua_memory = 64LL << 20;
     cfg->body_lines = 64;
     strcpy(cfg->id, "smtp");
+    strcpy(cfg->tls_ciphers, "HIGH:!aNULL:!MD5:!RC4");
+    cfg->tls_timeout = 30;
+    cfg->max_auth_failures = 3;
     cfg->log_level = LOG_INFO;
 }
 
@@ -196,17 +226,28 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
     case OPT_SECONDS:
     case OPT_MILLIS:
         return parse_number(o, value, (long long *)((char *)cfg + o->offset), err);
-    case OPT_LISTEN:
+    case OPT_LISTEN:   /* offset: 1 for implicit TLS */
         if (cfg->nlisten == CONFIG_LISTEN_MAX) {
-            snprintf(err, CONFIG_ERR_MAX, "--listen: at most %d listeners", CONFIG_LISTEN_MAX);
+            snprintf(err, CONFIG_ERR_MAX, "--%s: at most %d listeners in all", o->name,
+                     CONFIG_LISTEN_MAX);
             return -1;
         }
         if (net_parse_addr(value, &cfg->listen[cfg->nlisten], nerr) < 0) {
-            snprintf(err, CONFIG_ERR_MAX, "--listen: %s", nerr);
+            snprintf(err, CONFIG_ERR_MAX, "--%s: %s", o->name, nerr);
             return -1;
         }
-        cfg->nlisten++;
+        cfg->listen_tls[cfg->nlisten++] = o->offset == 1;
         return 0;
+    case OPT_TEXT: {
+        size_t n = strlen(value);
+        if (n < (size_t)o->min || n > (size_t)o->max) {
+            snprintf(err, CONFIG_ERR_MAX, "--%s: must be %lld to %lld bytes long", o->name,
+                     o->min, o->max);
+            return -1;
+        }
+        memcpy((char *)cfg + o->offset, value, n + 1);
+        return 0;
+    }
     case OPT_HOSTNAME:
         if (!valid_hostname(value)) {
             snprintf(err, CONFIG_ERR_MAX,
@@ -238,10 +279,29 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
     return -1;
 }
 
-void config_finish(struct config *cfg)
+int config_finish(struct config *cfg, char *err)
 {
-    char err[NET_ERR_MAX];
-    if (cfg->nlisten == 0 && net_parse_addr("127.0.0.1:2525", &cfg->listen[0], err) == 0)
+    char nerr[NET_ERR_MAX];
+    bool tls = cfg->tls_cert[0] != '\0';
+    const char *needs_cert = NULL;
+
+    for (int i = 0; i < cfg->nlisten; i++)
+        if (cfg->listen_tls[i])
+            needs_cert = "--listen-tls";
+    if (cfg->require_tls)
+        needs_cert = "--require-tls";
+    if (cfg->tls_key[0] || cfg->tls_client_ca[0])
+        needs_cert = cfg->tls_key[0] ? "--tls-key" : "--tls-client-ca";
+    if (needs_cert && !tls) {
+        snprintf(err, CONFIG_ERR_MAX, "%s needs --tls-cert", needs_cert);
+        return -1;
+    }
+    if (cfg->require_auth && !tls && !cfg->allow_insecure_auth) {
+        snprintf(err, CONFIG_ERR_MAX, "--require-auth: AUTH is offered over TLS only; "
+                 "give --tls-cert (or --allow-insecure-auth)");
+        return -1;
+    }
+    if (cfg->nlisten == 0 && net_parse_addr("127.0.0.1:2525", &cfg->listen[0], nerr) == 0)
         cfg->nlisten = 1;
     if (cfg->hostname[0] == '\0') {
         char name[CONFIG_HOSTNAME_MAX + 1] = "";
@@ -249,6 +309,7 @@ void config_finish(struct config *cfg)
             strcpy(name, "localhost");
         strcpy(cfg->hostname, name);
     }
+    return 0;
 }
 
 void config_usage(FILE *out)

@@ -16,9 +16,12 @@
 #define CONFIG_HOSTNAME_MAX 255
 #define CONFIG_ERR_MAX      320
 #define CONFIG_ID_MAX       64
+#define CONFIG_PATH_MAX     1024
+#define CONFIG_TEXT_MAX     512
 
 struct config {
     struct net_addr listen[CONFIG_LISTEN_MAX];
+    bool   listen_tls[CONFIG_LISTEN_MAX];  /* implicit TLS (--listen-tls) */
     int    nlisten;
     char   hostname[CONFIG_HOSTNAME_MAX + 1];
     long long max_clients;
@@ -34,6 +37,15 @@ struct config {
     long long body_lines;
     long long rawbody;          /* 0 or 1 */
     char   id[CONFIG_ID_MAX + 1];   /* events are named <id>.mail */
+    char   tls_cert[CONFIG_PATH_MAX + 1];
+    char   tls_key[CONFIG_PATH_MAX + 1];      /* "": the key is in tls_cert */
+    char   tls_ciphers[CONFIG_TEXT_MAX + 1];
+    char   tls_client_ca[CONFIG_PATH_MAX + 1];
+    long long tls_timeout;
+    long long require_tls;      /* 0 or 1 */
+    long long require_auth;     /* 0 or 1 */
+    long long allow_insecure_auth;  /* 0 or 1 */
+    long long max_auth_failures;
     int    log_level;
 };
 
@@ -41,8 +53,9 @@ void config_defaults(struct config *cfg);
 /* Set the option `name` (as on the command line, without "--") from text.
  * 0, or -1 with a message in err (CONFIG_ERR_MAX). */
 int  config_set(struct config *cfg, const char *name, const char *value, char *err);
-/* Fill what was left unset (the default listener, the machine's name). */
-void config_finish(struct config *cfg);
+/* Fill what was left unset (the default listener, the machine's name) and
+ * check the options that go together.  0, or -1 with a message in err. */
+int  config_finish(struct config *cfg, char *err);
 /* Does option `name` take a value?  -1 when there is no such option. */
 int  config_takes_value(const char *name);
 void config_usage(FILE *out);

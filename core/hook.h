@@ -36,6 +36,7 @@ enum hook_stage {
     HOOK_DATA,      /* DATA, before the 354 */
     HOOK_MESSAGE,   /* end of data: the whole message */
     HOOK_RSET,      /* RSET */
+    HOOK_AUTH,      /* AUTH: a user name and password to check */
     HOOK_STAGE_COUNT
 };
 
@@ -58,6 +59,8 @@ struct hook_args {
     const struct smtp_params *params;  /* MAIL, RCPT: ESMTP parameters */
     const char *message;    /* MESSAGE: the message after dot-unstuffing */
     size_t      size;       /* MESSAGE: its length in bytes */
+    const char *user;       /* AUTH: the user name (authentication identity) */
+    const char *password;   /* AUTH: wiped after the call */
 };
 
 enum hook_status { HOOK_DONE, HOOK_PENDING };
@@ -67,6 +70,9 @@ struct hooks {
     enum hook_status (*call)(void *ctx, struct session *s, enum hook_stage stage,
                              const struct hook_args *args, struct verdict *v);
     void (*close)(void *ctx, struct session *s);
+    /* Does the implementation decide this stage itself?  AUTH is offered
+     * only when it decides HOOK_AUTH. */
+    bool (*defines)(void *ctx, enum hook_stage stage);
 };
 
 /* The built-in default: accept everything (for tests of the core). */
@@ -88,6 +94,12 @@ const char *session_sender(const struct session *s);      /* NULL before MAIL */
 size_t      session_nrecipients(const struct session *s);
 const char *session_recipient(const struct session *s, size_t i);
 const char *session_message_id(const struct session *s);  /* during HOOK_MESSAGE */
+const char *session_user(const struct session *s);        /* NULL before a successful AUTH */
+/* TLS: NULL without it; the client certificate's subject "" without one. */
+const char *session_tls_version(const struct session *s);
+const char *session_tls_cipher(const struct session *s);
+void        session_tls_client(const struct session *s, char *subject, size_t size,
+                               bool *verified_r);
 /* A slot for the hook implementation's own per-session data. */
 void      **session_hook_data(struct session *s);
 

@@ -21,4 +21,11 @@ static void default_close(void *ctx, struct session *s)
     (void)s;
 }
 
-const struct hooks hook_default = { NULL, default_call, default_close };
+static bool default_defines(void *ctx, enum hook_stage stage)
+{
+    (void)ctx;
+    (void)stage;
+    return false;
+}
+
+const struct hooks hook_default = { NULL, default_call, default_close, default_defines };

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "replay.h"
 #include "server.h"
+#include "tls.h"
 
 #ifndef LUASMTPD_VERSION
 #define LUASMTPD_VERSION "0.0.0"
@@ -154,23 +155,43 @@ int main(int argc, char **argv)
         bridge_close(&bridge);
         return 2;
     }
-    config_finish(&cfg);
+    const struct hooks *hooks = bridge_hooks(bridge);
+    if (config_finish(&cfg, err) < 0) {
+        fprintf(stderr, "luasmtpd: %s\n", err);
+        bridge_close(&bridge);
+        return 2;
+    }
+    if (cfg.require_auth && !hooks->defines(hooks->ctx, HOOK_AUTH)) {
+        fprintf(stderr, "luasmtpd: --require-auth: %s defines no on_auth\n",
+                args.script ? args.script : "the default script");
+        bridge_close(&bridge);
+        return 2;
+    }
     log_threshold = (enum log_level)cfg.log_level;
     bridge_set_limits(bridge, &cfg);
-
-    if (args.check) {
-        char desc[512];
-        bridge_describe(bridge, desc, sizeof(desc));
-        printf("%s: ok; %s\n", args.script, desc);
+    /* A certificate that cannot serve is an error now, not at the first
+     * STARTTLS. */
+    struct tls_server *tls = NULL;
+    if (cfg.tls_cert[0] && tls_server_new(&tls, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "luasmtpd: %s\n", err);
         bridge_close(&bridge);
-        return 0;
+        return 2;
     }
-    if (args.replay.file) {
-        rc = replay_run(loop, &cfg, bridge_hooks(bridge), &args.replay);
+
+    if (args.check || args.replay.file) {
+        if (args.check) {
+            char desc[512];
+            bridge_describe(bridge, desc, sizeof(desc));
+            printf("%s: ok; %s\n", args.script, desc);
+        } else {
+            rc = replay_run(loop, &cfg, hooks, &args.replay);
+        }
+        tls_server_free(&tls);
         bridge_close(&bridge);
         return rc;
     }
-    if (server_init(&srv, loop, &cfg, bridge_hooks(bridge)) < 0) {
+    if (server_init(&srv, loop, &cfg, hooks, tls) < 0) {
+        tls_server_free(&tls);
         bridge_close(&bridge);
         return 1;
     }
@@ -186,6 +207,7 @@ int main(int argc, char **argv)
     ev_run(loop, 0);
 
     server_free(&srv);
+    tls_server_free(&tls);
     bridge_close(&bridge);
     log_msg(LOG_INFO, NULL, "stopped");
     ev_loop_destroy(loop);

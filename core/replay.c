@@ -218,7 +218,7 @@ int replay_run(struct ev_loop *loop, const struct config *cfg, const struct hook
         return 2;
     }
     rcfg.nlisten = 0;
-    if (server_init(&srv, loop, &rcfg, hooks) < 0 ||
+    if (server_init(&srv, loop, &rcfg, hooks, NULL) < 0 ||
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
         free(c.message);
         return 2;
@@ -237,7 +237,7 @@ int replay_run(struct ev_loop *loop, const struct config *cfg, const struct hook
     ev_io_init(&c.wio, write_cb, c.fd, EV_WRITE);
     c.io.data = c.wio.data = &c;
     ev_io_start(loop, &c.io);
-    if (session_new(&srv, sv[0], &peer) < 0) {
+    if (session_new(&srv, sv[0], &peer, false) < 0) {
         close(sv[0]);
         c.step = R_DONE;
     } else {

@@ -10,14 +10,19 @@
 
 #define LISTEN_BACKLOG 511
 
-static void reject_over_limit(struct server *srv, int fd, const struct net_addr *peer)
+static void reject_over_limit(struct server *srv, const struct listener *l, int fd,
+                              const struct net_addr *peer)
 {
     char a[NET_ADDRSTR_MAX], line[CONFIG_HOSTNAME_MAX + 80];
     int n = snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections, try again later\r\n",
                      srv->cfg->hostname);
-    /* Best effort on a fresh socket: the reply fits in its send buffer. */
-    ssize_t w = send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)w;
+    /* Best effort on a fresh socket: the reply fits in its send buffer.  A
+     * TLS client would take plaintext for a broken handshake: it is only
+     * closed. */
+    if (!l->tls) {
+        ssize_t w = send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
     close(fd);
     log_msg(LOG_WARN, NULL, "refused %s: %lu connections (--max-clients)", net_addr_str(peer, a),
             srv->nsessions);
@@ -48,10 +53,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         if (srv->nsessions >= (unsigned long)srv->cfg->max_clients) {
-            reject_over_limit(srv, fd, &peer);
+            reject_over_limit(srv, l, fd, &peer);
             continue;
         }
-        if (session_new(srv, fd, &peer) < 0) {
+        if (session_new(srv, fd, &peer, l->tls) < 0) {
             log_msg(LOG_ERROR, NULL, "out of memory for a new session");
             close(fd);
         }
@@ -82,12 +87,13 @@ static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 int server_init(struct server *srv, struct ev_loop *loop, const struct config *cfg,
-                const struct hooks *hooks)
+                const struct hooks *hooks, struct tls_server *tls)
 {
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
     srv->cfg = cfg;
     srv->hooks = hooks;
+    srv->tls = tls;
     srv->next_id = (unsigned long)time(NULL) << 16;
     ev_timer_init(&srv->accept_retry, accept_retry_cb, 1., 0.);
     srv->accept_retry.data = srv;
@@ -98,6 +104,7 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
         char err[NET_ERR_MAX], a[NET_ADDRSTR_MAX];
         struct listener *l = &srv->listeners[i];
         l->srv = srv;
+        l->tls = cfg->listen_tls[i];
         l->fd = net_listen(&cfg->listen[i], LISTEN_BACKLOG, err);
         if (l->fd < 0) {
             log_msg(LOG_ERROR, NULL, "%s", err);
@@ -111,7 +118,8 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
         ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
         l->io.data = l;
         ev_io_start(loop, &l->io);
-        log_msg(LOG_INFO, NULL, "listening on %s", net_addr_str(&l->addr, a));
+        log_msg(LOG_INFO, NULL, "listening on %s%s", net_addr_str(&l->addr, a),
+                l->tls ? " (implicit TLS)" : "");
     }
     return 0;
 }

@@ -12,18 +12,21 @@
 #include "hook.h"
 
 struct session;
+struct tls_server;
 
 struct listener {
     struct server *srv;
     ev_io   io;
     int     fd;
     struct net_addr addr;
+    bool    tls;           /* implicit TLS */
 };
 
 struct server {
     struct ev_loop      *loop;
     const struct config *cfg;
     const struct hooks  *hooks;
+    struct tls_server   *tls;           /* NULL: no TLS configured */
     struct listener      listeners[CONFIG_LISTEN_MAX];
     int                  nlisteners;
     ev_timer             accept_retry;  /* out of descriptors: pause accepting */
@@ -34,9 +37,10 @@ struct server {
     bool                 stopping;
 };
 
-/* Open every listener of cfg; 0, or -1 after logging why. */
+/* Open every listener of cfg; 0, or -1 after logging why.  tls (which the
+ * caller keeps) serves STARTTLS and the --listen-tls listeners. */
 int  server_init(struct server *srv, struct ev_loop *loop, const struct config *cfg,
-                 const struct hooks *hooks);
+                 const struct hooks *hooks, struct tls_server *tls);
 /* SIGTERM/SIGINT: stop accepting, let messages in progress finish within
  * the grace period; the loop ends when the last session has gone. */
 void server_stop(struct server *srv);

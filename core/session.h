@@ -20,6 +20,7 @@
 #include "smtp_parse.h"
 
 struct server;
+struct tls_conn;
 
 #define SESSION_ID_MAX 24
 
@@ -31,7 +32,17 @@ enum smtp_state {
     ST_MAIL,         /* sender given */
     ST_RCPT,         /* at least one recipient */
     ST_DATA,         /* reading the message */
+    ST_AUTH,         /* AUTH: reading the client's next SASL response */
 };
+
+enum session_tls {
+    STLS_NONE,       /* plaintext */
+    STLS_STARTING,   /* STARTTLS answered: the handshake starts once the 220 is sent */
+    STLS_HANDSHAKE,  /* the handshake runs: no SMTP until it is done */
+    STLS_ON,
+};
+
+enum auth_step { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASSWORD };
 
 struct session {
     struct server  *srv;
@@ -48,6 +59,11 @@ struct session {
     char      id[SESSION_ID_MAX];
     char      msgid[SESSION_ID_MAX + 12];
     ev_tstamp started;
+    struct tls_conn *tls;
+    enum session_tls tls_state;
+    bool      tls_hs_write;          /* the handshake waits for the socket to be writable */
+    bool      read_wants_write;      /* a TLS read needs the socket writable first */
+    bool      write_wants_read;      /* a TLS write needs the socket readable first */
 
     /* SMTP */
     enum smtp_state state;
@@ -61,6 +77,9 @@ struct session {
     size_t    nrcpts, rcpts_cap;
     struct smtp_data data;
     unsigned  nerrors;
+    enum auth_step auth_step;        /* in ST_AUTH: which response comes next */
+    unsigned  nauth_failures;
+    char     *user;                  /* after a successful AUTH */
     unsigned long nmessages;         /* accepted with 250 */
     unsigned long ntransactions;     /* DATA started: numbers message ids */
     void     *hook_data;
@@ -72,8 +91,10 @@ struct session {
     bool      reading;               /* rio is active */
 };
 
-/* 0, or -1 when out of memory (the caller closes fd). */
-int  session_new(struct server *srv, int fd, const struct net_addr *peer);
+/* 0, or -1 when out of memory (the caller closes fd).  With tls, the
+ * session starts with a TLS handshake (implicit TLS); the SMTP greeting
+ * follows it. */
+int  session_new(struct server *srv, int fd, const struct net_addr *peer, bool tls);
 /* Queue reply bytes; they are written when session_flush() runs. */
 void session_write(struct session *s, const char *p, size_t n);
 void session_flush(struct session *s);
@@ -89,6 +110,11 @@ bool session_can_take(const struct session *s);
 void session_wait(struct session *s, bool waiting);
 /* Set reading on or off to match what the session can take. */
 void session_update_io(struct session *s);
+/* STARTTLS was answered: discard what the client sent after the command
+ * (RFC 3207 section 5: it is plaintext that must not reach the TLS
+ * session), read nothing more, and start the handshake once the reply is
+ * out.  smtp_tls_ready() is called when it succeeds. */
+void session_starttls(struct session *s);
 /* Server stopping: finish a message in progress, otherwise 421 now. */
 void session_shutdown(struct session *s);
 void session_free(struct session *s);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -24,6 +25,7 @@ static const char *standard_text(int code)
     case 214: return "Help message";
     case 220: return "Service ready";
     case 221: return "Closing transmission channel";
+    case 235: return "Authentication successful";
     case 250: return "Ok";
     case 251: return "User not local; will forward";
     case 252: return "Cannot verify the user, but will accept the message";
@@ -34,6 +36,10 @@ static const char *standard_text(int code)
     case 452: return "Insufficient system storage";
     case 454: return "Temporary failure";
     case 455: return "Server unable to accommodate parameters";
+    case 530: return "Authentication required";
+    case 534: return "Authentication mechanism is too weak";
+    case 535: return "Authentication credentials invalid";
+    case 538: return "Encryption required for requested authentication mechanism";
     case 500: return "Syntax error, command unrecognized";
     case 501: return "Syntax error in parameters or arguments";
     case 502: return "Command not implemented";
@@ -155,6 +161,8 @@ void smtp_free(struct session *s)
     s->rcpts_cap = 0;
     free(s->helo);
     s->helo = NULL;
+    free(s->user);
+    s->user = NULL;
 }
 
 static int add_recipient(struct session *s, const char *addr)
@@ -192,12 +200,14 @@ static const struct stage_def stages[HOOK_STAGE_COUNT] = {
     [HOOK_DATA]    = { 354, NULL,    "End data with <CR><LF>.<CR><LF>", 554, "5.7.1", "Data rejected" },
     [HOOK_MESSAGE] = { 250, "2.0.0", "Ok: queued as",        554, "5.6.0", "Message rejected" },
     [HOOK_RSET]    = { 250, "2.0.0", "Ok",                   0,   NULL,    NULL },
+    [HOOK_AUTH]    = { 235, "2.7.0", "Authentication successful", 535, "5.7.8",
+                       "Authentication credentials invalid" },
 };
 
 const char *hook_stage_name(enum hook_stage stage)
 {
     static const char *const names[HOOK_STAGE_COUNT] = {
-        "connect", "helo", "mail", "rcpt", "data", "message", "rset",
+        "connect", "helo", "mail", "rcpt", "data", "message", "rset", "auth",
     };
     return (unsigned)stage < HOOK_STAGE_COUNT ? names[stage] : "?";
 }
@@ -257,13 +267,43 @@ static int resolve(struct session *s, enum hook_stage st, const struct verdict *
     return code;
 }
 
+/* STARTTLS is offered on a plaintext session of a server with a certificate. */
+static bool starttls_offered(const struct session *s)
+{
+    return s->srv->tls != NULL && s->tls_state == STLS_NONE;
+}
+
+/* AUTH is offered when the script decides it, over TLS unless allowed
+ * without (RFC 4954 section 4 asks for a protected channel for PLAIN). */
+static bool auth_offered(const struct session *s)
+{
+    const struct hooks *h = s->srv->hooks;
+    return (s->tls_state == STLS_ON || s->srv->cfg->allow_insecure_auth) &&
+           h->defines(h->ctx, HOOK_AUTH);
+}
+
 static void send_ehlo(struct session *s, const char *greet)
 {
     char text[REPLY_LINE_MAX * 2];
+    /* the first line is cut at REPLY_LINE_MAX anyway: the greeting text
+     * never pushes the keywords out */
     snprintf(text, sizeof(text),
-             "%s%s%s\nPIPELINING\nSIZE %lld\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nHELP",
-             hostname(s), *greet ? " " : "", greet, s->srv->cfg->max_size);
+             "%s%s%.256s\nPIPELINING\nSIZE %lld\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s\nHELP",
+             hostname(s), *greet ? " " : "", greet, s->srv->cfg->max_size,
+             starttls_offered(s) ? "\nSTARTTLS" : "", auth_offered(s) ? "\nAUTH PLAIN LOGIN" : "");
     reply_text(s, 250, NULL, text);
+}
+
+/* An AUTH exchange failed: counted against --max-auth-failures. */
+static void auth_failed(struct session *s, int code, const char *enh, const char *text)
+{
+    s->state = ST_READY;
+    s->auth_step = AUTH_NONE;
+    reply_text(s, code, enh, text);
+    if (++s->nauth_failures >= (unsigned)s->srv->cfg->max_auth_failures) {
+        log_msg(LOG_WARN, s->id, "%u failed AUTH attempts: closing", s->nauth_failures);
+        reply_close(s, "4.7.0", "Too many authentication failures");
+    }
 }
 
 static void finish_stage(struct session *s, enum hook_stage st, const struct verdict *v)
@@ -346,6 +386,23 @@ static void finish_stage(struct session *s, enum hook_stage st, const struct ver
         reset_transaction(s);
         if (s->draining && code != 421)
             reply_close(s, "4.3.2", "Service shutting down");
+        break;
+    case HOOK_AUTH:
+        if (ok && (s->user = strdup(arg)) == NULL) {
+            code = 454, enh = "4.7.0", text = "Out of memory, try again later";
+            ok = false;
+        }
+        if (log_enabled(LOG_INFO)) {
+            char esc[AUTH_USER_MAX * 4 + 1];
+            log_msg(LOG_INFO, s->id, "AUTH user=<%s>: %d", log_escape(esc, sizeof(esc), arg, strlen(arg)),
+                    code);
+        }
+        if (ok) {
+            s->state = ST_READY;
+            reply_text(s, code, enh, text);
+        } else {
+            auth_failed(s, code, enh, text);
+        }
         break;
     case HOOK_RSET:
     case HOOK_STAGE_COUNT:
@@ -504,6 +561,14 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
         reply_close(s, "4.7.0", "Too many messages in one session");
         return;
     }
+    if (s->srv->cfg->require_tls && s->tls_state != STLS_ON) {
+        reply_error(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+        return;
+    }
+    if (s->srv->cfg->require_auth && s->user == NULL) {
+        reply_error(s, 530, "5.7.0", "Authentication required");
+        return;
+    }
     enum smtp_path_status st = smtp_parse_path(c->arg, c->arglen, "FROM:", SMTP_PATH_NULL_OK, &path);
     if (st != SMTP_PATH_OK) {
         path_error(s, st, true);
@@ -628,6 +693,157 @@ static void cmd_help(struct session *s, const struct smtp_cmd *c)
                "See RFC 5321");
 }
 
+static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
+{
+    if (s->tls_state != STLS_NONE) {
+        reply_error(s, 503, "5.5.1", "TLS already active");
+        return;
+    }
+    if (s->srv->tls == NULL) {
+        reply_error(s, 502, "5.5.1", "STARTTLS not available");
+        return;
+    }
+    if (c->arglen > 0) {
+        reply_error(s, 501, "5.5.4", "Syntax: STARTTLS");
+        return;
+    }
+    reply(s, 220, "2.0.0", "Ready to start TLS");
+    session_starttls(s);
+}
+
+void smtp_tls_ready(struct session *s, bool implicit)
+{
+    if (implicit) {
+        smtp_start(s);
+        return;
+    }
+    /* RFC 3207 section 4.2: forget all the client said before; a new EHLO
+     * is needed. */
+    reset_transaction(s);
+    free(s->helo);
+    s->helo = NULL;
+    free(s->user);
+    s->user = NULL;
+    s->esmtp = false;
+    s->state = ST_INIT;
+}
+
+_Static_assert(AUTH_USER_MAX < sizeof(((struct session *)0)->pending_arg),
+               "pending_arg holds a user name");
+
+/* Hand a user name and password to the hooks, then wipe the password. */
+static void auth_check(struct session *s, const char *user, size_t ulen, char *pass, size_t plen)
+{
+    if (!auth_text_ok(user, ulen, AUTH_USER_MAX) || !auth_text_ok(pass, plen, AUTH_PASSWORD_MAX)) {
+        auth_failed(s, 501, "5.5.2", "User name or password too long or malformed");
+        return;
+    }
+    char name[AUTH_USER_MAX + 1];
+    memcpy(name, user, ulen);
+    name[ulen] = '\0';
+    pass[plen] = '\0';
+    struct hook_args a = { .user = name, .password = pass };
+    call_hook(s, HOOK_AUTH, &a, name);
+    explicit_bzero(pass, plen);
+}
+
+/*
+ * A SASL response: the initial response of the AUTH command or a line of
+ * its own.  "*" cancels (RFC 4954 section 4); PLAIN is one message, LOGIN a
+ * user name then a password.
+ */
+static void auth_response(struct session *s, const char *line, size_t len)
+{
+    char dec[AUTH_LINE_MAX];
+    size_t n;
+
+    if (len == 1 && line[0] == '*') {
+        auth_failed(s, 501, "5.0.0", "Authentication cancelled");
+        return;
+    }
+    if (len == 1 && line[0] == '=')
+        n = 0;      /* an empty initial response */
+    else if (auth_b64_decode(line, len, dec, sizeof(dec) - 1, &n) < 0) {
+        auth_failed(s, 501, "5.5.2", "Cannot decode response");
+        return;
+    }
+    switch (s->auth_step) {
+    case AUTH_PLAIN: {
+        struct auth_plain p;
+        if (auth_plain_split(dec, n, &p) < 0) {
+            auth_failed(s, 501, "5.5.2", "Malformed PLAIN response");
+        } else if (p.authzid_len > 0 &&
+                   (p.authzid_len != p.user_len || memcmp(p.authzid, p.user, p.user_len) != 0)) {
+            /* acting for another identity is not offered */
+            auth_failed(s, 535, "5.7.8", "Authorization identity not allowed");
+        } else {
+            s->auth_step = AUTH_NONE;
+            auth_check(s, p.user, p.user_len, (char *)p.password, p.password_len);
+        }
+        break;
+    }
+    case AUTH_LOGIN_USER:
+        /* the name waits in pending_arg for the password */
+        if (n == 0 || !auth_text_ok(dec, n, AUTH_USER_MAX)) {
+            auth_failed(s, 501, "5.5.2", "Malformed user name");
+            break;
+        }
+        memcpy(s->pending_arg, dec, n);
+        s->pending_arg[n] = '\0';
+        s->auth_step = AUTH_LOGIN_PASSWORD;
+        s->state = ST_AUTH;
+        reply(s, 334, NULL, "UGFzc3dvcmQ6");   /* "Password:" */
+        break;
+    case AUTH_LOGIN_PASSWORD:
+        s->auth_step = AUTH_NONE;
+        auth_check(s, s->pending_arg, strlen(s->pending_arg), dec, n);
+        break;
+    case AUTH_NONE:
+        break;
+    }
+    explicit_bzero(dec, sizeof(dec));
+}
+
+static void cmd_auth(struct session *s, const struct smtp_cmd *c)
+{
+    const struct hooks *h = s->srv->hooks;
+    if (!h->defines(h->ctx, HOOK_AUTH)) {
+        reply_error(s, 502, "5.5.1", "AUTH not available");
+        return;
+    }
+    if (!auth_offered(s)) {
+        reply_error(s, 538, "5.7.11", "Encryption required: use STARTTLS first");
+        return;
+    }
+    if (s->user != NULL) {
+        reply_error(s, 503, "5.5.1", "Already authenticated");
+        return;
+    }
+    size_t m = 0;
+    while (m < c->arglen && c->arg[m] != ' ')
+        m++;
+    const char *ir = m < c->arglen ? c->arg + m + 1 : NULL;
+    size_t irlen = ir ? c->arglen - m - 1 : 0;
+    if (smtp_ieq(c->arg, m, "PLAIN")) {
+        s->auth_step = AUTH_PLAIN;
+    } else if (smtp_ieq(c->arg, m, "LOGIN")) {
+        s->auth_step = AUTH_LOGIN_USER;
+    } else {
+        reply_error(s, m ? 504 : 501, "5.5.4", m ? "Unrecognized authentication type"
+                                                 : "Syntax: AUTH mechanism [initial-response]");
+        return;
+    }
+    if (ir) {
+        auth_response(s, ir, irlen);
+        return;
+    }
+    s->state = ST_AUTH;
+    if (s->auth_step == AUTH_PLAIN)
+        reply_text(s, 334, NULL, "");   /* an empty challenge */
+    else
+        reply(s, 334, NULL, "VXNlcm5hbWU6");   /* "Username:" */
+}
+
 static void cmd_not_implemented(struct session *s, const struct smtp_cmd *c)
 {
     (void)c;
@@ -653,8 +869,8 @@ static const struct command {
     [SMTP_VRFY]     = { S_SESSION, NULL, cmd_vrfy },
     [SMTP_EXPN]     = { S_SESSION, NULL, cmd_expn },
     [SMTP_HELP]     = { S_SESSION, NULL, cmd_help },
-    [SMTP_STARTTLS] = { S_SESSION, NULL, cmd_not_implemented },
-    [SMTP_AUTH]     = { S_SESSION, NULL, cmd_not_implemented },
+    [SMTP_STARTTLS] = { S_SESSION, NULL, cmd_starttls },
+    [SMTP_AUTH]     = { S(ST_READY), NULL, cmd_auth },
     [SMTP_BDAT]     = { S_SESSION, NULL, cmd_not_implemented },
     [SMTP_ETRN]     = { S_SESSION, NULL, cmd_not_implemented },
     [SMTP_TURN]     = { S_SESSION, NULL, cmd_not_implemented },
@@ -669,6 +885,8 @@ static const char *sequence_error(const struct session *s, enum smtp_verb verb)
         return s->state == ST_INIT ? "Send HELO or EHLO first" : "Nested MAIL command";
     case SMTP_DATA:
         return s->state == ST_MAIL ? "Need RCPT before DATA" : "Need MAIL before DATA";
+    case SMTP_AUTH:   /* RFC 4954 section 4: not within a transaction */
+        return s->state == ST_INIT ? "Send EHLO first" : "AUTH not allowed in a mail transaction";
     default:
         return commands[verb].out_of_order ? commands[verb].out_of_order : "Bad sequence of commands";
     }
@@ -678,11 +896,20 @@ static void command(struct session *s, const char *line, size_t len)
 {
     struct smtp_cmd c;
 
+    smtp_parse_command(line, len, &c);
+    if (len + 2 > SMTP_LINE_MAX && c.verb != SMTP_AUTH) {
+        reply_error(s, 500, "5.5.6", "Line too long");
+        return;
+    }
     if (log_enabled(LOG_DEBUG)) {
         char esc[REPLY_LINE_MAX * 4];
-        log_msg(LOG_DEBUG, s->id, "< %s", log_escape(esc, sizeof(esc), line, len));
+        size_t shown = len;
+        const char *sp = c.verb == SMTP_AUTH ? memchr(c.arg, ' ', c.arglen) : NULL;
+        if (sp)   /* never log credentials: the mechanism only */
+            shown = (size_t)(sp - line);
+        log_msg(LOG_DEBUG, s->id, "< %s%s", log_escape(esc, sizeof(esc), line, shown),
+                shown < len ? " ***" : "");
     }
-    smtp_parse_command(line, len, &c);
     const struct command *cmd = &commands[c.verb];
     if (cmd->run == NULL) {
         reply_error(s, 500, "5.5.1", "Command unrecognized");
@@ -719,18 +946,28 @@ void smtp_input(struct session *s)
             end_of_data(s);
             continue;
         }
+        /* AUTH lines may be longer than other commands (RFC 4954 section
+         * 4); command() holds the others to SMTP_LINE_MAX. */
         const char *line;
         size_t len;
-        switch (buf_getline(&s->in, SMTP_LINE_MAX, &line, &len)) {
+        switch (buf_getline(&s->in, AUTH_LINE_MAX, &line, &len)) {
         case BUF_LINE_AGAIN:
             return;
         case BUF_LINE_TOO_LONG:
             session_touch(s);
-            reply_error(s, 500, "5.5.6", "Line too long");
+            if (s->state == ST_AUTH)
+                auth_failed(s, 500, "5.5.6", "Line too long");
+            else
+                reply_error(s, 500, "5.5.6", "Line too long");
             break;
         case BUF_LINE_OK:
             session_touch(s);
-            command(s, line, len);
+            if (s->state == ST_AUTH) {
+                log_msg(LOG_DEBUG, s->id, "< (SASL response, %zu bytes)", len);
+                auth_response(s, line, len);
+            } else {
+                command(s, line, len);
+            }
             break;
         }
     }

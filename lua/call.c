@@ -23,7 +23,7 @@
 static const char *const hook_names[CALL_CLOSE + 1] = {
     [HOOK_CONNECT] = "on_connect", [HOOK_HELO] = "on_helo",   [HOOK_MAIL] = "on_mail_from",
     [HOOK_RCPT] = "on_rcpt",       [HOOK_DATA] = "on_data",   [HOOK_MESSAGE] = "on_mail",
-    [HOOK_RSET] = "on_rset",       [CALL_CLOSE] = "on_close",
+    [HOOK_RSET] = "on_rset",       [HOOK_AUTH] = "on_auth",   [CALL_CLOSE] = "on_close",
 };
 
 const char *call_hook_name(int st)
@@ -234,6 +234,11 @@ static int push_args(lua_State *L, struct lsession *ls, enum hook_stage st, cons
         lua_pushstring(L, a->address);
         n = 1;
         break;
+    case HOOK_AUTH:
+        lua_pushstring(L, a->user);
+        lua_pushstring(L, a->password);
+        n = 2;
+        break;
     case HOOK_MESSAGE:
         if (mail_push(L, ls->b, s, a->message, a->size) < 0)
             luaL_error(L, "out of memory");
@@ -386,11 +391,18 @@ static void lua_close_hook(void *ctx, struct session *s)
     lsession_free(b, s);
 }
 
+static bool lua_defines(void *ctx, enum hook_stage st)
+{
+    const struct bridge *b = ctx;
+    return (b->defined >> st) & 1;
+}
+
 void call_hooks_init(struct bridge *b)
 {
     b->hooks.ctx = b;
     b->hooks.call = lua_call_hook;
     b->hooks.close = lua_close_hook;
+    b->hooks.defines = lua_defines;
     b->defined = 0;
     for (int st = 0; st <= CALL_CLOSE; st++)
         if (has_hook(b, st))

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "tls.h"
 
 #define SESSION_MT "luasmtpd.session"
 
@@ -104,12 +105,39 @@ static int session_index(lua_State *L)
         break;
     case 't':
         if (strcmp(k, "tls") == 0) {
-            lua_pushboolean(L, 0);
+            lua_pushboolean(L, session_tls_version(s) != NULL);
+            return 1;
+        }
+        if (strcmp(k, "tls_version") == 0) {
+            lua_pushstring(L, session_tls_version(s));
+            return 1;
+        }
+        bool subj = strcmp(k, "tls_client_subject") == 0;
+        if (subj || strcmp(k, "tls_client_verified") == 0) {
+            char subject[TLS_SUBJECT_MAX];
+            bool verified;
+            session_tls_client(s, subject, sizeof(subject), &verified);
+            if (subj)
+                lua_pushstring(L, subject[0] ? subject : NULL);
+            else
+                lua_pushboolean(L, verified);
+            return 1;
+        }
+        break;
+    case 'u':
+        if (strcmp(k, "user") == 0) {
+            lua_pushstring(L, session_user(s));
+            return 1;
+        }
+        break;
+    case 'c':
+        if (strcmp(k, "cipher") == 0) {
+            lua_pushstring(L, session_tls_cipher(s));
             return 1;
         }
         break;
     }
-    lua_pushnil(L);   /* user and the TLS fields come with their issue */
+    lua_pushnil(L);
     return 1;
 }
 

@@ -4,8 +4,9 @@
 # (or sudo) and a Debian-family system with apt-get.
 set -eu
 
-PKGS="build-essential pkg-config libev-dev liblua5.4-dev lua5.4 lua-cjson libssl-dev
-      python3 swaks curl postfix clang libclang-rt-dev luarocks"
+PKGS="build-essential pkg-config libev-dev liblua5.4-dev lua5.4 lua-cjson libssl-dev openssl
+      python3 swaks libnet-ssleay-perl libio-socket-ssl-perl curl postfix clang libclang-rt-dev
+      luarocks"
 
 missing=""
 for p in $PKGS; do

@@ -6,6 +6,7 @@ Client: a raw socket client for the cases real SMTP libraries refuse to send.
 import os
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -32,12 +33,17 @@ class Server:
         self.out_reader = threading.Thread(target=self._read, args=(self.proc.stdout, self.out),
                                            daemon=True)
         self.out_reader.start()
-        m = self.wait_log(r"listening on (\S+):(\d+)", timeout=10)
-        if not m:
+        if not self.wait_log(r"ready as ", timeout=10):
             self.stop()
             raise RuntimeError("server did not start: " + self.log())
         self.host = "127.0.0.1"
-        self.port = int(m.group(2))
+        # the first plaintext and the first implicit-TLS listener
+        self.port = self.tls_port = None
+        for m in re.finditer(r"listening on \S+:(\d+)( \(implicit TLS\))?", self.log()):
+            if m.group(2) and self.tls_port is None:
+                self.tls_port = int(m.group(1))
+            elif not m.group(2) and self.port is None:
+                self.port = int(m.group(1))
 
     def _read(self, stream, lines):
         for raw in stream:
@@ -75,8 +81,9 @@ class Server:
                     return int(line.split()[1])
         return 0
 
-    def client(self, **kw):
-        return Client(self.port, **kw)
+    def client(self, tls=None, **kw):
+        """A raw client; with tls (an SSLContext), on the implicit-TLS port."""
+        return Client(self.tls_port if tls else self.port, tls=tls, **kw)
 
     def stop(self, sig=15, timeout=10):
         """Stop the server; its exit status."""
@@ -105,12 +112,22 @@ class Server:
 class Client:
     """SMTP over a raw socket: send exact bytes, read replies."""
 
-    def __init__(self, port, host="127.0.0.1", greet=True, timeout=5.0):
+    def __init__(self, port, host="127.0.0.1", greet=True, timeout=5.0, tls=None):
+        """tls: an ssl.SSLContext for implicit TLS."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock)
         self.timeout = timeout
         self.buf = b""
         if greet:
             self.greeting = self.reply()
+
+    def starttls(self, ctx):
+        """Start TLS on the connection (after a 220 to STARTTLS); bytes read
+        but not yet consumed are a failure of the test."""
+        assert self.buf == b"", "plaintext left unread: %r" % self.buf
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock)
 
     def send(self, data):
         if isinstance(data, str):
@@ -152,7 +169,7 @@ class Client:
             return True
         except (socket.timeout, TimeoutError):
             return False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             return True
 
     def close(self):

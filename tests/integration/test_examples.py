@@ -110,3 +110,21 @@ class Trigger(ServerTest):
         self.assertReply(self.transaction(c, body=b"Subject: motion\r\n\r\nx\r\n"), 451, "4.3.0")
         self.assertTrue(self.srv.wait_log(r"motion command failed"))
         self.assertReply(self.transaction(c, body=b"Subject: quiet\r\n\r\nx\r\n"), 250)
+
+
+class Auth(ServerTest):
+    ARGS = ("--allow-insecure-auth", "--require-auth", example("auth.lua"))
+
+    def test_login_and_own_addresses(self):
+        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=10) as s:
+            with self.assertRaises(smtplib.SMTPSenderRefused) as e:
+                s.sendmail("cam1@site.example", ["ops@hub.example"], b"x\r\n")
+            self.assertEqual(e.exception.smtp_code, 530)
+            with self.assertRaises(smtplib.SMTPAuthenticationError):
+                s.login("cam1", "wrong")
+            s.login("nas", "change me")
+            self.assertEqual(s.sendmail("backup@site.example", ["ops@hub.example"], b"x\r\n"), {})
+            with self.assertRaises(smtplib.SMTPSenderRefused) as e:
+                s.sendmail("cam1@site.example", ["ops@hub.example"], b"x\r\n")
+            self.assertEqual(e.exception.smtp_code, 550)
+            self.assertIn(b"nas may not send as <cam1@site.example>", e.exception.smtp_error)

@@ -29,7 +29,7 @@ static struct ev_loop *loop;
 static struct server srv;
 static struct config cfg;
 static int closes, calls[HOOK_STAGE_COUNT];
-static char last_address[300];
+static char last_address[300], last_user[300], last_password[1100];
 
 struct later {
     ev_timer timer;
@@ -55,6 +55,10 @@ static enum hook_status plan_call(void *ctx, struct session *s, enum hook_stage 
     calls[st]++;
     if (a->address)
         snprintf(last_address, sizeof(last_address), "%s", a->address);
+    if (a->user) {
+        snprintf(last_user, sizeof(last_user), "%s", a->user);
+        snprintf(last_password, sizeof(last_password), "%s", a->password);
+    }
     v->code = p->code;
     snprintf(v->enhanced, sizeof(v->enhanced), "%s", p->enh ? p->enh : "");
     snprintf(v->text, sizeof(v->text), "%s", p->text ? p->text : "");
@@ -83,7 +87,14 @@ static void plan_close(void *ctx, struct session *s)
     }
 }
 
-static const struct hooks plan_hooks = { NULL, plan_call, plan_close };
+static bool plan_defines(void *ctx, enum hook_stage st)
+{
+    (void)ctx;
+    (void)st;
+    return true;
+}
+
+static const struct hooks plan_hooks = { NULL, plan_call, plan_close, plan_defines };
 
 static void stop_cb(struct ev_loop *l, ev_timer *w, int revents)
 {
@@ -110,7 +121,7 @@ static int connect_client(void)
         return -1;
     memset(&peer, 0, sizeof(peer));
     peer.ss.ss_family = AF_UNIX;
-    if (session_new(&srv, sv[0], &peer) < 0)
+    if (session_new(&srv, sv[0], &peer, false) < 0)
         return -1;
     return sv[1];
 }
@@ -285,18 +296,116 @@ static void test_hook_arguments(void)
     CHECK(calls[HOOK_CONNECT] == 1 && calls[HOOK_HELO] == 1 && calls[HOOK_MAIL] == 1, "each stage once");
 }
 
+/* AUTH PLAIN and LOGIN as RFC 4954 and 4616 give them; "dXNlcgBzZWNyZXQ=" is
+ * "user\0secret", "AHVzZXIAc2VjcmV0" is "\0user\0secret". */
+static void test_auth(void)
+{
+    static const struct {
+        const char *input;
+        struct answer ans;
+        const char *expect, *user, *password;
+    } cases[] = {
+        { "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n", { 0 }, "235 2.7.0 Authentication successful\r\n",
+          "user", "secret" },
+        { "AUTH plain\r\nAHVzZXIAc2VjcmV0\r\n", { 0 }, "334 \r\n235 2.7.0", "user", "secret" },
+        /* authzid equal to the user */
+        { "AUTH PLAIN dXNlcgB1c2VyAHNlY3JldA==\r\n", { 0 }, "235 2.7.0", "user", "secret" },
+        { "AUTH LOGIN\r\ndXNlcg==\r\nc2VjcmV0\r\n", { 0 },
+          "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0", "user", "secret" },
+        { "AUTH LOGIN dXNlcg==\r\nc2VjcmV0\r\n", { 0 }, "334 UGFzc3dvcmQ6\r\n235 2.7.0", "user",
+          "secret" },
+        /* an empty password */
+        { "AUTH LOGIN dXNlcg==\r\n=\r\n", { 0 }, "235 2.7.0", "user", "" },
+        { "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n", { VERDICT_REJECT },
+          "535 5.7.8 Authentication credentials invalid\r\n", "user", "secret" },
+        { "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n", { 454, NULL, "Directory down" },
+          "454 4.0.0 Directory down\r\n", "user", "secret" },
+        { "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n", { 0, NULL, NULL, false, 0.05 }, "235 2.7.0", "user",
+          "secret" },
+        { "AUTH PLAIN\r\n*\r\n", { 0 }, "334 \r\n501 5.0.0 Authentication cancelled", NULL, NULL },
+        { "AUTH LOGIN\r\n*\r\n", { 0 }, "501 5.0.0 Authentication cancelled", NULL, NULL },
+        { "AUTH PLAIN not*base64\r\n", { 0 }, "501 5.5.2 Cannot decode response", NULL, NULL },
+        { "AUTH PLAIN AHVzZXIAc2VjcmV0=\r\n", { 0 }, "501 5.5.2 Cannot decode", NULL, NULL },
+        { "AUTH PLAIN dXNlcnNlY3JldA==\r\n", { 0 }, "501 5.5.2 Malformed PLAIN", NULL, NULL },
+        { "AUTH PLAIN b3RoZXIAdXNlcgBzZWNyZXQ=\r\n", { 0 }, "535 5.7.8 Authorization identity",
+          NULL, NULL },
+        { "AUTH CRAM-MD5\r\n", { 0 }, "504 5.5.4 Unrecognized authentication type", NULL, NULL },
+        { "AUTH\r\n", { 0 }, "501 5.5.4 Syntax: AUTH", NULL, NULL },
+        { "AUTH PLAIN AHVzZXIAc2VjcmV0\r\nAUTH PLAIN AHVzZXIAc2VjcmV0\r\n", { 0 },
+          "235 2.7.0 Authentication successful\r\n503 5.5.1 Already authenticated", "user", "secret" },
+        { "MAIL FROM:<a@b.c>\r\nAUTH PLAIN AHVzZXIAc2VjcmV0\r\n", { 0 },
+          "503 5.5.1 AUTH not allowed in a mail transaction", NULL, NULL },
+        /* three failures close the session (the third reply, then 421) */
+        { "AUTH PLAIN\r\n*\r\nAUTH PLAIN =\r\nAUTH LOGIN\r\n*\r\nNOOP\r\n", { 0 },
+          "501 5.0.0 Authentication cancelled\r\n421 4.7.0", NULL, NULL },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char in[1024], out[8192];
+        reset_plan();
+        last_user[0] = last_password[0] = '\0';
+        plan[HOOK_AUTH] = cases[i].ans;
+        snprintf(in, sizeof(in), "EHLO a\r\n%s", cases[i].input);
+        converse(in, 0.15, out, sizeof(out));
+        CHECK(strstr(out, "250-AUTH PLAIN LOGIN\r\n") != NULL, "case %zu: AUTH advertised: '%s'", i, out);
+        CHECK(strstr(out, cases[i].expect) != NULL, "case %zu: got '%s'", i, out);
+        if (cases[i].user)
+            CHECK(strcmp(last_user, cases[i].user) == 0 && strcmp(last_password, cases[i].password) == 0,
+                  "case %zu: the hook got '%s' / '%s'", i, last_user, last_password);
+        else
+            CHECK(calls[HOOK_AUTH] == 0, "case %zu: no hook call", i);
+    }
+    char out[8192];
+    reset_plan();
+    converse("HELO a\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN\r\n*\r\nNOOP\r\nAUTH PLAIN\r\n*\r\nNOOP\r\n",
+             0.1, out, sizeof(out));
+    CHECK(strstr(out, "250 2.0.0 Ok\r\n334 \r\n501 5.0.0 Authentication cancelled\r\n421 4.7.0 ") != NULL,
+          "the third failure closes, not counting other commands: '%s'", out);
+    CHECK(strstr(out, "421 4.7.0 ") && strstr(strstr(out, "421 4.7.0 "), "250 2.0.0") == NULL,
+          "nothing answered after the 421: '%s'", out);
+}
+
+/* AUTH responses may be long (RFC 4954: 12288 octets); other commands not. */
+static void test_auth_line_limits(void)
+{
+    static char in[16384], out[8192];
+    /* PLAIN for "u" and a 1000-byte password: 1,340 base64 characters */
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char raw[1003] = { 0, 'u', 0 };
+    memset(raw + 3, 'p', 1000);
+    size_t o = (size_t)snprintf(in, sizeof(in), "EHLO a\r\nAUTH PLAIN ");
+    for (size_t i = 0; i < sizeof(raw); i += 3) {
+        unsigned v = (unsigned)raw[i] << 16 | (i + 1 < sizeof(raw) ? (unsigned)raw[i + 1] << 8 : 0) |
+                     (i + 2 < sizeof(raw) ? raw[i + 2] : 0);
+        in[o++] = b64[v >> 18];
+        in[o++] = b64[(v >> 12) & 63];
+        in[o++] = i + 1 < sizeof(raw) ? b64[(v >> 6) & 63] : '=';
+        in[o++] = i + 2 < sizeof(raw) ? b64[v & 63] : '=';
+    }
+    snprintf(in + o, sizeof(in) - o, "\r\nNOOP %0600d\r\n", 0);
+    reset_plan();
+    converse(in, 0.1, out, sizeof(out));
+    CHECK(strstr(out, "235 2.7.0") != NULL && strlen(last_password) == 1000,
+          "a 1,340-byte AUTH line is taken: '%s'", out);
+    CHECK(strstr(out, "500 5.5.6 Line too long") != NULL, "a 600-byte NOOP is not: '%s'", out);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);   /* as the server's main() does */
     log_threshold = LOG_ERROR;
     config_defaults(&cfg);
     cfg.nlisten = 1;   /* keep config_finish from adding a listener */
-    config_finish(&cfg);
+    cfg.allow_insecure_auth = 1;   /* AUTH over the socketpair: no TLS here */
+    char err[CONFIG_ERR_MAX];
+    if (config_finish(&cfg, err) < 0)
+        return 1;
     cfg.nlisten = 0;
     loop = ev_default_loop(0);
-    if (server_init(&srv, loop, &cfg, &plan_hooks) < 0)
+    if (server_init(&srv, loop, &cfg, &plan_hooks, NULL) < 0)
         return 1;
     test_pending_verdict_holds_the_session();
+    test_auth();
+    test_auth_line_limits();
     test_client_leaves_while_pending();
     test_verdict_forms();
     test_refused_greeting();

@@ -1,0 +1,246 @@
+#include "tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+struct tls_server {
+    SSL_CTX *ctx;
+};
+
+struct tls_conn {
+    SSL *ssl;
+};
+
+/* "what: reason", the reason from the oldest OpenSSL error queued. */
+static void last_error(char *err, size_t errsz, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char reason[TLS_ERR_MAX / 2] = "";
+    if (e != 0) {
+        ERR_error_string_n(e, reason, sizeof(reason));
+        /* "error:0A000086:SSL routines::certificate verify failed": keep the
+         * words after the last colon, which say what went wrong */
+        const char *last = strrchr(reason, ':');
+        if (last && last[1] != '\0')
+            memmove(reason, last + 1, strlen(last + 1) + 1);
+    }
+    snprintf(err, errsz, "%s%s%s", what, reason[0] ? ": " : "", reason);
+    ERR_clear_error();
+}
+
+/* Ask for a client certificate but let the handshake go on without one or
+ * with one that does not verify: hooks see the subject and whether it
+ * verified, and decide. */
+static int accept_any_cert(int preverify_ok, X509_STORE_CTX *x)
+{
+    (void)preverify_ok;
+    (void)x;
+    return 1;
+}
+
+int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *err, size_t errsz)
+{
+    char what[CONFIG_PATH_MAX * 2 + 128];
+    struct tls_server *srv = calloc(1, sizeof(*srv));
+    *srv_r = NULL;
+    if (srv == NULL) {
+        snprintf(err, errsz, "out of memory");
+        return -1;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = srv->ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        last_error(err, errsz, "cannot create the TLS context");
+        goto fail;
+    }
+    const char *key = cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* SMTP frames its own data (the final "."), so a client that closes
+     * without close_notify has only closed */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                             SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* replies are written from a buffer that may move between retries */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    errno = 0;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
+        snprintf(what, sizeof(what), "--tls-cert %s: cannot load the certificate (%s)",
+                 cfg->tls_cert, errno ? strerror(errno) : "not PEM");
+        last_error(err, errsz, what);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(what, sizeof(what), "--tls-key %s does not match the certificate in %s", key,
+                     cfg->tls_cert);
+        else
+            snprintf(what, sizeof(what), "--tls-key %s: cannot load the private key", key);
+        last_error(err, errsz, what);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(what, sizeof(what), "--tls-key %s does not match the certificate in %s", key,
+                 cfg->tls_cert);
+        last_error(err, errsz, what);
+        goto fail;
+    }
+    if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
+        snprintf(what, sizeof(what), "--tls-ciphers '%s': no usable cipher", cfg->tls_ciphers);
+        last_error(err, errsz, what);
+        goto fail;
+    }
+    if (cfg->tls_client_ca[0]) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->tls_client_ca);
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, cfg->tls_client_ca, NULL) != 1) {
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            snprintf(what, sizeof(what), "--tls-client-ca %s: cannot load", cfg->tls_client_ca);
+            last_error(err, errsz, what);
+            goto fail;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_cert);
+    /* session resumption needs an id context once client certificates are
+     * asked for */
+    static const unsigned char sid_ctx[] = "luasmtpd";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    *srv_r = srv;
+    return 0;
+fail:
+    tls_server_free(&srv);
+    return -1;
+}
+
+void tls_server_free(struct tls_server **srv)
+{
+    if (*srv == NULL)
+        return;
+    SSL_CTX_free((*srv)->ctx);
+    free(*srv);
+    *srv = NULL;
+}
+
+struct tls_conn *tls_conn_new(struct tls_server *srv, int fd)
+{
+    struct tls_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->ssl = SSL_new(srv->ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+        ERR_clear_error();
+        SSL_free(c->ssl);
+        free(c);
+        return NULL;
+    }
+    SSL_set_accept_state(c->ssl);
+    return c;
+}
+
+void tls_conn_free(struct tls_conn **c)
+{
+    if (*c == NULL)
+        return;
+    if (SSL_is_init_finished((*c)->ssl))
+        SSL_shutdown((*c)->ssl);   /* one close_notify; no waiting for the reply */
+    ERR_clear_error();
+    SSL_free((*c)->ssl);
+    free(*c);
+    *c = NULL;
+}
+
+/* What an SSL_* call that returned rc means. */
+static enum tls_io outcome(struct tls_conn *c, int rc, char *err)
+{
+    int e = SSL_get_error(c->ssl, rc);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return TLS_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        ERR_clear_error();
+        return TLS_CLOSED;
+    case SSL_ERROR_SYSCALL:
+        if (ERR_peek_error() == 0) {
+            if (errno == 0 || errno == ECONNRESET || errno == EPIPE) {
+                snprintf(err, TLS_ERR_MAX, "connection closed by the client");
+                return TLS_CLOSED;
+            }
+            snprintf(err, TLS_ERR_MAX, "%s", strerror(errno));
+            return TLS_ERROR;
+        }
+        /* fall through */
+    default:
+        last_error(err, TLS_ERR_MAX, "TLS error");
+        return TLS_ERROR;
+    }
+}
+
+enum tls_io tls_handshake(struct tls_conn *c, char *err)
+{
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1)
+        return TLS_OK;
+    enum tls_io r = outcome(c, rc, err);
+    if (r == TLS_CLOSED)
+        snprintf(err, TLS_ERR_MAX, "connection closed by the client");
+    return r;
+}
+
+enum tls_io tls_read(struct tls_conn *c, void *p, size_t n, size_t *n_r, char *err)
+{
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_read_ex(c->ssl, p, n, n_r);
+    return rc == 1 ? TLS_OK : outcome(c, rc, err);
+}
+
+enum tls_io tls_write(struct tls_conn *c, const void *p, size_t n, size_t *n_r, char *err)
+{
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_write_ex(c->ssl, p, n, n_r);
+    return rc == 1 ? TLS_OK : outcome(c, rc, err);
+}
+
+bool tls_pending(const struct tls_conn *c)
+{
+    return SSL_has_pending(c->ssl) == 1;
+}
+
+const char *tls_version(const struct tls_conn *c)
+{
+    return SSL_get_version(c->ssl);
+}
+
+const char *tls_cipher(const struct tls_conn *c)
+{
+    return SSL_get_cipher_name(c->ssl);
+}
+
+void tls_client_subject(const struct tls_conn *c, char *out, size_t outsz, bool *verified_r)
+{
+    X509 *cert = SSL_get1_peer_certificate(c->ssl);
+    out[0] = '\0';
+    *verified_r = false;
+    if (cert == NULL)
+        return;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio && X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0,
+                                  XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        int n = BIO_read(bio, out, (int)outsz - 1);
+        out[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(bio);
+    X509_free(cert);
+    *verified_r = SSL_get_verify_result(c->ssl) == X509_V_OK;
+    ERR_clear_error();
+}
