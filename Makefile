@@ -14,7 +14,7 @@ LDLIBS    += -lev $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -l
 LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
-CORE_SRC  := core/auth.c core/buf.c core/charset.c core/config.c core/hook_default.c core/log.c \
+CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/hook_default.c core/log.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c
 LUA_SRC   := lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/module.c
@@ -87,7 +87,7 @@ asan: $(B)/san/luasmtpd
 # `make test` runs each briefly; `make fuzz FUZZ_TIME=600` as long as asked.
 FUZZ_CC   ?= clang
 FUZZ_TIME ?= 60
-FUZZ_SRC  := core/buf.c core/charset.c core/mime.c
+FUZZ_SRC  := core/base64.c core/buf.c core/charset.c core/mime.c
 FUZZ_BIN  := $(B)/fuzz/fuzz_mime
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)

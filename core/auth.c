@@ -2,21 +2,7 @@
 
 #include <string.h>
 
-/* The value of a base64 character, or -1. */
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
+#include "base64.h"
 
 int auth_b64_decode(const char *in, size_t n, char *out, size_t outsz, size_t *n_r)
 {
@@ -31,7 +17,7 @@ int auth_b64_decode(const char *in, size_t n, char *out, size_t outsz, size_t *n
     unsigned acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
-        int v = b64_value((unsigned char)in[i]);
+        int v = base64_digit[(unsigned char)in[i]] - 1;
         if (v < 0)
             return -1;
         acc = (acc << 6) | (unsigned)v;

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base64.h"
+
 const struct mime_limits mime_default_limits = {
     .depth = MIME_DEPTH_MAX,
     .parts = MIME_PARTS_MAX,
@@ -109,17 +111,6 @@ static bool is_token(char c)
 
 /* ---- transfer encodings ---- */
 
-static const signed char b64[256] = {
-    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
-    ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15,
-    ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22,
-    ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29,
-    ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36,
-    ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42, ['q'] = 43,
-    ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49, ['x'] = 50,
-    ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56, ['4'] = 57,
-    ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
-};   /* value + 1; 0 is "not in the alphabet" */
 
 /* Base64, leniently: characters outside the alphabet are skipped and '='
  * ends a group wherever it comes (some writers concatenate padded runs). */
@@ -132,7 +123,7 @@ static int base64_decode(const char *s, size_t n, struct buf *out)
     int have = 0;
 
     for (size_t i = 0; i < n; i++) {
-        int v = b64[(unsigned char)s[i]];
+        int v = base64_digit[(unsigned char)s[i]];
         if (v) {
             acc = acc << 6 | (uint32_t)(v - 1);
             if (++have == 4) {
