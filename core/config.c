@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "smtp.h"
 
 enum opt_type {
     OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID,
     OPT_LOGLEVEL, OPT_TEXT,   /* OPT_TEXT: a string of at most `max` bytes at offset */
+    OPT_DOMAIN, OPT_AUTH_METHODS,
 };
 
 struct option_def {
@@ -36,6 +38,16 @@ static const struct option_def options[] = {
       "repeatable; needs --tls-cert" },
     { "hostname", OPT_HOSTNAME, 0, 0, 0, "NAME",
       "name in the greeting and EHLO reply; default the machine's name" },
+    { "banner", OPT_TEXT, OFF(banner), 0, CONFIG_BANNER_MAX, "TEXT",
+      "greeting text after the hostname (default \"ESMTP luasmtpd\")" },
+    { "description", OPT_TEXT, OFF(description), 0, CONFIG_TEXT_MAX, "TEXT",
+      "free text about this server, shown by --check" },
+    { "domain", OPT_DOMAIN, 0, 0, 0, "NAME",
+      "take mail for this domain only (repeatable; config.domains = {...});\n"
+      "RCPT to others gets 550 5.7.1 unless authenticated; * takes every\n"
+      "domain (the default); the first is the server's own" },
+    { "pipelining", OPT_BOOL, OFF(pipelining), 0, 1, NULL,
+      "advertise PIPELINING (default on; --no-pipelining turns it off)" },
     { "max-clients", OPT_INT, OFF(max_clients), 1, 100000, "N",
       "concurrent connections; one more is answered 421 and closed (default 100)" },
     { "max-size", OPT_SIZE, OFF(max_size), 1024, 1LL << 30, "BYTES",
@@ -58,7 +70,8 @@ static const struct option_def options[] = {
     { "lua-memory", OPT_SIZE, OFF(lua_memory), 1LL << 20, 1LL << 34, "BYTES",
       "memory the script's Lua state may hold; a hook past it gets 451 (default 64M)" },
     { "id", OPT_ID, 0, 0, 0, "NAME",
-      "the I/O server id: IOEvent gets each mail as NAME.mail (default smtp)" },
+      "the server's name (HSYCO's I/O server id): IOEvent gets each mail as\n"
+      "NAME.mail; hooks see session.server_id (default smtp)" },
     { "body-lines", OPT_INT, OFF(body_lines), 0, 100000, "N",
       "lines of the text body in mail.body and the HSYCO event (default 64)" },
     { "rawbody", OPT_BOOL, OFF(rawbody), 0, 1, NULL,
@@ -81,6 +94,8 @@ static const struct option_def options[] = {
       "MAIL before a successful AUTH gets 530 5.7.0 (the script needs on_auth)" },
     { "allow-insecure-auth", OPT_BOOL, OFF(allow_insecure_auth), 0, 1, NULL,
       "offer AUTH without TLS too (passwords then cross the network in clear)" },
+    { "auth-methods", OPT_AUTH_METHODS, 0, 0, 0, "LIST",
+      "SASL mechanisms offered and taken, comma-separated (default PLAIN,LOGIN)" },
     { "max-auth-failures", OPT_INT, OFF(max_auth_failures), 1, 1000, "N",
       "failed AUTH attempts per connection, then 421 and close (default 3)" },
     { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
@@ -107,15 +122,84 @@ void config_defaults(struct config *cfg)
     strcpy(cfg->tls_ciphers, "HIGH:!aNULL:!MD5:!RC4");
     cfg->tls_timeout = 30;
     cfg->max_auth_failures = 3;
+    cfg->pipelining = 1;
+    cfg->auth_methods = CONFIG_AUTH_PLAIN | CONFIG_AUTH_LOGIN;
+    snprintf(cfg->banner, sizeof(cfg->banner), "ESMTP %s", SMTP_SOFTWARE);
     cfg->log_level = LOG_INFO;
 }
 
+/* Other names of options, as `config` keys read best. */
+static const char *const aliases[][2] = {
+    { "domains", "domain" },
+};
+
 static const struct option_def *find_option(const char *name)
 {
+    for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
+        if (strcmp(aliases[i][0], name) == 0)
+            name = aliases[i][1];
     for (size_t i = 0; i < NOPTIONS; i++)
         if (strcmp(options[i].name, name) == 0)
             return &options[i];
     return NULL;
+}
+
+const char *config_option_name(const char *name)
+{
+    const struct option_def *o = find_option(name);
+    return o ? o->name : NULL;
+}
+
+/* A domain as RCPT paths carry it: labels of letters, digits and hyphens
+ * (UTF-8 allowed), or an address literal in brackets. */
+static bool valid_domain(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CONFIG_HOSTNAME_MAX)
+        return false;
+    if (s[0] == '[')
+        return n > 2 && s[n - 1] == ']';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(c >= 0x80 || c == '-' || c == '.' || (c >= '0' && c <= '9') ||
+              ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+            return false;
+    }
+    return s[0] != '.' && s[n - 1] != '.' && strstr(s, "..") == NULL;
+}
+
+bool config_domain_accepted(const struct config *cfg, const char *domain, size_t len)
+{
+    if (cfg->any_domain || cfg->ndomains == 0)
+        return true;
+    for (int i = 0; i < cfg->ndomains; i++)
+        if (strlen(cfg->domains[i]) == len && strncasecmp(cfg->domains[i], domain, len) == 0)
+            return true;
+    return false;
+}
+
+static int parse_auth_methods(const char *value, long long *out, char *err)
+{
+    long long mask = 0;
+    const char *p = value;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (n == 5 && strncasecmp(p, "PLAIN", 5) == 0) {
+            mask |= CONFIG_AUTH_PLAIN;
+        } else if (n == 5 && strncasecmp(p, "LOGIN", 5) == 0) {
+            mask |= CONFIG_AUTH_LOGIN;
+        } else {
+            snprintf(err, CONFIG_ERR_MAX, "--auth-methods: '%.*s' is not PLAIN or LOGIN", (int)n, p);
+            return -1;
+        }
+        p += n + (p[n] == ',');
+    }
+    if (mask == 0) {
+        snprintf(err, CONFIG_ERR_MAX, "--auth-methods: name PLAIN, LOGIN or both");
+        return -1;
+    }
+    *out = mask;
+    return 0;
 }
 
 int config_takes_value(const char *name)
@@ -266,6 +350,24 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
         }
         strcpy(cfg->id, value);
         return 0;
+    case OPT_DOMAIN:
+        if (strcmp(value, "*") == 0) {
+            cfg->any_domain = true;
+            return 0;
+        }
+        if (!valid_domain(value)) {
+            snprintf(err, CONFIG_ERR_MAX, "--domain: '%s' is not a domain name", value);
+            return -1;
+        }
+        if (cfg->ndomains == CONFIG_DOMAINS_MAX) {
+            snprintf(err, CONFIG_ERR_MAX, "--domain: at most %d domains", CONFIG_DOMAINS_MAX);
+            return -1;
+        }
+        for (char *d = strcpy(cfg->domains[cfg->ndomains++], value); *d; d++)
+            *d = (char)((*d >= 'A' && *d <= 'Z') ? *d + 32 : *d);
+        return 0;
+    case OPT_AUTH_METHODS:
+        return parse_auth_methods(value, &cfg->auth_methods, err);
     case OPT_LOGLEVEL: {
         int l = log_level_parse(value);
         if (l < 0) {
@@ -339,7 +441,8 @@ void config_usage(FILE *out)
             }
         }
     }
-    fputs("  --check                   load and check SCRIPT, then exit (0: fine, 2: not)\n"
+    fputs("  A switch --NAME is turned off with --no-NAME (or --NAME=false).\n"
+          "  --check                   load and check SCRIPT, then exit (0: fine, 2: not)\n"
           "  --replay FILE.eml         run one message through the hooks without a network,\n"
           "                            print the dialogue; exit 0 if accepted, 1 if not\n"
           "  --from ADDR, --to ADDR    envelope for --replay (default replay@localhost,\n"

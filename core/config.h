@@ -18,12 +18,25 @@
 #define CONFIG_ID_MAX       64
 #define CONFIG_PATH_MAX     1024
 #define CONFIG_TEXT_MAX     512
+#define CONFIG_DOMAINS_MAX  64
+#define CONFIG_BANNER_MAX   200
+
+/* --auth-methods */
+#define CONFIG_AUTH_PLAIN   1u
+#define CONFIG_AUTH_LOGIN   2u
 
 struct config {
     struct net_addr listen[CONFIG_LISTEN_MAX];
     bool   listen_tls[CONFIG_LISTEN_MAX];  /* implicit TLS (--listen-tls) */
     int    nlisten;
     char   hostname[CONFIG_HOSTNAME_MAX + 1];
+    char   banner[CONFIG_BANNER_MAX + 1];     /* after the hostname in the 220 */
+    char   description[CONFIG_TEXT_MAX + 1];  /* free text for --check */
+    char   domains[CONFIG_DOMAINS_MAX][CONFIG_HOSTNAME_MAX + 1];  /* lower case */
+    int    ndomains;
+    bool   any_domain;          /* "*" listed: every domain is accepted */
+    long long pipelining;       /* 0 or 1: advertise PIPELINING */
+    long long auth_methods;     /* CONFIG_AUTH_* bits */
     long long max_clients;
     long long max_size;
     long long max_recipients;
@@ -58,6 +71,11 @@ int  config_set(struct config *cfg, const char *name, const char *value, char *e
 int  config_finish(struct config *cfg, char *err);
 /* Does option `name` take a value?  -1 when there is no such option. */
 int  config_takes_value(const char *name);
+/* The option's own name for `name`, which may be an alias (a `config` key
+ * such as "domains" for --domain); NULL when there is no such option. */
+const char *config_option_name(const char *name);
+/* Is mail for this domain taken (--domain)?  Case-insensitive. */
+bool config_domain_accepted(const struct config *cfg, const char *domain, size_t len);
 void config_usage(FILE *out);
 
 #endif

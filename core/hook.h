@@ -37,6 +37,8 @@ enum hook_stage {
     HOOK_MESSAGE,   /* end of data: the whole message */
     HOOK_RSET,      /* RSET */
     HOOK_AUTH,      /* AUTH: a user name and password to check */
+    HOOK_VRFY,      /* VRFY: answer for an address (only when decided by a hook) */
+    HOOK_EXPN,      /* EXPN: answer for a list (only when decided by a hook) */
     HOOK_STAGE_COUNT
 };
 
@@ -55,7 +57,8 @@ struct verdict {
 struct hook_args {
     const char *name;       /* HELO: the name given */
     bool        esmtp;      /* HELO: true for EHLO */
-    const char *address;    /* MAIL, RCPT: without brackets; "" is the null sender */
+    const char *address;    /* MAIL, RCPT: without brackets; "" is the null sender;
+                               VRFY, EXPN: the argument as given */
     const struct smtp_params *params;  /* MAIL, RCPT: ESMTP parameters */
     const char *message;    /* MESSAGE: the message after dot-unstuffing */
     size_t      size;       /* MESSAGE: its length in bytes */
@@ -71,7 +74,8 @@ struct hooks {
                              const struct hook_args *args, struct verdict *v);
     void (*close)(void *ctx, struct session *s);
     /* Does the implementation decide this stage itself?  AUTH is offered
-     * only when it decides HOOK_AUTH. */
+     * only when it decides HOOK_AUTH; VRFY and EXPN keep their fixed
+     * replies unless it decides them. */
     bool (*defines)(void *ctx, enum hook_stage stage);
 };
 
@@ -86,6 +90,7 @@ const char *hook_stage_name(enum hook_stage stage);
 /* What scripts may read of a session (the strings live as long as the
  * session, or until the transaction is reset for sender and recipients). */
 const char *session_id(const struct session *s);
+const char *session_server_id(const struct session *s);   /* --id */
 const char *session_peer_host(const struct session *s, int *port_r);
 const char *session_local_host(const struct session *s, int *port_r);
 const char *session_helo(const struct session *s);        /* NULL before HELO */

@@ -104,6 +104,12 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
         memcpy(name, arg + 2, n);
         name[n] = '\0';
         int takes = config_takes_value(name);
+        bool negated = takes < 0 && strncmp(name, "no-", 3) == 0 && !eq &&
+                       config_takes_value(name + 3) == 0;
+        if (negated) {                /* --no-pipelining */
+            memmove(name, name + 3, n - 2);
+            takes = 0;
+        }
         if (takes < 0) {
             snprintf(err, sizeof(err), "unknown option --%s", name);
             return usage_error(err);
@@ -111,7 +117,7 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
         if (eq) {
             value = eq + 1;
         } else if (!takes) {
-            value = "true";           /* a switch: --rawbody */
+            value = negated ? "false" : "true";   /* a switch: --rawbody */
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
@@ -183,6 +189,7 @@ int main(int argc, char **argv)
             char desc[512];
             bridge_describe(bridge, desc, sizeof(desc));
             printf("%s: ok; %s\n", args.script, desc);
+            printf("id: %s%s%s\n", cfg.id, cfg.description[0] ? "; " : "", cfg.description);
         } else {
             rc = replay_run(loop, &cfg, hooks, &args.replay);
         }
@@ -201,8 +208,8 @@ int main(int argc, char **argv)
     ev_signal_init(&sigint, signal_cb, SIGINT);
     ev_signal_start(loop, &sigterm);
     ev_signal_start(loop, &sigint);
-    log_msg(LOG_INFO, NULL, "luasmtpd %s ready as %s, script %s", LUASMTPD_VERSION, cfg.hostname,
-            args.script ? args.script : "(default)");
+    log_msg(LOG_INFO, NULL, "luasmtpd %s ready as %s (id %s), script %s", LUASMTPD_VERSION,
+            cfg.hostname, cfg.id, args.script ? args.script : "(default)");
 
     ev_run(loop, 0);
 

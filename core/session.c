@@ -404,6 +404,7 @@ void session_free(struct session *s)
 }
 
 const char *session_id(const struct session *s) { return s->id; }
+const char *session_server_id(const struct session *s) { return s->srv->cfg->id; }
 const char *session_peer_host(const struct session *s, int *port_r)
 {
     if (port_r)

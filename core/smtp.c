@@ -202,12 +202,15 @@ static const struct stage_def stages[HOOK_STAGE_COUNT] = {
     [HOOK_RSET]    = { 250, "2.0.0", "Ok",                   0,   NULL,    NULL },
     [HOOK_AUTH]    = { 235, "2.7.0", "Authentication successful", 535, "5.7.8",
                        "Authentication credentials invalid" },
+    /* accepted, VRFY and EXPN answer with the argument itself */
+    [HOOK_VRFY]    = { 250, "2.1.5", "",                     550, "5.1.1", "User unknown" },
+    [HOOK_EXPN]    = { 250, "2.1.5", "",                     550, "5.1.1", "List unknown" },
 };
 
 const char *hook_stage_name(enum hook_stage stage)
 {
     static const char *const names[HOOK_STAGE_COUNT] = {
-        "connect", "helo", "mail", "rcpt", "data", "message", "rset", "auth",
+        "connect", "helo", "mail", "rcpt", "data", "message", "rset", "auth", "vrfy", "expn",
     };
     return (unsigned)stage < HOOK_STAGE_COUNT ? names[stage] : "?";
 }
@@ -221,7 +224,7 @@ static bool code_fits(enum hook_stage st, int code)
         return true;
     if (code == d->accept_code)
         return true;
-    return st == HOOK_RCPT && (code == 251 || code == 252);
+    return (st == HOOK_RCPT || st == HOOK_VRFY || st == HOOK_EXPN) && (code == 251 || code == 252);
 }
 
 /* The reply a verdict gives: code, enhanced code and text.  Returns the
@@ -284,13 +287,17 @@ static bool auth_offered(const struct session *s)
 
 static void send_ehlo(struct session *s, const char *greet)
 {
+    const struct config *cfg = s->srv->cfg;
     char text[REPLY_LINE_MAX * 2];
     /* the first line is cut at REPLY_LINE_MAX anyway: the greeting text
      * never pushes the keywords out */
     snprintf(text, sizeof(text),
-             "%s%s%.256s\nPIPELINING\nSIZE %lld\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s\nHELP",
-             hostname(s), *greet ? " " : "", greet, s->srv->cfg->max_size,
-             starttls_offered(s) ? "\nSTARTTLS" : "", auth_offered(s) ? "\nAUTH PLAIN LOGIN" : "");
+             "%s%s%.256s%s\nSIZE %lld\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s%s%s\nHELP",
+             hostname(s), *greet ? " " : "", greet, cfg->pipelining ? "\nPIPELINING" : "",
+             cfg->max_size, starttls_offered(s) ? "\nSTARTTLS" : "",
+             auth_offered(s) ? "\nAUTH" : "",
+             auth_offered(s) && (cfg->auth_methods & CONFIG_AUTH_PLAIN) ? " PLAIN" : "",
+             auth_offered(s) && (cfg->auth_methods & CONFIG_AUTH_LOGIN) ? " LOGIN" : "");
     reply_text(s, 250, NULL, text);
 }
 
@@ -316,6 +323,8 @@ static void finish_stage(struct session *s, enum hook_stage st, const struct ver
     switch (st) {
     case HOOK_CONNECT:
         s->state = ok ? ST_INIT : ST_REFUSED;
+        if (text == stages[HOOK_CONNECT].accept_text)
+            text = s->srv->cfg->banner;
         if (code == 220 || code == 554)
             reply(s, code, NULL, "%s %s", hostname(s), text);
         else
@@ -403,6 +412,12 @@ static void finish_stage(struct session *s, enum hook_stage st, const struct ver
         } else {
             auth_failed(s, code, enh, text);
         }
+        break;
+    case HOOK_VRFY:
+    case HOOK_EXPN:
+        if (text == stages[st].accept_text)
+            text = arg;
+        reply_text(s, code, enh, text);
         break;
     case HOOK_RSET:
     case HOOK_STAGE_COUNT:
@@ -587,6 +602,34 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
     call_hook(s, HOOK_MAIL, &a, path.addr);
 }
 
+/*
+ * --domain: a recipient in another domain is refused before on_rcpt
+ * (unless the client authenticated), and the postmaster of a listed domain
+ * (or <Postmaster>) is accepted without asking (RFC 5321 4.5.1).  True when
+ * the RCPT has been answered here.
+ */
+static bool rcpt_by_domain(struct session *s, const char *addr)
+{
+    const struct config *cfg = s->srv->cfg;
+    if (cfg->any_domain || cfg->ndomains == 0)
+        return false;
+    const char *at = strrchr(addr, '@');
+    const char *domain = at ? at + 1 : "";
+    bool ours = at == NULL || config_domain_accepted(cfg, domain, strlen(domain));
+    if (!ours && s->user == NULL) {
+        reply(s, 550, "5.7.1", "<%s>: Relaying denied: %s takes mail for its own domains only",
+              addr, cfg->domains[0]);
+        return true;
+    }
+    if (ours && (at ? (size_t)(at - addr) : strlen(addr)) == 10 && strncasecmp(addr, "postmaster", 10) == 0) {
+        struct verdict v = { .code = VERDICT_ACCEPT };
+        memcpy(s->pending_arg, addr, strlen(addr) + 1);   /* parsed: fits */
+        finish_stage(s, HOOK_RCPT, &v);
+        return true;
+    }
+    return false;
+}
+
 static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
 {
     struct smtp_path path;
@@ -608,6 +651,8 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
         reply_error(s, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         return;
     }
+    if (rcpt_by_domain(s, path.addr))
+        return;
     struct hook_args a = { .address = path.addr, .params = &path.params };
     call_hook(s, HOOK_RCPT, &a, path.addr);
 }
@@ -669,20 +714,38 @@ static void cmd_quit(struct session *s, const struct smtp_cmd *c)
     s->closing = true;
 }
 
-static void cmd_vrfy(struct session *s, const struct smtp_cmd *c)
+/* VRFY and EXPN: a fixed answer, or the script's when it decides the stage. */
+static void ask_directory(struct session *s, const struct smtp_cmd *c, enum hook_stage st)
 {
-    if (c->arglen == 0) {
-        reply_error(s, 501, "5.5.4", "Syntax: VRFY address");
+    const struct hooks *h = s->srv->hooks;
+    bool vrfy = st == HOOK_VRFY;
+    if (c->arglen == 0 || c->arglen > SMTP_PATH_MAX || !smtp_utf8_valid(c->arg, c->arglen) ||
+        memchr(c->arg, '\0', c->arglen) != NULL) {
+        reply_error(s, 501, "5.5.4", vrfy ? "Syntax: VRFY address" : "Syntax: EXPN list");
         return;
     }
-    /* RFC 5321 3.5.3: never confirm or deny an address. */
-    reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+    if (!h->defines(h->ctx, st)) {
+        if (vrfy)   /* RFC 5321 3.5.3: never confirm or deny an address */
+            reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+        else
+            reply(s, 502, "5.5.1", "EXPN not available");
+        return;
+    }
+    char arg[SMTP_PATH_MAX + 1];
+    memcpy(arg, c->arg, c->arglen);
+    arg[c->arglen] = '\0';
+    struct hook_args a = { .address = arg };
+    call_hook(s, st, &a, arg);
+}
+
+static void cmd_vrfy(struct session *s, const struct smtp_cmd *c)
+{
+    ask_directory(s, c, HOOK_VRFY);
 }
 
 static void cmd_expn(struct session *s, const struct smtp_cmd *c)
 {
-    (void)c;
-    reply(s, 502, "5.5.1", "EXPN not available");
+    ask_directory(s, c, HOOK_EXPN);
 }
 
 static void cmd_help(struct session *s, const struct smtp_cmd *c)
@@ -824,9 +887,10 @@ static void cmd_auth(struct session *s, const struct smtp_cmd *c)
         m++;
     const char *ir = m < c->arglen ? c->arg + m + 1 : NULL;
     size_t irlen = ir ? c->arglen - m - 1 : 0;
-    if (smtp_ieq(c->arg, m, "PLAIN")) {
+    unsigned methods = (unsigned)s->srv->cfg->auth_methods;
+    if (smtp_ieq(c->arg, m, "PLAIN") && (methods & CONFIG_AUTH_PLAIN)) {
         s->auth_step = AUTH_PLAIN;
-    } else if (smtp_ieq(c->arg, m, "LOGIN")) {
+    } else if (smtp_ieq(c->arg, m, "LOGIN") && (methods & CONFIG_AUTH_LOGIN)) {
         s->auth_step = AUTH_LOGIN_USER;
     } else {
         reply_error(s, m ? 504 : 501, "5.5.4", m ? "Unrecognized authentication type"

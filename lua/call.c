@@ -23,7 +23,8 @@
 static const char *const hook_names[CALL_CLOSE + 1] = {
     [HOOK_CONNECT] = "on_connect", [HOOK_HELO] = "on_helo",   [HOOK_MAIL] = "on_mail_from",
     [HOOK_RCPT] = "on_rcpt",       [HOOK_DATA] = "on_data",   [HOOK_MESSAGE] = "on_mail",
-    [HOOK_RSET] = "on_rset",       [HOOK_AUTH] = "on_auth",   [CALL_CLOSE] = "on_close",
+    [HOOK_RSET] = "on_rset",       [HOOK_AUTH] = "on_auth",   [HOOK_VRFY] = "on_vrfy",
+    [HOOK_EXPN] = "on_expn",       [CALL_CLOSE] = "on_close",
 };
 
 const char *call_hook_name(int st)
@@ -231,6 +232,8 @@ static int push_args(lua_State *L, struct lsession *ls, enum hook_stage st, cons
         break;
     case HOOK_MAIL:
     case HOOK_RCPT:
+    case HOOK_VRFY:
+    case HOOK_EXPN:
         lua_pushstring(L, a->address);
         n = 1;
         break;

@@ -209,11 +209,12 @@ int bridge_apply_config(struct bridge *b, struct config *cfg, const char *const 
             for (char *p = name; *p; p++)
                 if (*p == '_')
                     *p = '-';
-            if (config_takes_value(name) < 0) {
+            const char *option = config_option_name(name);
+            if (option == NULL) {
                 snprintf(err, BRIDGE_ERR_MAX, "%s: config.%s is not an option (see --help)",
                          b->script, lua_tostring(L, -2));
                 rc = -1;
-            } else if (!listed(flags, name)) {
+            } else if (!listed(flags, option)) {
                 /* a list (listen) gives one value per element */
                 if (lua_istable(L, -1)) {
                     lua_Integer n = luaL_len(L, -1);

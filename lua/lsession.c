@@ -102,6 +102,10 @@ static int session_index(lua_State *L)
             lua_pushstring(L, session_sender(s));
             return 1;
         }
+        if (strcmp(k, "server_id") == 0) {
+            lua_pushstring(L, session_server_id(s));
+            return 1;
+        }
         break;
     case 't':
         if (strcmp(k, "tls") == 0) {
