@@ -175,12 +175,14 @@ void session_update_io(struct session *s)
 static ssize_t send_some(struct session *s)
 {
     if (s->tls == NULL) {
-        ssize_t n = send(s->fd, buf_head(&s->out), buf_len(&s->out), MSG_NOSIGNAL);
+        ssize_t n;
+        do
+            n = send(s->fd, buf_head(&s->out), buf_len(&s->out), MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
         if (n > 0)
             return n;
-        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (errno != EINTR)
-                ev_io_start(s->srv->loop, &s->wio);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(s->srv->loop, &s->wio);
             return 0;
         }
         session_close(s, n < 0 ? strerror(errno) : "send returned 0");
