@@ -83,12 +83,13 @@ $(B)/san/test_%: $(B)/san/tests/unit/test_%.o $(SAN_CORE)
 
 asan: $(B)/san/luasmtpd
 
-# libFuzzer targets (clang), with ASan+UBSan, seeded from tests/data.
-# `make test` runs each briefly; `make fuzz FUZZ_TIME=600` as long as asked.
+# libFuzzer targets (clang), with ASan+UBSan, seeded from tests/data and
+# tests/fuzz/NAME (fuzz_NAME's own seeds).  `make test` runs each briefly;
+# `make fuzz FUZZ_TIME=600` as long as asked.
 FUZZ_CC   ?= clang
 FUZZ_TIME ?= 60
-FUZZ_SRC  := core/base64.c core/buf.c core/charset.c core/mime.c
-FUZZ_BIN  := $(B)/fuzz/fuzz_mime
+FUZZ_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/mime.c core/smtp_parse.c
+FUZZ_BIN  := $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -98,8 +99,9 @@ $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \
 	    mkdir -p $(B)/fuzz/corpus-$$(basename $$f) && \
+	    seeds=tests/fuzz/$$(basename $$f | sed 's/^fuzz_//'); \
 	    $$f -max_total_time=$(FUZZ_TIME) -max_len=65536 $(B)/fuzz/corpus-$$(basename $$f) tests/data \
-	        || exit 1; \
+	        $$( [ -d $$seeds ] && echo $$seeds ) || exit 1; \
 	done
 
 deps:

@@ -28,8 +28,11 @@ done
 fuzz() {
     f=$1
     corpus="$B/fuzz/corpus-$(basename "$f")"
+    seeds="tests/fuzz/$(basename "$f" | sed 's/^fuzz_//')"
+    [ -d "$seeds" ] || seeds=""
     mkdir -p "$corpus"
-    if "$f" -max_total_time="${FUZZ_BRIEF:-20}" -max_len=65536 "$corpus" tests/data >"$one" 2>&1; then
+    # shellcheck disable=SC2086
+    if "$f" -max_total_time="${FUZZ_BRIEF:-20}" -max_len=65536 "$corpus" tests/data $seeds >"$one" 2>&1; then
         line="$(basename "$f"): 1 passed, 0 failed ($(grep -o 'Done [0-9]* runs' "$one"))"
     else
         grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$one" | head -n 20
