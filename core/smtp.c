@@ -750,10 +750,12 @@ static void cmd_expn(struct session *s, const struct smtp_cmd *c)
 
 static void cmd_help(struct session *s, const struct smtp_cmd *c)
 {
+    char text[REPLY_LINE_MAX];
     (void)c;
-    reply_text(s, 214, "2.0.0",
-               SMTP_SOFTWARE " accepts: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\n"
-               "See RFC 5321");
+    snprintf(text, sizeof(text),
+             SMTP_SOFTWARE " accepts: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP%s%s\n"
+             "See RFC 5321", starttls_offered(s) ? " STARTTLS" : "", auth_offered(s) ? " AUTH" : "");
+    reply_text(s, 214, "2.0.0", text);
 }
 
 static void cmd_starttls(struct session *s, const struct smtp_cmd *c)

@@ -108,6 +108,7 @@ class StartTls(TlsTest):
 
     def test_state_reset_after_starttls(self):
         c = self.session()
+        self.assertReply(c.cmd("HELP"), 214, "HELP STARTTLS")
         self.assertReply(c.cmd("MAIL FROM:<a@b.example>"), 250)
         self.assertReply(c.cmd("RCPT TO:<c@d.example>"), 250)
         self.starttls(c)
@@ -117,6 +118,7 @@ class StartTls(TlsTest):
         code, lines = c.cmd("EHLO again")
         self.assertEqual(code, 250)
         self.assertNotIn("STARTTLS", lines)
+        self.assertReply(c.cmd("HELP"), 214, "HELP AUTH")
         self.assertReply(c.cmd("STARTTLS"), 503, "TLS already active")
         self.assertEqual(self.transaction(c)[0], 250)
         self.assertReply(c.cmd("QUIT"), 221)
