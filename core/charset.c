@@ -4,40 +4,9 @@
 #include <iconv.h>
 #include <string.h>
 
+#include "smtp_parse.h"
+
 static const char replacement[3] = { (char)0xEF, (char)0xBF, (char)0xBD };   /* U+FFFD */
-
-/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
- * surrogates, nothing past U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t len;
-
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    return len;
-}
 
 int utf8_append_valid(struct buf *out, const char *in, size_t len)
 {
@@ -49,7 +18,7 @@ int utf8_append_valid(struct buf *out, const char *in, size_t len)
             i++;
             continue;
         }
-        size_t n = utf8_seq(p + i, len - i);
+        size_t n = smtp_utf8_seq(p + i, len - i);
         if (n) {
             i += n;
             continue;

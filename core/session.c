@@ -81,7 +81,6 @@ static int start_tls(struct session *s)
     if (s->tls == NULL)
         return -1;
     s->tls_state = STLS_HANDSHAKE;
-    s->tls_hs_write = false;
     s->idle.repeat = (ev_tstamp)s->srv->cfg->tls_timeout;
     ev_timer_again(s->srv->loop, &s->idle);
     return 0;
@@ -104,7 +103,6 @@ static void handshake(struct session *s)
     case TLS_OK: {
         bool implicit = s->state == ST_GREETING;   /* no SMTP yet: no STARTTLS either */
         s->tls_state = STLS_ON;
-        s->tls_hs_write = false;
         ev_io_stop(s->srv->loop, &s->wio);
         s->idle.repeat = (ev_tstamp)s->srv->cfg->timeout;
         ev_timer_again(s->srv->loop, &s->idle);
@@ -118,11 +116,9 @@ static void handshake(struct session *s)
         return;
     }
     case TLS_WANT_READ:
-        s->tls_hs_write = false;
         ev_io_stop(s->srv->loop, &s->wio);
         return;
     case TLS_WANT_WRITE:
-        s->tls_hs_write = true;
         ev_io_start(s->srv->loop, &s->wio);
         return;
     case TLS_CLOSED:
@@ -155,7 +151,7 @@ void session_update_io(struct session *s)
     if (s->dead)
         want = false;
     else if (s->tls_state == STLS_HANDSHAKE)
-        want = !s->tls_hs_write;
+        want = !ev_is_active(&s->wio);   /* the handshake waits for one direction */
     else
         want = s->write_wants_read ||
                (!s->closing && !s->eof && s->tls_state != STLS_STARTING &&

@@ -61,7 +61,6 @@ struct session {
     ev_tstamp started;
     struct tls_conn *tls;
     enum session_tls tls_state;
-    bool      tls_hs_write;          /* the handshake waits for the socket to be writable */
     bool      read_wants_write;      /* a TLS read needs the socket writable first */
     bool      write_wants_read;      /* a TLS write needs the socket readable first */
 

@@ -288,6 +288,7 @@ static bool auth_offered(const struct session *s)
 static void send_ehlo(struct session *s, const char *greet)
 {
     const struct config *cfg = s->srv->cfg;
+    bool auth = auth_offered(s);
     char text[REPLY_LINE_MAX * 2];
     /* the first line is cut at REPLY_LINE_MAX anyway: the greeting text
      * never pushes the keywords out */
@@ -295,9 +296,8 @@ static void send_ehlo(struct session *s, const char *greet)
              "%s%s%.256s%s\nSIZE %lld\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s%s%s\nHELP",
              hostname(s), *greet ? " " : "", greet, cfg->pipelining ? "\nPIPELINING" : "",
              cfg->max_size, starttls_offered(s) ? "\nSTARTTLS" : "",
-             auth_offered(s) ? "\nAUTH" : "",
-             auth_offered(s) && (cfg->auth_methods & CONFIG_AUTH_PLAIN) ? " PLAIN" : "",
-             auth_offered(s) && (cfg->auth_methods & CONFIG_AUTH_LOGIN) ? " LOGIN" : "");
+             auth ? "\nAUTH" : "", auth && (cfg->auth_methods & CONFIG_AUTH_PLAIN) ? " PLAIN" : "",
+             auth && (cfg->auth_methods & CONFIG_AUTH_LOGIN) ? " LOGIN" : "");
     reply_text(s, 250, NULL, text);
 }
 
@@ -796,7 +796,8 @@ void smtp_tls_ready(struct session *s, bool implicit)
 _Static_assert(AUTH_USER_MAX < sizeof(((struct session *)0)->pending_arg),
                "pending_arg holds a user name");
 
-/* Hand a user name and password to the hooks, then wipe the password. */
+/* Hand a user name and password to the hooks (the caller wipes the
+ * password's buffer). */
 static void auth_check(struct session *s, const char *user, size_t ulen, char *pass, size_t plen)
 {
     if (!auth_text_ok(user, ulen, AUTH_USER_MAX) || !auth_text_ok(pass, plen, AUTH_PASSWORD_MAX)) {
@@ -809,7 +810,6 @@ static void auth_check(struct session *s, const char *user, size_t ulen, char *p
     pass[plen] = '\0';
     struct hook_args a = { .user = name, .password = pass };
     call_hook(s, HOOK_AUTH, &a, name);
-    explicit_bzero(pass, plen);
 }
 
 /*

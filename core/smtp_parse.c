@@ -56,8 +56,7 @@ void smtp_parse_command(const char *line, size_t len, struct smtp_cmd *cmd)
 
 /* --- UTF-8 ------------------------------------------------------------- */
 
-/* Length of the well-formed UTF-8 sequence at p (non-ASCII lead), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
+size_t smtp_utf8_seq(const unsigned char *p, size_t n)
 {
     unsigned c = p[0];
     size_t need;
@@ -86,7 +85,7 @@ bool smtp_utf8_valid(const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         if (p[i] < 0x80) { i++; continue; }
-        size_t k = utf8_seq(p + i, n - i);
+        size_t k = smtp_utf8_seq(p + i, n - i);
         if (k == 0)
             return false;
         i += k;
@@ -121,7 +120,7 @@ static bool take_utf8(struct cursor *c)
 {
     if (peek(c) < 0x80)
         return false;
-    size_t k = utf8_seq(c->p + c->i, c->n - c->i);
+    size_t k = smtp_utf8_seq(c->p + c->i, c->n - c->i);
     if (k == 0)
         return false;
     c->i += k;

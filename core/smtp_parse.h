@@ -86,6 +86,9 @@ bool smtp_ieq(const char *p, size_t n, const char *s);
 
 /* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
 bool smtp_utf8_valid(const char *p, size_t n);
+/* Length of the well-formed UTF-8 sequence at p (a non-ASCII lead byte,
+ * n bytes available), or 0. */
+size_t smtp_utf8_seq(const unsigned char *p, size_t n);
 
 /* The DATA reader. */
 struct smtp_data {
