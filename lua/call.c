@@ -20,7 +20,7 @@
 #define COUNT_STEP 1000   /* instructions between budget checks */
 
 /* on_close has no verdict: it runs as the pseudo-stage CALL_CLOSE. */
-static const char *const hook_names[CALL_CLOSE + 1] = {
+static const char *const hook_names[CALL_TASK] = {
     [HOOK_CONNECT] = "on_connect", [HOOK_HELO] = "on_helo",   [HOOK_MAIL] = "on_mail_from",
     [HOOK_RCPT] = "on_rcpt",       [HOOK_DATA] = "on_data",   [HOOK_MESSAGE] = "on_mail",
     [HOOK_RSET] = "on_rset",       [HOOK_AUTH] = "on_auth",   [HOOK_VRFY] = "on_vrfy",
@@ -134,9 +134,19 @@ static int to_verdict(lua_State *co, int nres, struct verdict *v)
 static void end_call(struct lcall *c)
 {
     struct bridge *b = c->b;
-    struct lsession *ls = *session_hook_data(c->s);
-    if (ls && ls->call == c)
-        ls->call = NULL;
+    if (c->s) {
+        struct lsession *ls = *session_hook_data(c->s);
+        if (ls && ls->call == c)
+            ls->call = NULL;
+    } else {
+        if (c->prev)
+            c->prev->next = c->next;
+        else if (b->tasks == c)
+            b->tasks = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        timer_task_ended(c);
+    }
     if (c->waiting)
         ev_timer_stop(b->loop, &c->wait);
     if (c->release)
@@ -167,9 +177,10 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     b->running = NULL;
     c->used += bridge_now() - start;
 
-    const char *sid = session_id(c->s);
-    const char *name = hook_names[c->stage];
-    const char *then = c->stage == CALL_CLOSE ? "" : "; answering 451";
+    const char *sid = c->s ? session_id(c->s) : NULL;
+    const char *name = c->name;
+    bool verdict = c->stage < CALL_CLOSE;
+    const char *then = verdict ? "; answering 451" : "";
     if (rc == LUA_YIELD && c->waiting && !b->over_budget) {
         lua_pop(c->co, nres);
         return HOOK_PENDING;
@@ -191,7 +202,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
         log_msg(LOG_ERROR, sid, "%s: %s%s", name, lua_tostring(b->L, -1), then);
         lua_pop(b->L, 1);
         set_verdict_error(v);
-    } else if (c->stage != CALL_CLOSE && to_verdict(c->co, nres, v) < 0) {
+    } else if (verdict && to_verdict(c->co, nres, v) < 0) {
         log_msg(LOG_ERROR, sid, "%s: invalid return value (%s)%s", name,
                 nres ? luaL_typename(c->co, lua_gettop(c->co) - nres + 1) : "nothing", then);
         set_verdict_error(v);
@@ -206,7 +217,7 @@ struct lcall *call_waitable(lua_State *L, const char *what)
     if (c == NULL)
         luaL_error(L, "%s can only be called from a hook", what);
     else if (c->stage == CALL_CLOSE)
-        luaL_error(L, "on_close may not wait (%s)", what);
+        luaL_error(L, "on_close may not wait (%s)", what);   /* its session is gone */
     else if (c->co != L)
         luaL_error(L, "%s cannot be called from a nested coroutine", what);
     return c;
@@ -216,8 +227,65 @@ void call_resume(struct lcall *c)
 {
     struct verdict v;
     struct session *s = c->s;
-    if (run(c, 0, &v) == HOOK_DONE)
+    if (run(c, 0, &v) == HOOK_DONE && s)
         smtp_verdict(s, &v);
+}
+
+/* Under lua_pcall, as prepare(): the task's call and coroutine, with the
+ * function and its argument moved onto it. */
+static int prepare_task(lua_State *L)
+{
+    struct lcall **cp = lua_touserdata(L, 1);
+    struct bridge *b = bridge_of(L);
+    struct lcall *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return luaL_error(L, "out of memory");
+    c->b = b;
+    c->stage = CALL_TASK;
+    c->coref = LUA_NOREF;
+    c->next = b->tasks;
+    if (b->tasks)
+        b->tasks->prev = c;
+    b->tasks = c;
+    *cp = c;
+    lua_State *co = lua_newthread(L);
+    c->coref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->co = co;
+    lua_sethook(co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
+    int n = lua_gettop(L) - 1;     /* the function and its argument, if any */
+    lua_xmove(L, co, n);
+    return 0;
+}
+
+struct lcall *call_task(struct bridge *b, const char *name, int arg)
+{
+    lua_State *L = b->L;
+    struct lcall *c = NULL;
+    struct verdict ignored;
+    int top = lua_gettop(L) - 1;  /* below the function */
+
+    lua_pushcfunction(L, prepare_task);
+    lua_pushlightuserdata(L, &c);
+    lua_rotate(L, -3, 2);         /* prepare_task, &c, function */
+    if (arg)
+        lua_pushvalue(L, arg);
+    int rc = lua_pcall(L, arg ? 3 : 2, 0, 0);
+    if (rc != LUA_OK) {
+        log_msg(LOG_ERROR, NULL, "%s: cannot start: %s", name,
+                rc == LUA_ERRMEM ? "not enough memory (--lua-memory)" : lua_tostring(L, -1));
+        lua_settop(L, top);
+        if (c)
+            end_call(c);
+        return NULL;
+    }
+    c->name = name;
+    return run(c, arg ? 1 : 0, &ignored) == HOOK_PENDING ? c : NULL;
+}
+
+void call_end_tasks(struct bridge *b)
+{
+    while (b->tasks)
+        end_call(b->tasks);
 }
 
 /* Push the arguments of a stage; returns their number. */
@@ -304,6 +372,7 @@ static int prepare(lua_State *L)
     c->b = p->b;
     c->s = p->s;
     c->stage = p->stage;
+    c->name = hook_names[p->stage];
     c->coref = LUA_NOREF;
     p->c = c;
     lua_State *co = lua_newthread(L);

@@ -279,8 +279,11 @@ void bridge_close(struct bridge **bp)
     struct bridge *b = *bp;
     if (b == NULL)
         return;
-    if (b->L)
+    if (b->L) {
+        call_end_tasks(b);
+        saver_stop(b);
         lua_close(b->L);
+    }
     free(b);
     *bp = NULL;
 }

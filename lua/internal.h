@@ -10,8 +10,10 @@
 
 struct lcall;
 
-/* The stage number on_close runs under (after the hook.h stages). */
+/* The stage numbers of calls that are no hook.h stage: on_close, and a
+ * timer's function (a task: no session, no verdict). */
 #define CALL_CLOSE HOOK_STAGE_COUNT
+#define CALL_TASK  (HOOK_STAGE_COUNT + 1)
 
 struct bridge {
     lua_State      *L;
@@ -23,6 +25,8 @@ struct bridge {
     double          deadline;      /* of the call running now */
     bool            over_budget;   /* the running call passed it */
     struct lcall   *running;       /* the call whose coroutine runs now */
+    struct lcall   *tasks;         /* timer functions in progress (a list) */
+    struct saver   *saver;         /* save.c: the writer thread, once started */
     int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
     long long       body_lines;    /* --body-lines */
     bool            rawbody;       /* --rawbody */
@@ -30,11 +34,15 @@ struct bridge {
     char            id[CONFIG_ID_MAX + 1];  /* --id: events are named <id>.mail */
 };
 
-/* One hook call in progress: a coroutine of its session. */
+/* One hook call in progress: a coroutine of its session; or a task, the
+ * coroutine of a timer's function (s NULL). */
 struct lcall {
     struct bridge  *b;
-    struct session *s;
-    int             stage;         /* a hook_stage, or CALL_CLOSE */
+    struct session *s;             /* NULL for a task */
+    int             stage;         /* a hook_stage, CALL_CLOSE or CALL_TASK */
+    const char     *name;          /* for the log: "on_rcpt", "every" */
+    struct lcall   *next, *prev;   /* in b->tasks */
+    struct ltimer  *timer;         /* a task's timer, while both exist */
     lua_State      *co;
     int             coref;         /* registry reference keeping co alive */
     double          used;          /* running time so far */
@@ -78,8 +86,28 @@ void  call_resume(struct lcall *c);
  * c->waiting set); raises when `what` cannot wait here. */
 struct lcall *call_waitable(lua_State *L, const char *what);
 
+/* Run the function on top of b->L as a task named `name` ("after"),
+ * with `arg` (a stack index, or 0 for none) as its argument.  Pops the
+ * function.  The task, or NULL when it ended at once or could not start
+ * (logged). */
+struct lcall *call_task(struct bridge *b, const char *name, int arg);
+/* End every task (the bridge closes). */
+void  call_end_tasks(struct bridge *b);
+const char *call_hook_name(int st);
+
 /* exec.c: luasmtpd.exec */
 int   l_exec(lua_State *L);
-const char *call_hook_name(int st);
+
+/* timer.c: luasmtpd.after, luasmtpd.every, luasmtpd.now */
+int   l_after(lua_State *L);
+int   l_every(lua_State *L);
+int   l_now(lua_State *L);
+/* A timer's task ended (end_call). */
+void  timer_task_ended(struct lcall *c);
+
+/* save.c: luasmtpd.save; saver_stop finishes the writes queued and ends
+ * the writer thread. */
+int   l_save(lua_State *L);
+void  saver_stop(struct bridge *b);
 
 #endif

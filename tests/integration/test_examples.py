@@ -128,3 +128,34 @@ class Auth(ServerTest):
                 s.sendmail("cam1@site.example", ["ops@hub.example"], b"x\r\n")
             self.assertEqual(e.exception.smtp_code, 550)
             self.assertIn(b"nas may not send as <cam1@site.example>", e.exception.smtp_error)
+
+
+class Maildir(ServerTest):
+    DIR = "/tmp/luasmtpd-test-maildir-example"
+    ARGS = (example("maildir.lua"),)
+
+    def setUp(self):
+        shutil.rmtree(self.DIR, ignore_errors=True)
+        os.environ["MAILDIR"] = os.path.join(self.DIR, "Maildir")
+        try:
+            super().setUp()
+        finally:
+            del os.environ["MAILDIR"]
+
+    def test_saved_or_451(self):
+        os.makedirs(self.DIR)
+        with smtplib.SMTP(self.srv.host, self.srv.port) as s:
+            s.ehlo()
+            s.mail("cam@site.example")
+            s.rcpt("ops@site.example")
+            code, msg = s.data(b"Subject: motion\r\n\r\nzone 3\r\n")
+            self.assertEqual(code, 250)
+            name = msg.decode().split("Saved as ")[1]
+            with open(os.path.join(self.DIR, "Maildir", "new", name), "rb") as f:
+                self.assertEqual(f.read(), b"Subject: motion\r\n\r\nzone 3\r\n")
+            shutil.rmtree(self.DIR)                 # the parent is gone: not saved
+            s.mail("cam@site.example")
+            s.rcpt("ops@site.example")
+            code, msg = s.data(b"Subject: motion\r\n\r\nagain\r\n")
+            self.assertEqual(code, 451)
+        self.assertTrue(self.srv.wait_log(r"not saved: cannot create"))

@@ -1,0 +1,144 @@
+/*
+ * luasmtpd.after(seconds, fn), luasmtpd.every(seconds, fn), luasmtpd.now()
+ *
+ * A timer is a userdata holding an ev_timer and the function.  While armed
+ * it is anchored in the registry, so a script may drop the handle; cancel()
+ * or the last run of an `after` lets it go.  Each firing runs the function
+ * as a task (call.c): a coroutine with the hooks' time budget that may wait
+ * on actions.  An `every` whose previous run still waits skips the tick.
+ */
+#include "internal.h"
+#include "log.h"
+
+#define TIMER_META    "luasmtpd.timer"
+#define TIMER_MAX     31536000.0     /* a year */
+#define EVERY_MIN     0.01
+
+struct ltimer {
+    ev_timer        t;
+    struct bridge  *b;
+    int             fnref;         /* the function */
+    int             selfref;       /* the anchor while armed, or LUA_NOREF */
+    bool            repeat;
+    struct lcall   *task;          /* its run in progress, if any */
+};
+
+static void disarm(struct ltimer *tm)
+{
+    lua_State *L = tm->b->L;
+    ev_timer_stop(tm->b->loop, &tm->t);
+    luaL_unref(L, LUA_REGISTRYINDEX, tm->selfref);
+    tm->selfref = LUA_NOREF;
+}
+
+static void fire_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct ltimer *tm = w->data;
+    lua_State *L = tm->b->L;
+    const char *kind = tm->repeat ? "every" : "after";
+    (void)loop;
+    (void)revents;
+    if (tm->task) {
+        log_msg(LOG_DEBUG, NULL, "every: the previous run still waits; tick skipped");
+        return;
+    }
+    /* the handle is the function's argument; keep it on the stack, since
+     * disarming an `after` may leave it otherwise unreferenced */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tm->selfref);
+    int self = lua_gettop(L);
+    if (!tm->repeat)
+        disarm(tm);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tm->fnref);
+    struct lcall *c = call_task(tm->b, kind, self);
+    if (c) {
+        c->timer = tm;
+        tm->task = c;
+    }
+    lua_pop(L, 1);
+}
+
+void timer_task_ended(struct lcall *c)
+{
+    if (c->timer)
+        c->timer->task = NULL;
+}
+
+static int timer_cancel(lua_State *L)
+{
+    struct ltimer *tm = luaL_checkudata(L, 1, TIMER_META);
+    bool armed = tm->selfref != LUA_NOREF;
+    if (armed)
+        disarm(tm);
+    lua_pushboolean(L, armed);
+    return 1;
+}
+
+static int timer_gc(lua_State *L)
+{
+    struct ltimer *tm = luaL_checkudata(L, 1, TIMER_META);
+    ev_timer_stop(tm->b->loop, &tm->t);
+    if (tm->task)
+        tm->task->timer = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, tm->fnref);
+    tm->fnref = LUA_NOREF;
+    return 0;
+}
+
+static int timer_tostring(lua_State *L)
+{
+    struct ltimer *tm = luaL_checkudata(L, 1, TIMER_META);
+    lua_pushfstring(L, "luasmtpd.timer (%s, %s)", tm->repeat ? "every" : "after",
+                    tm->selfref != LUA_NOREF ? "armed" : "done");
+    return 1;
+}
+
+static int new_timer(lua_State *L, bool repeat)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_Number min = repeat ? EVERY_MIN : 0;
+    luaL_argcheck(L, secs >= min && secs <= TIMER_MAX, 1,
+                  repeat ? "seconds out of range (0.01 to 31536000)"
+                         : "seconds out of range (0 to 31536000)");
+    struct bridge *b = bridge_of(L);
+    struct ltimer *tm = lua_newuserdatauv(L, sizeof(*tm), 0);
+    tm->b = b;
+    tm->fnref = tm->selfref = LUA_NOREF;
+    tm->repeat = repeat;
+    tm->task = NULL;
+    ev_timer_init(&tm->t, fire_cb, secs, repeat ? secs : 0.);
+    tm->t.data = tm;
+    if (luaL_newmetatable(L, TIMER_META)) {
+        static const luaL_Reg methods[] = { { "cancel", timer_cancel }, { NULL, NULL } };
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, timer_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, timer_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 2);
+    tm->fnref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    tm->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ev_timer_start(b->loop, &tm->t);
+    return 1;
+}
+
+int l_after(lua_State *L)
+{
+    return new_timer(L, false);
+}
+
+int l_every(lua_State *L)
+{
+    return new_timer(L, true);
+}
+
+/* luasmtpd.now(): seconds on a monotonic clock, for measuring intervals. */
+int l_now(lua_State *L)
+{
+    lua_pushnumber(L, bridge_now());
+    return 1;
+}
