@@ -10,14 +10,16 @@ WERROR    ?= $(if $(CI),-Werror,)
 CFLAGS    ?= -O2 -g
 CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore -Ilua
 WFLAGS    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
-LDLIBS    += -lev -pthread $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+LDLIBS    += -lev -pthread $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto) \
+             $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
+             $(shell pkg-config --libs libmosquitto 2>/dev/null || echo -lmosquitto)
 LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/hook_default.c core/log.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c
-LUA_SRC   := lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/module.c lua/save.c lua/timer.c
+LUA_SRC   := lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/save.c lua/timer.c
 MAIN_SRC  := core/main.c core/replay.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 

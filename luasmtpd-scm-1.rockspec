@@ -24,6 +24,10 @@ dependencies = {
 external_dependencies = {
    LIBEV = { header = "ev.h", library = "ev" },
    OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+   -- Debian keeps curl.h under the multiarch include directory, which
+   -- LuaRocks does not search: check the library only.
+   CURL = { library = "curl" },
+   MOSQUITTO = { header = "mosquitto.h", library = "mosquitto" },
 }
 
 build = {

@@ -98,6 +98,27 @@ static const struct option_def options[] = {
       "SASL mechanisms offered and taken, comma-separated (default PLAIN,LOGIN)" },
     { "max-auth-failures", OPT_INT, OFF(max_auth_failures), 1, 1000, "N",
       "failed AUTH attempts per connection, then 421 and close (default 3)" },
+    { "mqtt-host", OPT_TEXT, OFF(mqtt_host), 0, CONFIG_HOSTNAME_MAX, "HOST",
+      "MQTT broker for luasmtpd.mqtt.publish (none by default); a script\n"
+      "may give these as config.mqtt = {host = ..., port = ...}" },
+    { "mqtt-port", OPT_INT, OFF(mqtt_port), 1, 65535, "PORT",
+      "the broker's port (default 1883, 8883 with --mqtt-tls)" },
+    { "mqtt-client-id", OPT_TEXT, OFF(mqtt_client_id), 0, CONFIG_MQTT_ID_MAX, "ID",
+      "MQTT client id (default luasmtpd-ID-PID)" },
+    { "mqtt-user", OPT_TEXT, OFF(mqtt_user), 0, CONFIG_TEXT_MAX, "NAME",
+      "user name for the broker" },
+    { "mqtt-password", OPT_TEXT, OFF(mqtt_password), 0, CONFIG_TEXT_MAX, "TEXT",
+      "password for the broker (better in the script's config than on a command line)" },
+    { "mqtt-tls", OPT_BOOL, OFF(mqtt_tls), 0, 1, NULL,
+      "connect to the broker over TLS, checking its certificate" },
+    { "mqtt-tls-ca", OPT_TEXT, OFF(mqtt_tls_ca), 0, CONFIG_PATH_MAX, "FILE",
+      "CA certificates the broker's certificate is checked against (implies\n"
+      "--mqtt-tls; default the system's)" },
+    { "mqtt-keepalive", OPT_SECONDS, OFF(mqtt_keepalive), 5, 65535, "SECONDS",
+      "MQTT keepalive interval (default 60)" },
+    { "mqtt-queue", OPT_INT, OFF(mqtt_queue), 0, 1000000, "N",
+      "messages held while the broker is unreachable (default 1000); past\n"
+      "it publish returns an error" },
     { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
       "error, warn, info or debug (default info)" },
 };
@@ -124,6 +145,8 @@ void config_defaults(struct config *cfg)
     cfg->max_auth_failures = 3;
     cfg->pipelining = 1;
     cfg->auth_methods = CONFIG_AUTH_PLAIN | CONFIG_AUTH_LOGIN;
+    cfg->mqtt_keepalive = 60;
+    cfg->mqtt_queue = 1000;
     snprintf(cfg->banner, sizeof(cfg->banner), "ESMTP %s", SMTP_SOFTWARE);
     cfg->log_level = LOG_INFO;
 }
@@ -401,6 +424,14 @@ int config_finish(struct config *cfg, char *err)
     if (cfg->require_auth && !tls && !cfg->allow_insecure_auth) {
         snprintf(err, CONFIG_ERR_MAX, "--require-auth: AUTH is offered over TLS only; "
                  "give --tls-cert (or --allow-insecure-auth)");
+        return -1;
+    }
+    if (cfg->mqtt_tls_ca[0])
+        cfg->mqtt_tls = 1;
+    if (cfg->mqtt_port == 0)
+        cfg->mqtt_port = cfg->mqtt_tls ? 8883 : 1883;
+    if (!cfg->mqtt_host[0] && (cfg->mqtt_user[0] || cfg->mqtt_client_id[0] || cfg->mqtt_tls)) {
+        snprintf(err, CONFIG_ERR_MAX, "the MQTT options need --mqtt-host");
         return -1;
     }
     if (cfg->nlisten == 0 && net_parse_addr("127.0.0.1:2525", &cfg->listen[0], nerr) == 0)

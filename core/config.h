@@ -20,6 +20,7 @@
 #define CONFIG_TEXT_MAX     512
 #define CONFIG_DOMAINS_MAX  64
 #define CONFIG_BANNER_MAX   200
+#define CONFIG_MQTT_ID_MAX  128
 
 /* --auth-methods */
 #define CONFIG_AUTH_PLAIN   1u
@@ -59,6 +60,16 @@ struct config {
     long long require_auth;     /* 0 or 1 */
     long long allow_insecure_auth;  /* 0 or 1 */
     long long max_auth_failures;
+    /* the MQTT broker of luasmtpd.mqtt.publish (lua/mqtt.c); no host: none */
+    char   mqtt_host[CONFIG_HOSTNAME_MAX + 1];
+    long long mqtt_port;
+    char   mqtt_client_id[CONFIG_MQTT_ID_MAX + 1];  /* "": luasmtpd-<id>-<pid> */
+    char   mqtt_user[CONFIG_TEXT_MAX + 1];
+    char   mqtt_password[CONFIG_TEXT_MAX + 1];
+    long long mqtt_tls;         /* 0 or 1 */
+    char   mqtt_tls_ca[CONFIG_PATH_MAX + 1];      /* "": the system's CAs */
+    long long mqtt_keepalive;
+    long long mqtt_queue;       /* messages held while the broker is away */
     int    log_level;
 };
 

@@ -184,6 +184,13 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* the broker connection of luasmtpd.mqtt (not for a mere --check) */
+    if (!args.check && bridge_start(bridge, &cfg, err) < 0) {
+        fprintf(stderr, "luasmtpd: %s\n", err);
+        tls_server_free(&tls);
+        bridge_close(&bridge);
+        return 2;
+    }
     if (args.check || args.replay.file) {
         if (args.check) {
             char desc[512];

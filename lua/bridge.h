@@ -28,6 +28,9 @@ int  bridge_apply_config(struct bridge *b, struct config *cfg, const char *const
 /* What the config says of hooks and the mail table (--hook-timeout,
  * --lua-memory, --body-lines, --rawbody). */
 void bridge_set_limits(struct bridge *b, const struct config *cfg);
+/* Start what scripts use beyond hooks: the MQTT broker connection.
+ * 0, or -1 with the reason in err. */
+int  bridge_start(struct bridge *b, const struct config *cfg, char *err);
 /* A summary for --check: which hooks the script defines. */
 void bridge_describe(struct bridge *b, char *out, size_t outsz);
 const struct hooks *bridge_hooks(struct bridge *b);

@@ -184,6 +184,63 @@ static bool listed(const char *const *flags, const char *name)
     return false;
 }
 
+/*
+ * One `config` entry: the key at -2, the value at -1.  `prefix` is the
+ * section's name for a table of options (mqtt = {host = ...} sets
+ * mqtt-host); a list (listen = {...}) sets the option once per element.
+ * 0, or -1 with err.
+ */
+static int apply_entry(struct bridge *b, struct config *cfg, const char *const *flags,
+                       const char *prefix, char *err)
+{
+    lua_State *L = b->L;
+    char name[128], value[1024], cerr[CONFIG_ERR_MAX];
+    if (lua_type(L, -2) != LUA_TSTRING) {
+        snprintf(err, BRIDGE_ERR_MAX, "%s: config keys must be names", b->script);
+        return -1;
+    }
+    snprintf(name, sizeof(name), "%s%s%s", prefix ? prefix : "", prefix ? "-" : "",
+             lua_tostring(L, -2));
+    for (char *p = name; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    const char *option = config_option_name(name);
+    if (option == NULL && prefix == NULL && lua_istable(L, -1) && luaL_len(L, -1) == 0) {
+        int rc = 0;
+        lua_pushnil(L);
+        while (rc == 0 && lua_next(L, -2)) {
+            rc = apply_entry(b, cfg, flags, name, err);
+            lua_pop(L, 1);
+        }
+        if (rc != 0)
+            lua_pop(L, 1);        /* the key lua_next left */
+        return rc;
+    }
+    if (option == NULL) {
+        snprintf(err, BRIDGE_ERR_MAX, "%s: config.%s%s%s is not an option (see --help)", b->script,
+                 prefix ? prefix : "", prefix ? "." : "", lua_tostring(L, -2));
+        return -1;
+    }
+    if (listed(flags, option))
+        return 0;
+    lua_Integer n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
+    for (lua_Integer i = lua_istable(L, -1) ? 1 : 0; i <= n; i++) {
+        if (i)
+            lua_geti(L, -1, i);
+        else
+            lua_pushvalue(L, -1);
+        int rc = config_value(L, -1, name, value, sizeof(value), err);
+        if (rc == 0 && config_set(cfg, name, value, cerr) < 0) {
+            snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
+            rc = -1;
+        }
+        lua_pop(L, 1);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int bridge_apply_config(struct bridge *b, struct config *cfg, const char *const *flags, char *err)
 {
     lua_State *L = b->L;
@@ -200,42 +257,7 @@ int bridge_apply_config(struct bridge *b, struct config *cfg, const char *const 
     }
     lua_pushnil(L);
     while (rc == 0 && lua_next(L, -2)) {
-        char name[64], value[1024], cerr[CONFIG_ERR_MAX];
-        if (lua_type(L, -2) != LUA_TSTRING) {
-            snprintf(err, BRIDGE_ERR_MAX, "%s: config keys must be names", b->script);
-            rc = -1;
-        } else {
-            snprintf(name, sizeof(name), "%s", lua_tostring(L, -2));
-            for (char *p = name; *p; p++)
-                if (*p == '_')
-                    *p = '-';
-            const char *option = config_option_name(name);
-            if (option == NULL) {
-                snprintf(err, BRIDGE_ERR_MAX, "%s: config.%s is not an option (see --help)",
-                         b->script, lua_tostring(L, -2));
-                rc = -1;
-            } else if (!listed(flags, option)) {
-                /* a list (listen) gives one value per element */
-                if (lua_istable(L, -1)) {
-                    lua_Integer n = luaL_len(L, -1);
-                    for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
-                        lua_geti(L, -1, i);
-                        if (config_value(L, -1, lua_tostring(L, -3), value, sizeof(value), err) < 0 ||
-                            config_set(cfg, name, value, cerr) < 0) {
-                            if (rc == 0 && value[0])
-                                snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
-                            rc = -1;
-                        }
-                        lua_pop(L, 1);
-                    }
-                } else if (config_value(L, -1, lua_tostring(L, -2), value, sizeof(value), err) < 0) {
-                    rc = -1;
-                } else if (config_set(cfg, name, value, cerr) < 0) {
-                    snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
-                    rc = -1;
-                }
-            }
-        }
+        rc = apply_entry(b, cfg, flags, NULL, err);
         lua_pop(L, 1);
     }
     if (rc != 0)
@@ -255,6 +277,11 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
     /* a cap below what the script already holds would fail at once */
     if (b->mem_limit && b->mem_limit < b->mem * 2)
         b->mem_limit = b->mem * 2;
+}
+
+int bridge_start(struct bridge *b, const struct config *cfg, char *err)
+{
+    return mqtt_start(b, cfg, err, BRIDGE_ERR_MAX);
 }
 
 void bridge_describe(struct bridge *b, char *out, size_t outsz)
@@ -282,6 +309,8 @@ void bridge_close(struct bridge **bp)
     if (b->L) {
         call_end_tasks(b);
         saver_stop(b);
+        http_free(b);
+        mqtt_stop(b);
         lua_close(b->L);
     }
     free(b);

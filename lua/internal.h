@@ -27,6 +27,8 @@ struct bridge {
     struct lcall   *running;       /* the call whose coroutine runs now */
     struct lcall   *tasks;         /* timer functions in progress (a list) */
     struct saver   *saver;         /* save.c: the writer thread, once started */
+    struct http    *http;          /* http.c: the curl multi handle, once used */
+    struct mqtt    *mqtt;          /* mqtt.c: the broker connection, if configured */
     int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
     long long       body_lines;    /* --body-lines */
     bool            rawbody;       /* --rawbody */
@@ -109,5 +111,14 @@ void  timer_task_ended(struct lcall *c);
  * the writer thread. */
 int   l_save(lua_State *L);
 void  saver_stop(struct bridge *b);
+
+/* http.c: luasmtpd.http; http_free once no request is left */
+int   l_http(lua_State *L);
+void  http_free(struct bridge *b);
+
+/* mqtt.c: the luasmtpd.mqtt table (pushed), and the broker connection */
+void  mqtt_open(lua_State *L);
+int   mqtt_start(struct bridge *b, const struct config *cfg, char *err, size_t errsz);
+void  mqtt_stop(struct bridge *b);
 
 #endif

@@ -77,11 +77,14 @@ int luaopen_luasmtpd(lua_State *L)
         { "every", l_every },
         { "now", l_now },
         { "save", l_save },
+        { "http", l_http },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);
     lua_pushliteral(L, LUASMTPD_VERSION);
     lua_setfield(L, -2, "version");
+    mqtt_open(L);
+    lua_setfield(L, -2, "mqtt");
     /* the functions written in Lua (lua/luasmtpd.lua) join the table */
     if (luaL_loadbuffer(L, lua_luasmtpd, strlen(lua_luasmtpd), "=luasmtpd.lua") != LUA_OK)
         return lua_error(L);

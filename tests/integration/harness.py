@@ -217,3 +217,76 @@ class ServerTest(unittest.TestCase):
         self.assertReply(c.cmd("DATA"), 354)
         c.send(body + b".\r\n")
         return c.reply()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A mosquitto broker on a free local port (the Debian package)."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = subprocess.Popen(["mosquitto", "-p", str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("mosquitto did not start")
+
+    def subscribe(self, topic, count, timeout=10):
+        """Start mosquitto_sub for `count` messages; .result() gives
+        [(topic, payload)] once they came (or the timeout passed)."""
+        return Subscription(self.port, topic, count, timeout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=5)
+
+
+class Subscription:
+    """mosquitto_sub, known to be subscribed: a probe message published
+    until it comes back."""
+
+    def __init__(self, port, topic, count, timeout):
+        probe = "luasmtpd-test-probe/%d" % os.getpid()
+        self.count, self.timeout = count, timeout
+        self.proc = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-t", topic, "-t", probe,
+                                      "-v", "-q", "1"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        deadline = time.monotonic() + 5
+        while not self.lines and time.monotonic() < deadline:
+            subprocess.run(["mosquitto_pub", "-p", str(port), "-t", probe, "-m", "probe"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.1)
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def messages(self):
+        return [tuple(line.split(" ", 1)) for line in list(self.lines)
+                if not line.startswith("luasmtpd-test-probe/")]
+
+    def result(self):
+        """[(topic, payload)] once `count` came, or the timeout passed."""
+        deadline = time.monotonic() + self.timeout
+        while len(self.messages()) < self.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)           # anything more than expected shows too
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+        self.reader.join(timeout=5)
+        return self.messages()

@@ -1,14 +1,17 @@
 """Actions and timers of the luasmtpd module (docs/actions.md): save,
 after/every, watchdog, debounce, http and mqtt, each against real parts
 started here, and each shown not to stall other sessions."""
+import http.server
+import json
 import os
 import shutil
 import smtplib
 import tempfile
+import threading
 import time
 import unittest
 
-from harness import Server, ServerTest
+from harness import Broker, Server, ServerTest, free_port
 
 
 def script(name, text):
@@ -174,6 +177,230 @@ class Save(unittest.TestCase):
         while not maildir_files(self.maildir) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(len(maildir_files(self.maildir)), 1)
+
+
+class WebService(http.server.ThreadingHTTPServer):
+    """A local HTTP server: /ok records each request and answers 200 with
+    JSON; /fail answers 500; /slow answers after 2 seconds; /redirect
+    sends to /ok."""
+    daemon_threads = True
+
+    def __init__(self):
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                outer.requests.append((self.command, self.path, dict(self.headers), body))
+                if self.path == "/slow":
+                    time.sleep(2)
+                if self.path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "/ok")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                code = 500 if self.path == "/fail" else 200
+                out = json.dumps({"got": len(body)}).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("X-Twice", "a")
+                self.send_header("X-Twice", "b")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = do_any
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.handle_error = lambda request, address: None   # a client that left mid-answer
+        self.url = "http://127.0.0.1:%d" % self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+HTTP = '''
+local l = require "luasmtpd"
+local base = os.getenv("LUASMTPD_TEST_URL")
+function on_mail(mail)
+  local path, method, timeout = mail.subject:match("^(%S+) (%u+) ?(%S*)")
+  local r, err = l.http{ url = base .. path, method = method, timeout = tonumber(timeout),
+                         headers = { ["Content-Type"] = "text/plain", "X-Mail: " .. mail.id },
+                         body = method ~= "GET" and method ~= "HEAD" and mail.text or nil,
+                         follow = path == "/redirect" }
+  if not r then return 451, err end
+  return 250, string.format("status=%d type=%s twice=%s body=%s", r.status,
+    r.headers["content-type"], r.headers["x-twice"], r.body)
+end
+'''
+
+
+class Http(ServerTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.web = WebService()
+        os.environ["LUASMTPD_TEST_URL"] = cls.web.url
+        cls.ARGS = (script("http", HTTP),)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.web.shutdown()
+
+    def send(self, c, subject, text=b"payload"):
+        return self.transaction(c, body=b"Subject: " + subject + b"\r\n\r\n" + text + b"\r\n")
+
+    def test_post_and_the_answer(self):
+        c = self.session()
+        self.assertReply(self.send(c, b"/ok POST", b"motion zone 3"), 250,
+                         'status=200 type=application/json twice=a, b body={"got": 14}')
+        method, path, headers, body = self.web.requests[-1]
+        self.assertEqual((method, path, body), ("POST", "/ok", b"motion zone 3\n"))   # mail.text
+        self.assertEqual(headers["Content-Type"], "text/plain")
+        self.assertTrue(headers["X-Mail"])
+        self.assertTrue(headers["User-Agent"].startswith("luasmtpd/"))
+        self.assertReply(self.send(c, b"/ok PUT"), 250, "status=200")
+        self.assertEqual(self.web.requests[-1][0], "PUT")
+        self.assertReply(self.send(c, b"/ok GET"), 250, 'body={"got": 0}')
+        self.assertReply(self.send(c, b"/ok HEAD"), 250, "status=200 type=application/json")
+        self.assertReply(self.send(c, b"/redirect GET"), 250, "status=200")
+        self.assertEqual([r[1] for r in self.web.requests[-2:]], ["/redirect", "/ok"])
+
+    def test_errors_reach_the_hook(self):
+        c = self.session()
+        self.assertReply(self.send(c, b"/fail POST"), 250, "status=500")
+        start = time.monotonic()
+        self.assertReply(self.send(c, b"/slow GET 0.3"), 451, "http: Operation timed out")
+        self.assertLess(time.monotonic() - start, 1.5)
+        port = free_port()
+        os.environ["LUASMTPD_TEST_URL"] = "http://127.0.0.1:%d" % port
+        with Server(script("http", HTTP)) as other:
+            c2 = other.client()
+            c2.cmd("EHLO x")
+            self.assertReply(self.send(c2, b"/ok GET"), 451, "Couldn't connect to server")
+        os.environ["LUASMTPD_TEST_URL"] = self.web.url
+
+    def test_other_sessions_are_served_meanwhile(self):
+        slow = self.session()
+        slow.cmd("MAIL FROM:<a@b.c>")
+        slow.cmd("RCPT TO:<d@e.f>")
+        slow.cmd("DATA")
+        slow.send(b"Subject: /slow GET\r\n\r\nx\r\n.\r\n")
+        start = time.monotonic()
+        fast = self.session()
+        self.assertReply(self.send(fast, b"/ok POST"), 250, "status=200")
+        self.assertLess(time.monotonic() - start, 1.5)
+        self.assertEqual(slow.buf, b"")          # its request still waits
+        self.assertReply(slow.reply(timeout=5), 250, "status=200")
+
+    def test_client_leaving_mid_request(self):
+        c = self.session()
+        c.cmd("MAIL FROM:<a@b.c>")
+        c.cmd("RCPT TO:<d@e.f>")
+        c.cmd("DATA")
+        c.send(b"Subject: /slow GET\r\n\r\nx\r\n.\r\n")
+        time.sleep(0.2)
+        c.close()
+        self.assertTrue(self.srv.wait_log(r"disconnect from"))
+        c = self.session()
+        self.assertReply(self.send(c, b"/ok GET"), 250, "status=200")
+
+    def test_misuse_is_a_script_error(self):
+        c = self.session()
+        self.assertReply(self.send(c, b"/ok get"), 451)   # the pattern wants %u: no match
+        self.assertTrue(self.srv.wait_log(r"on_mail: .*attempt to concatenate"))
+
+
+MQTT = '''
+local l = require "luasmtpd"
+config = { mqtt = { host = "127.0.0.1", port = tonumber(os.getenv("LUASMTPD_TEST_MQTT")),
+                    queue = 2, keepalive = 5 } }
+function on_mail(mail)
+  local qos = tonumber(mail.subject:match("qos(%d)") or "0")
+  local payload = (mail.text or ""):gsub("%s+$", "")
+  local ok, err = l.mqtt.publish("luasmtpd/test/" .. mail.subject, payload, { qos = qos })
+  if not ok then return 451, err end
+  return 250, "published " .. tostring(err or "sent")
+end
+'''
+
+
+class Mqtt(unittest.TestCase):
+    def start(self, broker_port):
+        os.environ["LUASMTPD_TEST_MQTT"] = str(broker_port)
+        self.srv = Server(script("mqtt", MQTT))
+        self.addCleanup(self.srv.stop)
+
+    def send(self, subject, text=b"hello"):
+        c = self.srv.client()
+        c.cmd("EHLO x")
+        c.cmd("MAIL FROM:<cam@site>")
+        c.cmd("RCPT TO:<ops@site>")
+        c.cmd("DATA")
+        c.send(b"Subject: " + subject + b"\r\n\r\n" + text + b"\r\n.\r\n")
+        r = c.reply()
+        c.close()
+        return r
+
+    def test_each_qos_reaches_a_subscriber(self):
+        broker = Broker()
+        self.addCleanup(broker.stop)
+        self.start(broker.port)
+        self.assertTrue(self.srv.wait_log(r"mqtt: connected to 127.0.0.1:%d" % broker.port))
+        sub = broker.subscribe("luasmtpd/test/#", 3)
+        for q in (b"qos0", b"qos1", b"qos2"):
+            r = self.send(q, b"event " + q)
+            self.assertEqual(r[0], 250, r)
+            self.assertIn("published sent", " ".join(r[1]))
+        self.assertEqual(sorted(sub.result()), [("luasmtpd/test/qos%d" % q, "event qos%d" % q)
+                                                for q in range(3)])
+
+    def test_broker_down_queues_then_delivers(self):
+        port = free_port()
+        self.start(port)
+        self.assertTrue(self.srv.wait_log(r"mqtt: cannot connect to 127.0.0.1:%d" % port))
+        self.assertEqual(self.send(b"qos1-a")[0], 250)
+        r = self.send(b"qos1-b")
+        self.assertIn("published queued", " ".join(r[1]))
+        r = self.send(b"qos1-c")                 # the queue holds 2
+        self.assertEqual(r[0], 451, r)
+        self.assertIn("queue is full (2 messages)", " ".join(r[1]))
+        broker = Broker(port)
+        self.addCleanup(broker.stop)
+        sub = broker.subscribe("luasmtpd/test/#", 2, timeout=15)
+        self.assertTrue(self.srv.wait_log(r"mqtt: connected to .*sending the held messages", timeout=15))
+        self.assertEqual(sorted(sub.result()), [("luasmtpd/test/qos1-a", "hello"),
+                                                ("luasmtpd/test/qos1-b", "hello")])
+        broker.stop()                            # lost: reported and retried
+        self.assertTrue(self.srv.wait_log(r"mqtt: lost 127.0.0.1:%d .*retrying in 1s" % port))
+        self.assertEqual(self.send(b"qos0-d")[0], 250)
+        self.assertEqual(self.srv.stop(), 0)
+        self.assertTrue(self.srv.wait_log(r"mqtt: not delivered: topic 'luasmtpd/test/qos0-d', 5 bytes"))
+
+    def test_bad_options(self):
+        import subprocess
+        from harness import BINARY
+        p = subprocess.run([BINARY, "--mqtt-user", "u"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("the MQTT options need --mqtt-host", p.stderr)
+        path = script("mqtt-bad", 'config = { mqtt = { hots = "x" } }')
+        p = subprocess.run([BINARY, "--check", path], capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("config.mqtt.hots is not an option", p.stderr)
+        path = script("mqtt-none", 'function on_mail() require("luasmtpd").mqtt.publish("t", "x") end')
+        srv = Server(path)
+        self.addCleanup(srv.stop)
+        c = srv.client()
+        c.cmd("EHLO x")
+        c.cmd("MAIL FROM:<a@b>")
+        c.cmd("RCPT TO:<c@d>")
+        c.cmd("DATA")
+        c.send(b"x\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 451)
+        self.assertTrue(srv.wait_log(r"no broker configured"))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@ import json
 import os
 import shutil
 import smtplib
+import time
+from email import message_from_bytes
 
-from harness import ServerTest
+from harness import Broker, Server, ServerTest
+from test_actions import WebService
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -159,3 +162,102 @@ class Maildir(ServerTest):
             code, msg = s.data(b"Subject: motion\r\n\r\nagain\r\n")
             self.assertEqual(code, 451)
         self.assertTrue(self.srv.wait_log(r"not saved: cannot create"))
+
+
+class WithEnv(ServerTest):
+    """A server started with ENV set in its environment."""
+    ENV = {}
+
+    def setUp(self):
+        saved = {k: os.environ.get(k) for k in self.ENV}
+        os.environ.update(self.ENV)
+        try:
+            super().setUp()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v
+
+
+MOTION = (b"From: Camera 3 <cam3@site.example>\r\nTo: ops@site.example\r\n"
+          b"Subject: =?UTF-8?Q?Bewegung_erkannt?=\r\nDate: Sat, 21 Nov 2026 10:00:00 +0100\r\n"
+          b"\r\nZone 3\r\n")
+
+
+class MqttBridge(WithEnv):
+    ARGS = (example("mqtt_bridge.lua"),)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = Broker()
+        cls.ENV = {"MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(cls.broker.port)}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.stop()
+
+    def test_each_mail_is_an_event(self):
+        self.assertTrue(self.srv.wait_log(r"mqtt: connected"))
+        sub = self.broker.subscribe("luasmtpd/#", 2)
+        with smtplib.SMTP(self.srv.host, self.srv.port) as s:
+            s.sendmail("cam3@site.example", ["ops@site.example"], MOTION)
+            s.sendmail("", ["ops@site.example"], b"Subject: bounce\r\n\r\nx\r\n")
+        got = dict(sub.result())
+        event = json.loads(got["luasmtpd/cam3/mail"])
+        parsed = message_from_bytes(MOTION)
+        self.assertEqual(event["subject"], "Bewegung erkannt")
+        self.assertEqual(event["from"], parsed["From"])
+        self.assertEqual(event["body"], ["Zone 3"])
+        self.assertIn("luasmtpd/unknown/mail", got)
+
+
+class Webhook(WithEnv):
+    ARGS = (example("webhook.lua"),)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.web = WebService()
+        cls.ENV = {"WEBHOOK_URL": cls.web.url + "/ok"}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.web.shutdown()
+
+    def test_posted_and_answer_decides(self):
+        with smtplib.SMTP(self.srv.host, self.srv.port) as s:
+            s.sendmail("cam3@site.example", ["ops@site.example"], MOTION)
+        method, path, headers, body = self.web.requests[-1]
+        self.assertEqual((method, path, headers["Content-Type"]), ("POST", "/ok", "application/json"))
+        event = json.loads(body)
+        self.assertEqual((event["sender"], event["recipients"], event["subject"]),
+                         ("cam3@site.example", ["ops@site.example"], "Bewegung erkannt"))
+
+    def test_service_errors_are_451(self):
+        os.environ["WEBHOOK_URL"] = self.web.url + "/fail"
+        try:
+            with Server(example("webhook.lua")) as srv:
+                with smtplib.SMTP(srv.host, srv.port) as s:
+                    with self.assertRaises(smtplib.SMTPDataError) as e:
+                        s.sendmail("cam3@site.example", ["ops@site.example"], MOTION)
+                self.assertEqual(e.exception.smtp_code, 451)
+                self.assertIn(b"answered 500", e.exception.smtp_error)
+        finally:
+            del os.environ["WEBHOOK_URL"]
+
+
+class Watchdog(WithEnv):
+    ARGS = (example("watchdog.lua"),)
+    ENV = {"SILENT_AFTER": "1", "WATCH": "never@site.example"}
+
+    def test_silent_devices_raise_an_alarm(self):
+        with smtplib.SMTP(self.srv.host, self.srv.port) as s:
+            for _ in range(3):                  # mailing often: no alarm
+                s.sendmail("plc@site.example", ["ops@site.example"], b"Subject: alive\r\n\r\n")
+                time.sleep(0.5)
+            self.assertEqual(self.srv.count_log(r"watchdog: plc@site.example silent"), 0)
+            self.assertTrue(self.srv.wait_log(r"watchdog: never@site.example silent"))
+            self.assertTrue(self.srv.wait_log(r"warn script: watchdog: plc@site.example silent", timeout=3))
+            s.sendmail("plc@site.example", ["ops@site.example"], b"Subject: alive\r\n\r\n")
+            self.assertTrue(self.srv.wait_log(r"script: watchdog: plc@site.example back"))
