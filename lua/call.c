@@ -231,6 +231,15 @@ void call_resume(struct lcall *c)
         smtp_verdict(s, &v);
 }
 
+void call_wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lcall *c = w->data;
+    (void)loop;
+    (void)revents;
+    c->waiting = false;
+    call_resume(c);
+}
+
 /* Under lua_pcall, as prepare(): the task's call and coroutine, with the
  * function and its argument moved onto it. */
 static int prepare_task(lua_State *L)

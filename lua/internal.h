@@ -84,6 +84,8 @@ int   mail_push(lua_State *L, struct bridge *b, struct session *s, const char *m
 void  call_hooks_init(struct bridge *b);
 /* Resume a call's coroutine (its wait is over). */
 void  call_resume(struct lcall *c);
+/* An ev_timer callback resuming the call in w->data (sleep, timeouts). */
+void  call_wake_cb(struct ev_loop *loop, ev_timer *w, int revents);
 /* The call a C function may suspend (it then returns lua_yield*() with
  * c->waiting set); raises when `what` cannot wait here. */
 struct lcall *call_waitable(lua_State *L, const char *what);

@@ -44,15 +44,6 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct lcall *c = w->data;
-    (void)loop;
-    (void)revents;
-    c->waiting = false;
-    call_resume(c);
-}
-
 /* luasmtpd.sleep(seconds): wait without blocking other sessions. */
 static int l_sleep(lua_State *L)
 {
@@ -60,7 +51,7 @@ static int l_sleep(lua_State *L)
     struct bridge *b = bridge_of(L);
     luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "seconds out of range (0 to 86400)");
     struct lcall *c = call_waitable(L, "luasmtpd.sleep");
-    ev_timer_init(&c->wait, wake_cb, secs, 0.);
+    ev_timer_init(&c->wait, call_wake_cb, secs, 0.);
     c->wait.data = c;
     ev_timer_start(b->loop, &c->wait);
     c->waiting = true;

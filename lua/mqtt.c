@@ -63,6 +63,7 @@ struct mqtt {
 };
 
 static void schedule_retry(struct mqtt *m);
+static void connection_ended(struct mqtt *m, int rc);
 
 /* Watch the socket as libmosquitto needs it now. */
 static void rewatch(struct mqtt *m)
@@ -120,8 +121,12 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         rc = mosquitto_loop_read(m->mosq, 1);
     if (rc == MOSQ_ERR_SUCCESS && (revents & EV_WRITE))
         rc = mosquitto_loop_write(m->mosq, 1);
-    /* an error closed the socket and ran on_disconnect, which retries */
-    (void)rc;
+    /* a lost connection runs on_disconnect, which retries; a failed TLS
+     * handshake does not: the reconnection closes its socket */
+    if (rc != MOSQ_ERR_SUCCESS && !ev_is_active(&m->retry)) {
+        connection_ended(m, rc);
+        return;
+    }
     rewatch(m);
 }
 
@@ -173,18 +178,23 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     flush_held(m);
 }
 
-static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
+/* The connection is gone, or never came: say so and try again later. */
+static void connection_ended(struct mqtt *m, int rc)
 {
-    struct mqtt *m = obj;
-    (void)mosq;
-    if (m->b->mqtt != m)              /* closing */
-        return;
     schedule_retry(m);
     log_msg(LOG_WARN, NULL, "mqtt: %s %s:%d (%s); retrying in %gs",
             m->connected ? "lost" : "cannot reach", m->host, m->port,
             rc == MOSQ_ERR_ERRNO ? strerror(errno) : rc == 0 ? "closed" : mosquitto_strerror(rc),
             m->backoff);
     m->connected = false;
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
+{
+    struct mqtt *m = obj;
+    (void)mosq;
+    if (m->b->mqtt == m)              /* not while closing */
+        connection_ended(m, rc);
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid)
@@ -305,16 +315,6 @@ static void pub_release(struct lcall *c)
     c->release = NULL;
 }
 
-/* The publish's wait ends: acknowledged (p->done) or timed out. */
-static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct lcall *c = w->data;
-    (void)loop;
-    (void)revents;
-    c->waiting = false;
-    call_resume(c);
-}
-
 static int publish_k(lua_State *L, int status, lua_KContext ctx)
 {
     struct lcall *c = (struct lcall *)ctx;
@@ -414,7 +414,8 @@ static int l_publish(lua_State *L)
     m->pubs = p;
     c->waitdata = p;
     c->release = pub_release;
-    ev_timer_init(&c->wait, wait_cb, timeout, 0.);
+    /* the wait ends acknowledged (p->done) or timed out */
+    ev_timer_init(&c->wait, call_wake_cb, timeout, 0.);
     c->wait.data = c;
     /* mid is set before the packet goes out: a QoS 0 publish may be
      * written, and on_publish run, inside this call */

@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -226,16 +227,26 @@ def free_port():
 
 
 class Broker:
-    """A mosquitto broker on a free local port (the Debian package)."""
+    """A mosquitto broker on a free local port (the Debian package); with
+    tls=(certfile, keyfile), also a TLS listener on tls_port."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, tls=None):
         self.port = port or free_port()
-        self.proc = subprocess.Popen(["mosquitto", "-p", str(self.port)], stdout=subprocess.DEVNULL,
+        self.conf = tempfile.NamedTemporaryFile("w", prefix="luasmtpd-mosquitto-", suffix=".conf")
+        self.conf.write("user root\nallow_anonymous true\nlistener %d 127.0.0.1\n" % self.port)
+        self.tls_port = None
+        if tls:
+            self.tls_port = free_port()
+            self.conf.write("listener %d 127.0.0.1\ncertfile %s\nkeyfile %s\n"
+                            % (self.tls_port, tls[0], tls[1]))
+        self.conf.flush()
+        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf.name], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                for port in (self.port, self.tls_port or self.port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -251,6 +262,7 @@ class Broker:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=5)
+        self.conf.close()
 
 
 class Subscription:

@@ -6,12 +6,13 @@ import json
 import os
 import shutil
 import smtplib
+import subprocess
 import tempfile
 import threading
 import time
 import unittest
 
-from harness import Broker, Server, ServerTest, free_port
+from harness import BINARY, Broker, Server, ServerTest, free_port
 
 
 def script(name, text):
@@ -380,9 +381,31 @@ class Mqtt(unittest.TestCase):
         self.assertEqual(self.srv.stop(), 0)
         self.assertTrue(self.srv.wait_log(r"mqtt: not delivered: topic 'luasmtpd/test/qos0-d', 5 bytes"))
 
+    def test_tls_broker(self):
+        d = tempfile.mkdtemp(prefix="luasmtpd-mqtt-tls-")
+        self.addCleanup(shutil.rmtree, d)
+        p = lambda name: os.path.join(d, name)
+        for name in ("broker", "other"):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", p(name + ".key"),
+                            "-out", p(name + ".pem"), "-days", "2", "-subj", "/CN=localhost"],
+                           check=True, capture_output=True)
+        broker = Broker(tls=(p("broker.pem"), p("broker.key")))
+        self.addCleanup(broker.stop)
+        os.environ["LUASMTPD_TEST_MQTT"] = str(broker.tls_port)
+        args = ("--mqtt-host", "localhost", "--mqtt-tls-ca")
+        self.srv = Server(script("mqtt", MQTT), *args, p("broker.pem"))
+        self.addCleanup(self.srv.stop)
+        self.assertTrue(self.srv.wait_log(r"mqtt: connected to localhost:%d" % broker.tls_port))
+        sub = broker.subscribe("luasmtpd/test/#", 1)
+        self.assertEqual(self.send(b"qos1-tls")[0], 250)
+        self.assertEqual(sub.result(), [("luasmtpd/test/qos1-tls", "hello")])
+        # a broker whose certificate the CA file does not vouch for: no connection
+        with Server(script("mqtt", MQTT), *args, p("other.pem")) as other:
+            self.assertTrue(other.wait_log(r"mqtt: cannot reach localhost:%d" % broker.tls_port))
+            self.assertEqual(other.count_log(r"mqtt: connected"), 0)
+
     def test_bad_options(self):
-        import subprocess
-        from harness import BINARY
         p = subprocess.run([BINARY, "--mqtt-user", "u"], capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 2)
         self.assertIn("the MQTT options need --mqtt-host", p.stderr)

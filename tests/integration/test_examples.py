@@ -133,19 +133,30 @@ class Auth(ServerTest):
             self.assertIn(b"nas may not send as <cam1@site.example>", e.exception.smtp_error)
 
 
-class Maildir(ServerTest):
-    DIR = "/tmp/luasmtpd-test-maildir-example"
-    ARGS = (example("maildir.lua"),)
+class WithEnv(ServerTest):
+    """A server started with ENV set in its environment."""
+    ENV = {}
 
     def setUp(self):
-        shutil.rmtree(self.DIR, ignore_errors=True)
-        os.environ["MAILDIR"] = os.path.join(self.DIR, "Maildir")
+        saved = {k: os.environ.get(k) for k in self.ENV}
+        os.environ.update(self.ENV)
         try:
             super().setUp()
         finally:
-            del os.environ["MAILDIR"]
+            for k, v in saved.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v
+
+
+class Maildir(WithEnv):
+    DIR = "/tmp/luasmtpd-test-maildir-example"
+    ARGS = (example("maildir.lua"),)
+    ENV = {"MAILDIR": os.path.join(DIR, "Maildir")}
 
     def test_saved_or_451(self):
+        shutil.rmtree(self.DIR, ignore_errors=True)
         os.makedirs(self.DIR)
         with smtplib.SMTP(self.srv.host, self.srv.port) as s:
             s.ehlo()
@@ -162,23 +173,6 @@ class Maildir(ServerTest):
             code, msg = s.data(b"Subject: motion\r\n\r\nagain\r\n")
             self.assertEqual(code, 451)
         self.assertTrue(self.srv.wait_log(r"not saved: cannot create"))
-
-
-class WithEnv(ServerTest):
-    """A server started with ENV set in its environment."""
-    ENV = {}
-
-    def setUp(self):
-        saved = {k: os.environ.get(k) for k in self.ENV}
-        os.environ.update(self.ENV)
-        try:
-            super().setUp()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    del os.environ[k]
-                else:
-                    os.environ[k] = v
 
 
 MOTION = (b"From: Camera 3 <cam3@site.example>\r\nTo: ops@site.example\r\n"
