@@ -39,7 +39,7 @@ SAN_OBJ   := $(SAN_CORE) $(patsubst %.c,$(B)/san/%.o,$(LUA_SRC) $(MAIN_SRC)) \
 SAN_UNIT  := $(patsubst tests/unit/%.c,$(B)/san/%,$(UNIT_SRC))
 
 .SECONDARY:
-.PHONY: all deps run test test-unit test-integration asan fuzz install uninstall clean
+.PHONY: all deps run test test-unit test-integration asan fuzz bench install uninstall clean
 
 all: $(B)/luasmtpd
 
@@ -97,6 +97,10 @@ $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	    $(WFLAGS) -o $@ $< $(FUZZ_SRC)
+
+# luasmtpd beside smtp-sink (docs/performance.md); BENCH_ARGS="--quick" for a short run
+bench: deps all
+	@scripts/bench.sh $(BENCH_ARGS)
 
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \

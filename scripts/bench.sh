@@ -1,0 +1,7 @@
+#!/bin/sh
+# make bench: luasmtpd beside Postfix's smtp-sink, both driven by
+# smtp-source on loopback (scripts/bench.py; docs/performance.md).
+#   scripts/bench.sh [--rounds N] [--quick]
+set -eu
+cd "$(dirname "$0")/.."
+exec python3 scripts/bench.py "$@"
