@@ -210,13 +210,19 @@ class ServerTest(unittest.TestCase):
         if contains is not None:
             self.assertIn(contains, " ".join(reply[1]), "reply %r" % (reply,))
 
-    def transaction(self, c, body=b"Subject: t\r\n\r\nhello\r\n", sender="a@example.com",
-                    rcpts=("b@example.com",)):
+    def start_message(self, c, body=b"Subject: t\r\n\r\nhello\r\n", sender="a@example.com",
+                      rcpts=("b@example.com",)):
+        """Send a whole transaction but do not wait for the final reply
+        (while a hook waits, say)."""
         self.assertReply(c.cmd("MAIL FROM:<%s>" % sender), 250)
         for r in rcpts:
             self.assertReply(c.cmd("RCPT TO:<%s>" % r), 250)
         self.assertReply(c.cmd("DATA"), 354)
         c.send(body + b".\r\n")
+
+    def transaction(self, c, *args, **kw):
+        """A whole transaction; the final reply."""
+        self.start_message(c, *args, **kw)
         return c.reply()
 
 

@@ -228,6 +228,8 @@ HTTP = '''
 local l = require "luasmtpd"
 local base = os.getenv("LUASMTPD_TEST_URL")
 function on_mail(mail)
+  if mail.subject == "crlf" then l.http{ url = base, headers = { X = "a\\r\\nB: c" } } end
+  if mail.subject == "ftp" then return 451, select(2, l.http{ url = "ftp://127.0.0.1/" }) end
   local path, method, timeout = mail.subject:match("^(%S+) (%u+) ?(%S*)")
   local r, err = l.http{ url = base .. path, method = method, timeout = tonumber(timeout),
                          headers = { ["Content-Type"] = "text/plain", "X-Mail: " .. mail.id },
@@ -286,10 +288,7 @@ class Http(ServerTest):
 
     def test_other_sessions_are_served_meanwhile(self):
         slow = self.session()
-        slow.cmd("MAIL FROM:<a@b.c>")
-        slow.cmd("RCPT TO:<d@e.f>")
-        slow.cmd("DATA")
-        slow.send(b"Subject: /slow GET\r\n\r\nx\r\n.\r\n")
+        self.start_message(slow, body=b"Subject: /slow GET\r\n\r\nx\r\n")
         start = time.monotonic()
         fast = self.session()
         self.assertReply(self.send(fast, b"/ok POST"), 250, "status=200")
@@ -299,10 +298,7 @@ class Http(ServerTest):
 
     def test_client_leaving_mid_request(self):
         c = self.session()
-        c.cmd("MAIL FROM:<a@b.c>")
-        c.cmd("RCPT TO:<d@e.f>")
-        c.cmd("DATA")
-        c.send(b"Subject: /slow GET\r\n\r\nx\r\n.\r\n")
+        self.start_message(c, body=b"Subject: /slow GET\r\n\r\nx\r\n")
         time.sleep(0.2)
         c.close()
         self.assertTrue(self.srv.wait_log(r"disconnect from"))
@@ -313,6 +309,9 @@ class Http(ServerTest):
         c = self.session()
         self.assertReply(self.send(c, b"/ok get"), 451)   # the pattern wants %u: no match
         self.assertTrue(self.srv.wait_log(r"on_mail: .*attempt to concatenate"))
+        self.assertReply(self.send(c, b"crlf"), 451)
+        self.assertTrue(self.srv.wait_log(r"on_mail: .*http: a header holds a line break"))
+        self.assertReply(self.send(c, b"ftp"), 451, 'http: Protocol "ftp" not supported')
 
 
 MQTT = '''
@@ -320,6 +319,7 @@ local l = require "luasmtpd"
 config = { mqtt = { host = "127.0.0.1", port = tonumber(os.getenv("LUASMTPD_TEST_MQTT")),
                     queue = 2, keepalive = 5 } }
 function on_mail(mail)
+  if mail.subject == "wildcard" then l.mqtt.publish("a/#", "x") end
   local qos = tonumber(mail.subject:match("qos(%d)") or "0")
   local payload = (mail.text or ""):gsub("%s+$", "")
   local ok, err = l.mqtt.publish("luasmtpd/test/" .. mail.subject, payload, { qos = qos })
@@ -356,6 +356,8 @@ class Mqtt(unittest.TestCase):
             r = self.send(q, b"event " + q)
             self.assertEqual(r[0], 250, r)
             self.assertIn("published sent", " ".join(r[1]))
+        self.assertEqual(self.send(b"wildcard")[0], 451)
+        self.assertTrue(self.srv.wait_log(r"bad argument #1 to 'publish' \(not a topic name"))
         self.assertEqual(sorted(sub.result()), [("luasmtpd/test/qos%d" % q, "event qos%d" % q)
                                                 for q in range(3)])
 

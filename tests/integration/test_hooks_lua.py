@@ -263,10 +263,7 @@ class Exec(ServerTest):
 
     def test_other_sessions_are_served_meanwhile(self):
         slow = self.session()
-        slow.cmd("MAIL FROM:<a@b.c>")
-        slow.cmd("RCPT TO:<d@e.f>")
-        slow.cmd("DATA")
-        slow.send(b"Subject: slow\r\n\r\nx\r\n.\r\n")
+        self.start_message(slow, body=b"Subject: slow\r\n\r\nx\r\n")
         fast = self.session()
         self.assertReply(self.send(fast, b"io", b"quick"), 250, "out=QUICK")
         self.assertFalse(slow.closed(timeout=0.05))
@@ -275,10 +272,7 @@ class Exec(ServerTest):
 
     def test_client_leaving_kills_the_program(self):
         c = self.session()
-        c.cmd("MAIL FROM:<a@b.c>")
-        c.cmd("RCPT TO:<d@e.f>")
-        c.cmd("DATA")
-        c.send(b"Subject: slow\r\n\r\nx\r\n.\r\n")
+        self.start_message(c, body=b"Subject: slow\r\n\r\nx\r\n")
         c.close()
         self.assertTrue(self.srv.wait_log(r"disconnect from"))
         time.sleep(0.2)
