@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <iconv.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "smtp_parse.h"
@@ -15,7 +16,13 @@ int utf8_append_valid(struct buf *out, const char *in, size_t len)
 
     while (i < len) {
         if (p[i] < 0x80) {
-            i++;
+            /* ASCII runs are skipped a word at a time */
+            uint64_t w;
+            for (i++; i + sizeof(w) <= len; i += sizeof(w)) {
+                memcpy(&w, p + i, sizeof(w));
+                if (w & 0x8080808080808080u)
+                    break;
+            }
             continue;
         }
         size_t n = smtp_utf8_seq(p + i, len - i);

@@ -959,10 +959,16 @@ static void crlf_to_lf(struct buf *out, size_t from)
     char *cr = memchr(s, '\r', (size_t)(e - s));
     if (cr == NULL)
         return;
+    /* from one CR to the next: the CR goes when an LF follows it */
     char *o = cr;
-    for (char *i = cr; i < e; i++)
-        if (!(*i == '\r' && i + 1 < e && i[1] == '\n'))
-            *o++ = *i;
+    for (char *i = cr; i < e;) {
+        char *keep = i + 1 < e && i[1] == '\n' ? i + 1 : i;
+        char *next = memchr(i + 1, '\r', (size_t)(e - i - 1));
+        char *stop = next ? next : e;
+        memmove(o, keep, (size_t)(stop - keep));
+        o += stop - keep;
+        i = stop;
+    }
     out->end -= (size_t)(e - o);
 }
 

@@ -124,6 +124,9 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
     }
     lua_State *L = b->L;
     luaL_openlibs(L);
+    /* most objects (each mail table) die young: the generational mode
+     * collects them for less work */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     set_paths(L);
     /* the bridge itself, reachable from C functions called by scripts */
     lua_pushlightuserdata(L, b);

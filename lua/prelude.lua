@@ -13,15 +13,19 @@ local function accepts(v)
   return v == nil or v == true or (type(v) == "number" and v >= 200 and v < 300)
 end
 
--- The end of data: on_mail decides; when it accepts, IOEvent(event, json)
--- receives HSYCO's event.  on_mail's values are returned unchanged.
-return function(mail, session, event)
-  local r = table.pack(true)
-  if type(on_mail) == "function" then
-    r = table.pack(on_mail(mail, session))
-  end
-  if accepts(r[1]) and type(IOEvent) == "function" then
+-- IOEvent(event, json) receives HSYCO's event when on_mail's first value
+-- accepts; on_mail's values are returned unchanged.
+local function finish(mail, event, ...)
+  if accepts((...)) and type(IOEvent) == "function" then
     IOEvent(event, luasmtpd.hsyco_json(mail))
   end
-  return table.unpack(r, 1, r.n)
+  return ...
+end
+
+-- The end of data: on_mail decides, then finish.
+return function(mail, session, event)
+  if type(on_mail) == "function" then
+    return finish(mail, event, on_mail(mail, session))
+  end
+  return finish(mail, event, true)
 end
