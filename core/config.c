@@ -14,7 +14,7 @@
 enum opt_type {
     OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID,
     OPT_LOGLEVEL, OPT_TEXT,   /* OPT_TEXT: a string of at most `max` bytes at offset */
-    OPT_DOMAIN, OPT_AUTH_METHODS,
+    OPT_DOMAIN, OPT_AUTH_METHODS, OPT_WORKERS,   /* OPT_WORKERS: OPT_INT or "auto" */
 };
 
 struct option_def {
@@ -62,6 +62,11 @@ static const struct option_def options[] = {
       "idle time allowed between complete lines, then 421 (default 300)" },
     { "session-timeout", OPT_SECONDS, OFF(session_timeout), 0, 86400 * 7, "SECONDS",
       "longest connection, then 421; 0 = no limit (default 0)" },
+    { "workers", OPT_WORKERS, OFF(workers), 1, 64, "N|auto",
+      "processes serving the listeners together (SO_REUSEPORT), each with\n"
+      "its own loop and script state, under a supervisor that restarts one\n"
+      "that dies; SIGHUP loads the script anew; auto = one per core\n"
+      "(default 1: no supervisor)" },
     { "grace", OPT_SECONDS, OFF(grace), 0, 3600, "SECONDS",
       "on SIGTERM/SIGINT, time given to messages in progress (default 30)" },
     { "hook-timeout", OPT_MILLIS, OFF(hook_timeout_ms), 1, 600000, "SECONDS",
@@ -129,6 +134,7 @@ void config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_clients = 100;
+    cfg->workers = 1;
     cfg->max_size = 10LL << 20;
     cfg->max_recipients = 100;
     cfg->max_messages = 0;
@@ -328,6 +334,15 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
     switch (o->type) {
     case OPT_BOOL:
         return parse_bool(o, value, (long long *)((char *)cfg + o->offset), err);
+    case OPT_WORKERS:
+        if (strcmp(value, "auto") == 0) {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            *(long long *)((char *)cfg + o->offset) = cores < o->min   ? o->min
+                                                      : cores > o->max ? o->max
+                                                                       : cores;
+            return 0;
+        }
+        /* fall through */
     case OPT_INT:
     case OPT_SIZE:
     case OPT_SECONDS:
@@ -436,6 +451,15 @@ int config_finish(struct config *cfg, char *err)
     }
     if (cfg->nlisten == 0 && net_parse_addr("127.0.0.1:2525", &cfg->listen[0], nerr) == 0)
         cfg->nlisten = 1;
+    for (int i = 0; i < cfg->nlisten && cfg->workers > 1; i++) {
+        char host[NET_ADDRSTR_MAX];
+        if (net_addr_host(&cfg->listen[i], host) == 0) {
+            snprintf(err, CONFIG_ERR_MAX,
+                     "--workers: each worker would get another port for %s:0; give the port",
+                     host);
+            return -1;
+        }
+    }
     if (cfg->hostname[0] == '\0') {
         char name[CONFIG_HOSTNAME_MAX + 1] = "";
         if (gethostname(name, sizeof(name) - 1) < 0 || !valid_hostname(name))

@@ -70,6 +70,8 @@ struct config {
     char   mqtt_tls_ca[CONFIG_PATH_MAX + 1];      /* "": the system's CAs */
     long long mqtt_keepalive;
     long long mqtt_queue;       /* messages held while the broker is away */
+    long long workers;          /* processes sharing the listeners (--workers) */
+    int    worker;              /* not an option: this one's number, 1 to workers (0: none) */
     int    log_level;
 };
 

@@ -48,6 +48,13 @@ char *log_escape(char *out, size_t outsz, const char *p, size_t n)
     return out;
 }
 
+static char tag[16];
+
+void log_set_tag(const char *t)
+{
+    snprintf(tag, sizeof(tag), "%s ", t);
+}
+
 void log_msg(enum log_level level, const char *sid, const char *fmt, ...)
 {
     if (!log_enabled(level))
@@ -59,8 +66,8 @@ void log_msg(enum log_level level, const char *sid, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-    int k = snprintf(line + n, sizeof(line) - n, ".%03d %s %s%s%s", (int)(tv.tv_usec / 1000),
-                     level_names[level], sid ? "[" : "", sid ? sid : "", sid ? "] " : "");
+    int k = snprintf(line + n, sizeof(line) - n, ".%03d %s %s%s%s%s", (int)(tv.tv_usec / 1000),
+                     level_names[level], tag, sid ? "[" : "", sid ? sid : "", sid ? "] " : "");
     if (k > 0)
         n += (size_t)k < sizeof(line) - n ? (size_t)k : sizeof(line) - n - 1;
 

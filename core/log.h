@@ -1,6 +1,7 @@
 /*
  * log: one line per event on stderr, with a timestamp, a level and, for
- * session events, the session id:  "2026-11-21 13:05:01.042 info [6560A1B20003] ..."
+ * session events, the session id:  "2026-11-21 13:05:01.042 info [6560A1B20003] ...";
+ * a worker of --workers adds its number: "info w2 [6560A1B20003] ..."
  * Lines are cut at LOG_LINE_MAX and control characters are escaped, so
  * client-supplied text can never forge a log line.
  */
@@ -24,6 +25,8 @@ int  log_level_parse(const char *name);
 #define LOG_PRINTF(a, b)
 #endif
 
+/* A word after the level on every line from now on ("w2": worker 2). */
+void log_set_tag(const char *tag);
 /* sid may be NULL for server-wide events. */
 void log_msg(enum log_level level, const char *sid, const char *fmt, ...) LOG_PRINTF(3, 4);
 

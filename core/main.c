@@ -13,6 +13,7 @@
 #include "replay.h"
 #include "server.h"
 #include "tls.h"
+#include "workers.h"
 
 #ifndef LUASMTPD_VERSION
 #define LUASMTPD_VERSION "0.0.0"
@@ -135,95 +136,159 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* What serving needs: the options, the loaded script, the TLS context. */
+struct setup {
+    struct config      cfg;
+    struct args        args;
+    struct ev_loop    *loop;      /* the default loop */
+    struct bridge     *bridge;
+    struct tls_server *tls;
+};
+
+static void teardown(struct setup *st)
 {
-    static struct config cfg;
-    struct args args = { 0 };
+    tls_server_free(&st->tls);
+    bridge_close(&st->bridge);
+}
+
+/* From argv to a loaded, checked script: 0, or the exit status after
+ * saying what is wrong.  The script never runs broken: a load error or a
+ * bad config stops here. */
+static int setup(int argc, char **argv, struct setup *st)
+{
     char err[BRIDGE_ERR_MAX];
 
-    config_defaults(&cfg);
-    int rc = parse_args(argc, argv, &cfg, &args);
+    memset(&st->args, 0, sizeof(st->args));
+    st->bridge = NULL;
+    st->tls = NULL;
+    config_defaults(&st->cfg);
+    int rc = parse_args(argc, argv, &st->cfg, &st->args);
     if (rc != 0)
         return rc;
-    log_threshold = (enum log_level)cfg.log_level;
-
-    signal(SIGPIPE, SIG_IGN);
-    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
-    if (loop == NULL) {
+    log_threshold = (enum log_level)st->cfg.log_level;
+    st->loop = ev_default_loop(EVFLAG_AUTO);
+    if (st->loop == NULL) {
         fprintf(stderr, "luasmtpd: cannot start the event loop\n");
         return 1;
     }
-    /* The script never runs broken: a load error or a bad config stops here. */
-    struct bridge *bridge;
-    if (bridge_open(&bridge, loop, args.script, err) < 0 ||
-        bridge_apply_config(bridge, &cfg, args.flags, err) < 0) {
+    const char *script = st->args.script ? st->args.script : "the default script";
+    if (bridge_open(&st->bridge, st->loop, st->args.script, err) < 0 ||
+        bridge_apply_config(st->bridge, &st->cfg, st->args.flags, err) < 0 ||
+        config_finish(&st->cfg, err) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
-        bridge_close(&bridge);
+        teardown(st);
         return 2;
     }
-    const struct hooks *hooks = bridge_hooks(bridge);
-    if (config_finish(&cfg, err) < 0) {
-        fprintf(stderr, "luasmtpd: %s\n", err);
-        bridge_close(&bridge);
+    const struct hooks *hooks = bridge_hooks(st->bridge);
+    if (st->cfg.require_auth && !hooks->defines(hooks->ctx, HOOK_AUTH)) {
+        fprintf(stderr, "luasmtpd: --require-auth: %s defines no on_auth\n", script);
+        teardown(st);
         return 2;
     }
-    if (cfg.require_auth && !hooks->defines(hooks->ctx, HOOK_AUTH)) {
-        fprintf(stderr, "luasmtpd: --require-auth: %s defines no on_auth\n",
-                args.script ? args.script : "the default script");
-        bridge_close(&bridge);
-        return 2;
-    }
-    log_threshold = (enum log_level)cfg.log_level;
-    bridge_set_limits(bridge, &cfg);
+    log_threshold = (enum log_level)st->cfg.log_level;
+    bridge_set_limits(st->bridge, &st->cfg);
     /* A certificate that cannot serve is an error now, not at the first
      * STARTTLS. */
-    struct tls_server *tls = NULL;
-    if (cfg.tls_cert[0] && tls_server_new(&tls, &cfg, err, sizeof(err)) < 0) {
+    if (st->cfg.tls_cert[0] && tls_server_new(&st->tls, &st->cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
-        bridge_close(&bridge);
+        teardown(st);
         return 2;
     }
+    return 0;
+}
+
+/* The supervisor's check on SIGHUP: the script loads as a worker would
+ * load it. */
+struct argv {
+    int    argc;
+    char **argv;
+};
+
+static bool script_loads(void *arg)
+{
+    static struct setup st;
+    struct argv *a = arg;
+    int rc = setup(a->argc, a->argv, &st);
+    if (rc == 0)
+        teardown(&st);
+    if (st.loop)
+        ev_loop_destroy(st.loop);
+    return rc == 0;
+}
+
+/* --check, --replay, or serve until stopped. */
+static int run(struct setup *st)
+{
+    char err[BRIDGE_ERR_MAX];
+    int rc = 0;
+    const struct hooks *hooks = bridge_hooks(st->bridge);
+    struct config *cfg = &st->cfg;
 
     /* the broker connection of luasmtpd.mqtt (not for a mere --check) */
-    if (!args.check && bridge_start(bridge, &cfg, err) < 0) {
+    if (!st->args.check && bridge_start(st->bridge, cfg, err) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
-        tls_server_free(&tls);
-        bridge_close(&bridge);
+        teardown(st);
         return 2;
     }
-    if (args.check || args.replay.file) {
-        if (args.check) {
+    if (st->args.check || st->args.replay.file) {
+        if (st->args.check) {
             char desc[512];
-            bridge_describe(bridge, desc, sizeof(desc));
-            printf("%s: ok; %s\n", args.script, desc);
-            printf("id: %s%s%s\n", cfg.id, cfg.description[0] ? "; " : "", cfg.description);
+            bridge_describe(st->bridge, desc, sizeof(desc));
+            printf("%s: ok; %s\n", st->args.script, desc);
+            printf("id: %s%s%s\n", cfg->id, cfg->description[0] ? "; " : "", cfg->description);
         } else {
-            rc = replay_run(loop, &cfg, hooks, &args.replay);
+            rc = replay_run(st->loop, cfg, hooks, &st->args.replay);
         }
-        tls_server_free(&tls);
-        bridge_close(&bridge);
+        teardown(st);
         return rc;
     }
-    if (server_init(&srv, loop, &cfg, hooks, tls) < 0) {
-        tls_server_free(&tls);
-        bridge_close(&bridge);
+    if (server_init(&srv, st->loop, cfg, hooks, st->tls) < 0) {
+        teardown(st);
         return 1;
     }
 
     ev_signal sigterm, sigint;
     ev_signal_init(&sigterm, signal_cb, SIGTERM);
     ev_signal_init(&sigint, signal_cb, SIGINT);
-    ev_signal_start(loop, &sigterm);
-    ev_signal_start(loop, &sigint);
+    ev_signal_start(st->loop, &sigterm);
+    ev_signal_start(st->loop, &sigint);
     log_msg(LOG_INFO, NULL, "luasmtpd %s ready as %s (id %s), script %s", LUASMTPD_VERSION,
-            cfg.hostname, cfg.id, args.script ? args.script : "(default)");
+            cfg->hostname, cfg->id, st->args.script ? st->args.script : "(default)");
+    workers_ready();
 
-    ev_run(loop, 0);
+    ev_run(st->loop, 0);
 
     server_free(&srv);
-    tls_server_free(&tls);
-    bridge_close(&bridge);
+    teardown(st);
     log_msg(LOG_INFO, NULL, "stopped");
-    ev_loop_destroy(loop);
+    ev_loop_destroy(st->loop);
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct setup st;
+
+    signal(SIGPIPE, SIG_IGN);
+    int rc = setup(argc, argv, &st);
+    if (rc != 0)
+        return rc;
+    if (st.cfg.workers > 1 && !st.args.check && !st.args.replay.file) {
+        /* The supervisor holds no script: each worker loads its own. */
+        struct argv a = { argc, argv };
+        int n = (int)st.cfg.workers;
+        teardown(&st);
+        ev_loop_destroy(st.loop);
+        int worker = workers_supervise(n, script_loads, &a, &rc);
+        if (worker < 0)
+            return rc;
+        char tag[16];
+        snprintf(tag, sizeof(tag), "w%d", worker + 1);
+        log_set_tag(tag);
+        rc = setup(argc, argv, &st);
+        if (rc != 0)
+            return rc;
+        st.cfg.worker = worker + 1;
+    }
+    return run(&st);
 }

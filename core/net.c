@@ -62,7 +62,7 @@ int net_parse_addr(const char *text, struct net_addr *addr, char *err)
     return 0;
 }
 
-int net_listen(const struct net_addr *addr, int backlog, char *err)
+int net_listen(const struct net_addr *addr, int backlog, bool shared, char *err)
 {
     char a[NET_ADDRSTR_MAX];
     int one = 1;
@@ -72,6 +72,11 @@ int net_listen(const struct net_addr *addr, int backlog, char *err)
         return -1;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        snprintf(err, NET_ERR_MAX, "SO_REUSEPORT: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
     if (addr->ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0) {

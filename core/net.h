@@ -5,6 +5,7 @@
 #ifndef LUASMTPD_NET_H
 #define LUASMTPD_NET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -19,8 +20,9 @@ struct net_addr {
 /* "127.0.0.1:2525", "[::1]:2525", "0.0.0.0:25", "[::]:25"; numeric only.
  * Port 0 asks the kernel for a free port. */
 int  net_parse_addr(const char *text, struct net_addr *addr, char *err);
-/* Non-blocking, close-on-exec listening socket; IPv6 sockets are v6-only. */
-int  net_listen(const struct net_addr *addr, int backlog, char *err);
+/* Non-blocking, close-on-exec listening socket; IPv6 sockets are v6-only.
+ * shared: SO_REUSEPORT, for the processes of --workers to listen together. */
+int  net_listen(const struct net_addr *addr, int backlog, bool shared, char *err);
 /* Accept one connection as a non-blocking, close-on-exec socket with
  * TCP_NODELAY; -1 with errno set (EAGAIN when none is waiting). */
 int  net_accept(int lfd, struct net_addr *peer);

@@ -94,7 +94,10 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
     srv->cfg = cfg;
     srv->hooks = hooks;
     srv->tls = tls;
-    srv->next_id = (unsigned long)time(NULL) << 16;
+    /* Session ids: the start time, then a count; each worker counts in its
+     * own residue class, so no two workers make the same id. */
+    srv->id_step = cfg->workers > 1 ? (unsigned long)cfg->workers : 1;
+    srv->next_id = ((unsigned long)time(NULL) << 16) + (unsigned long)(cfg->worker ? cfg->worker - 1 : 0);
     ev_timer_init(&srv->accept_retry, accept_retry_cb, 1., 0.);
     srv->accept_retry.data = srv;
     ev_timer_init(&srv->grace, grace_cb, (ev_tstamp)cfg->grace, 0.);
@@ -105,7 +108,7 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
         struct listener *l = &srv->listeners[i];
         l->srv = srv;
         l->tls = cfg->listen_tls[i];
-        l->fd = net_listen(&cfg->listen[i], LISTEN_BACKLOG, err);
+        l->fd = net_listen(&cfg->listen[i], LISTEN_BACKLOG, cfg->workers > 1, err);
         if (l->fd < 0) {
             log_msg(LOG_ERROR, NULL, "%s", err);
             server_free(srv);

@@ -34,6 +34,7 @@ struct server {
     struct session      *sessions;
     unsigned long        nsessions;
     unsigned long        next_id;
+    unsigned long        id_step;       /* the number of workers */
     bool                 stopping;
 };
 

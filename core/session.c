@@ -37,7 +37,8 @@ int session_new(struct server *srv, int fd, const struct net_addr *peer, bool tl
         memset(&s->local, 0, sizeof(s->local));
     s->peer_port = net_addr_host(&s->peer, s->peer_host);
     s->local_port = net_addr_host(&s->local, s->local_host);
-    snprintf(s->id, sizeof(s->id), "%012lX", srv->next_id++);
+    snprintf(s->id, sizeof(s->id), "%012lX", srv->next_id);
+    srv->next_id += srv->id_step;
     s->started = ev_now(loop);
     s->pending = -1;
     buf_init(&s->in, IN_MAX);

@@ -227,7 +227,9 @@ int mqtt_start(struct bridge *b, const struct config *cfg, char *err, size_t err
     mosquitto_lib_init();
     struct mqtt *m = calloc(1, sizeof(*m));
     char id[CONFIG_MQTT_ID_MAX + 32];
-    if (cfg->mqtt_client_id[0])
+    if (cfg->mqtt_client_id[0] && cfg->worker)   /* one id per connection */
+        snprintf(id, sizeof(id), "%s-w%d", cfg->mqtt_client_id, cfg->worker);
+    else if (cfg->mqtt_client_id[0])
         snprintf(id, sizeof(id), "%s", cfg->mqtt_client_id);
     else
         snprintf(id, sizeof(id), "luasmtpd-%s-%ld", cfg->id, (long)getpid());

@@ -31,18 +31,31 @@ def free_port():
         return s.getsockname()[1]
 
 
+def processes(pid):
+    """pid and its children (the workers of --workers)."""
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [pid] + [int(p) for p in f.read().split()]
+
+
 def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK      # utime + stime
+    """User + system time of pid and its children."""
+    total = 0
+    for p in processes(pid):
+        with open("/proc/%d/stat" % p) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
 
 
 def rss_kb(pid, field="VmRSS"):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    """The sum over pid and its children."""
+    total = 0
+    for p in processes(pid):
+        with open("/proc/%d/status" % p) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+    return total
 
 
 def wait_port(port, proc):
@@ -79,22 +92,27 @@ class Sink:
 class Luasmtpd:
     name = "luasmtpd"
 
-    def __init__(self, binary):
+    def __init__(self, binary, workers=1):
         self.port = free_port()
-        self.countfile = tempfile.NamedTemporaryFile(prefix="luasmtpd-bench-", delete=False).name
-        env = dict(os.environ, BENCH_COUNT=self.countfile)
+        self.countdir = tempfile.mkdtemp(prefix="luasmtpd-bench-")
+        env = dict(os.environ, BENCH_COUNT=os.path.join(self.countdir, "count"))
         cmd = [binary, "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn",
-               "--max-clients", "5000", os.path.join(ROOT, "scripts", "bench.lua")]
+               "--max-clients", "5000", "--workers", str(workers),
+               os.path.join(ROOT, "scripts", "bench.lua")]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
+        time.sleep(0.5 if workers > 1 else 0)   # every worker listening
 
     def received(self):
-        """The count the script wrote (it writes it every 0.1 s)."""
+        """The counts the script wrote, one file per process (each writes
+        its own every 0.1 s)."""
         last, deadline = None, time.monotonic() + 5
         while time.monotonic() < deadline:
-            with open(self.countfile) as f:
-                text = f.read().strip()
-            n = int(text) if text else 0
+            n = 0
+            for name in os.listdir(self.countdir):
+                with open(os.path.join(self.countdir, name)) as f:
+                    text = f.read().strip()
+                n += int(text) if text else 0
             if n == last:
                 return n
             last = n
@@ -104,7 +122,9 @@ class Luasmtpd:
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
-        os.unlink(self.countfile)
+        for name in os.listdir(self.countdir):
+            os.unlink(os.path.join(self.countdir, name))
+        os.rmdir(self.countdir)
 
 
 def run_source(port, args, msgs):
@@ -156,6 +176,7 @@ def main():
     multipart = os.path.join(ROOT, "scripts", "bench.eml")
     workloads = [
         ("W1 1 KB, 20 sessions x 20", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale)),
+        ("W1 with --workers 2", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale), 2),
         ("W2 100 KB, 10 sessions", ["-d", "-s", "10", "-l", "102400"], int(2000 * scale)),
         ("W3 1 per connection, 20", ["-s", "20", "-l", "1024"], int(5000 * scale)),
         ("W5 multipart 50 KB attachment", ["-d", "-s", "10", "-F", multipart], int(2000 * scale)),
@@ -163,14 +184,14 @@ def main():
     print("luasmtpd vs smtp-sink, %d rounds, medians (server CPU from /proc; peak RSS)" % a.rounds)
     print("%-31s %12s %12s %7s %12s %12s %9s %6s" % ("workload", "sink msg/s", "ours msg/s", "ratio",
                                                        "sink us/msg", "ours us/msg", "ours RSS", "lost"))
-    for name, args, msgs in workloads:
+    for name, args, msgs, *workers in workloads:
         rows = {"smtp-sink": [], "luasmtpd": []}
         ratios = []
         for _ in range(a.rounds):
             sink = Sink()
             s = measure(sink, args, msgs)
             sink.stop()
-            ours = Luasmtpd(a.binary)
+            ours = Luasmtpd(a.binary, *workers)
             o = measure(ours, args, msgs)
             ours.stop()
             rows["smtp-sink"].append(s)

@@ -1,0 +1,258 @@
+/*
+ * workers: the supervisor of --workers N (workers.h).  It waits for
+ * signals only (sigtimedwait): SIGCHLD when a worker ends, SIGRTMIN when one
+ * is ready, SIGTERM/SIGINT/SIGHUP from the user.
+ */
+#include "workers.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define WORKERS_MAX   64
+#define RESPAWN_DELAY 1.0   /* a worker that lived less than this waits as long */
+
+struct worker {
+    pid_t  pid;            /* 0: none */
+    double started;
+    double respawn_at;     /* > 0: to be started again then */
+    bool   ready;
+};
+
+static pid_t supervisor;   /* in a worker: whom workers_ready() tells */
+
+/* A worker is ready: a real-time signal, since those queue (two workers
+ * ready at once make two signals, each with its sender's pid). */
+#define READY_SIGNAL SIGRTMIN
+
+static int handled[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, 0 /* READY_SIGNAL */ };
+#define NHANDLED (int)(sizeof(handled) / sizeof(handled[0]))
+
+/* The handled signals are blocked and taken by sigtimedwait; the handler
+ * only makes sure none of them is ignored (SIGCHLD is by default). */
+static void pending(int sig)
+{
+    (void)sig;
+}
+
+/* Take the handled signals through sigtimedwait (again after a check,
+ * which may have created and destroyed an event loop that changed them). */
+static void take_signals(sigset_t *set, sigset_t *mask)
+{
+    struct sigaction sa = { .sa_handler = pending };
+    handled[NHANDLED - 1] = READY_SIGNAL;
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(set);
+    for (int k = 0; k < NHANDLED; k++) {
+        sigaction(handled[k], &sa, NULL);
+        sigaddset(set, handled[k]);
+    }
+    sigprocmask(SIG_BLOCK, set, mask);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Fork the worker of slot i into w: true in the new worker. */
+static bool spawn(struct worker *w, int i, const sigset_t *mask)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_msg(LOG_ERROR, NULL, "worker %d: fork: %s; trying again in %.0fs", i + 1,
+                strerror(errno), RESPAWN_DELAY);
+        w->respawn_at = now() + RESPAWN_DELAY;
+        return false;
+    }
+    if (pid == 0) {
+        for (int k = 0; k < NHANDLED; k++)
+            signal(handled[k], SIG_DFL);
+        sigprocmask(SIG_SETMASK, mask, NULL);
+        /* a worker does not outlive its supervisor: it stops as on SIGTERM */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != supervisor)
+            _exit(1);
+        return true;
+    }
+    w->pid = pid;
+    w->started = now();
+    w->respawn_at = 0;
+    w->ready = false;
+    log_msg(LOG_INFO, NULL, "worker %d started (pid %d)", i + 1, (int)pid);
+    return false;
+}
+
+static void signal_all(struct worker *set, int n, int sig)
+{
+    for (int i = 0; i < n; i++)
+        if (set[i].pid)
+            kill(set[i].pid, sig);
+}
+
+static int live(const struct worker *set, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += set[i].pid != 0;
+    return k;
+}
+
+static int find(struct worker *set, int n, pid_t pid)
+{
+    for (int i = 0; i < n; i++)
+        if (set[i].pid == pid)
+            return i;
+    return -1;
+}
+
+/* The worker pid is ready: are they all? */
+static bool mark_ready(struct worker *set, int n, pid_t pid)
+{
+    int i = find(set, n, pid);
+    if (i < 0)
+        return false;
+    set[i].ready = true;
+    for (i = 0; i < n; i++)
+        if (!set[i].ready)
+            return false;
+    return true;
+}
+
+static void describe(int ws, char *out, size_t size)
+{
+    if (WIFSIGNALED(ws))
+        snprintf(out, size, "was killed by signal %d", WTERMSIG(ws));
+    else
+        snprintf(out, size, "exited with status %d", WEXITSTATUS(ws));
+}
+
+int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
+{
+    static struct worker cur[WORKERS_MAX], old[WORKERS_MAX];   /* old: replaced by SIGHUP */
+    sigset_t set, mask, ignored;
+    bool starting = true, stopping = false;
+
+    if (n > WORKERS_MAX)
+        n = WORKERS_MAX;
+    take_signals(&set, &mask);
+    supervisor = getpid();
+    *status = 0;
+    log_msg(LOG_INFO, NULL, "supervisor (pid %d) starting %d workers", (int)supervisor, n);
+    for (int i = 0; i < n; i++)
+        cur[i].respawn_at = now();
+
+    for (;;) {
+        double t = now(), next = t + 60;
+        for (int i = 0; i < n && !stopping; i++) {
+            if (cur[i].respawn_at > 0 && cur[i].respawn_at <= t && spawn(&cur[i], i, &mask))
+                return i;
+            if (cur[i].respawn_at > 0 && cur[i].respawn_at < next)
+                next = cur[i].respawn_at;
+        }
+        if (stopping && live(cur, n) + live(old, n) == 0) {
+            log_msg(LOG_INFO, NULL, "supervisor: every worker has stopped");
+            return -1;
+        }
+        double wait = next - now();
+        struct timespec ts = { .tv_sec = wait > 0 ? (time_t)wait : 0,
+                               .tv_nsec = wait > 0 ? (long)((wait - (double)(time_t)wait) * 1e9) : 0 };
+        siginfo_t si;
+        int sig = sigtimedwait(&set, &si, &ts);
+        int i, ws;
+        char how[64];
+        pid_t pid;
+
+        if (sig == READY_SIGNAL) {
+            if (mark_ready(cur, n, si.si_pid)) {
+                if (starting)
+                    log_msg(LOG_INFO, NULL, "supervisor: %d workers ready", n);
+                starting = false;
+                if (live(old, n)) {
+                    log_msg(LOG_INFO, NULL,
+                            "supervisor: the new workers are ready; stopping the old ones");
+                    signal_all(old, n, SIGTERM);
+                }
+            }
+            continue;
+        }
+        switch (sig) {
+        case SIGCHLD:
+            while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
+                describe(ws, how, sizeof(how));
+                if ((i = find(old, n, pid)) >= 0) {
+                    old[i].pid = 0;
+                    log_msg(LOG_INFO, NULL, "old worker %d (pid %d) %s", i + 1, (int)pid, how);
+                    continue;
+                }
+                if ((i = find(cur, n, pid)) < 0)
+                    continue;
+                cur[i].pid = 0;
+                if (stopping) {
+                    log_msg(LOG_INFO, NULL, "worker %d (pid %d) %s", i + 1, (int)pid, how);
+                } else if (starting && !cur[i].ready) {
+                    /* it said why on stderr; a server that cannot start stops */
+                    log_msg(LOG_ERROR, NULL, "worker %d (pid %d) %s before it was ready: stopping",
+                            i + 1, (int)pid, how);
+                    *status = WIFEXITED(ws) && WEXITSTATUS(ws) ? WEXITSTATUS(ws) : 1;
+                    stopping = true;
+                    signal_all(cur, n, SIGTERM);
+                } else {
+                    double lived = now() - cur[i].started;
+                    cur[i].respawn_at = now() + (lived < RESPAWN_DELAY ? RESPAWN_DELAY : 0);
+                    log_msg(LOG_WARN, NULL, "worker %d (pid %d) %s; restarting it%s", i + 1,
+                            (int)pid, how, lived < RESPAWN_DELAY ? " in a second" : "");
+                }
+            }
+            break;
+        case SIGTERM:
+        case SIGINT:
+            log_msg(LOG_INFO, NULL, "supervisor: signal %d: %s", sig,
+                    stopping ? "passed on again (the workers stop at once)"
+                             : "stopping the workers (again to stop them at once)");
+            stopping = true;
+            signal_all(cur, n, sig);
+            signal_all(old, n, sig);
+            break;
+        case SIGHUP:
+            if (stopping)
+                break;
+            if (live(old, n)) {
+                log_msg(LOG_WARN, NULL, "supervisor: SIGHUP: a reload is already under way");
+                break;
+            }
+            bool ok = check(arg);
+            take_signals(&set, &ignored);
+            if (!ok) {
+                log_msg(LOG_ERROR, NULL, "supervisor: SIGHUP: the script does not load; "
+                                         "the running workers go on");
+                break;
+            }
+            log_msg(LOG_INFO, NULL, "supervisor: SIGHUP: starting new workers with the script "
+                                    "as it is now");
+            memcpy(old, cur, sizeof(cur[0]) * (size_t)n);
+            for (i = 0; i < n; i++) {
+                old[i].respawn_at = 0;   /* a slot waiting for a restart is new work */
+                cur[i] = (struct worker){ .respawn_at = now() };
+            }
+            break;
+        default:   /* the timeout (a restart is due), or EINTR */
+            break;
+        }
+    }
+}
+
+void workers_ready(void)
+{
+    if (supervisor)
+        kill(supervisor, READY_SIGNAL);
+}
