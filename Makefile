@@ -91,12 +91,17 @@ asan: $(B)/san/luasmtpd
 FUZZ_CC   ?= clang
 FUZZ_TIME ?= 60
 FUZZ_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/mime.c core/smtp_parse.c
-FUZZ_BIN  := $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol
+FUZZ_BIN  := $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol $(B)/fuzz/fuzz_session
+FUZZ_FLAGS = $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(WFLAGS)
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	    $(WFLAGS) -o $@ $< $(FUZZ_SRC)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRC)
+
+# the whole session: the core's every file, with its libraries
+$(B)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(CORE_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(LDLIBS)
 
 # luasmtpd beside smtp-sink (docs/performance.md); BENCH_ARGS="--quick" for a short run
 bench: deps all

@@ -193,8 +193,10 @@ class ServerTest(unittest.TestCase):
     def tearDown(self):
         rc = self.srv.stop()
         log = self.srv.log()
-        # A sanitizer report or a crash is a failure of whatever test ran.
+        # A sanitizer report (LeakSanitizer's at exit too) or a crash is a
+        # failure of whatever test ran.
         self.assertNotIn("ERROR: AddressSanitizer", log)
+        self.assertNotIn("ERROR: LeakSanitizer", log)
         self.assertNotIn("runtime error:", log)
         self.assertEqual(rc, 0, "server exit status %s\n%s" % (rc, log[-3000:]))
 
