@@ -87,9 +87,9 @@ asan: $(B)/san/luasmtpd
 
 # libFuzzer targets (clang), with ASan+UBSan, seeded from tests/data and
 # tests/fuzz/NAME (fuzz_NAME's own seeds).  `make test` runs each briefly;
-# `make fuzz FUZZ_TIME=600` as long as asked.
+# `make fuzz FUZZ_SECONDS=600` as long as asked.
 FUZZ_CC   ?= clang
-FUZZ_TIME ?= 60
+FUZZ_SECONDS ?= 60
 FUZZ_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/mime.c core/smtp_parse.c
 FUZZ_BIN  := $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol $(B)/fuzz/fuzz_session
 FUZZ_FLAGS = $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(WFLAGS)
@@ -111,7 +111,7 @@ fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \
 	    mkdir -p $(B)/fuzz/corpus-$$(basename $$f) && \
 	    seeds=tests/fuzz/$$(basename $$f | sed 's/^fuzz_//'); \
-	    $$f -max_total_time=$(FUZZ_TIME) -max_len=65536 $(B)/fuzz/corpus-$$(basename $$f) tests/data \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(B)/fuzz/corpus-$$(basename $$f) tests/data \
 	        $$( [ -d $$seeds ] && echo $$seeds ) || exit 1; \
 	done
 

@@ -6,8 +6,10 @@ against build/luasmtpd with scripts/bench.lua (a Lua on_mail that reads the
 subject and sender, encodes HSYCO's JSON with cjson and counts), in
 alternating rounds, and reports medians: messages/s, the ratio to smtp-sink
 in the same rounds, server CPU per message (from /proc) and peak RSS.  The
-count luasmtpd's script received is checked against what was sent.  A
-benchmark, not a test: nothing here passes or fails on timings.
+count luasmtpd's script received is checked against what was sent.  W1
+runs a second time with --workers 2.  Then: peak RSS after 10,000 and
+after 100,000 messages, and RSS per idle connection (W4).  A benchmark, not
+a test: nothing here passes or fails on timings.
 
   scripts/bench.py [--rounds N] [--quick] [--binary build/luasmtpd]
 """
@@ -203,6 +205,19 @@ def main():
             name, med("smtp-sink", "rate"), med("luasmtpd", "rate"), statistics.median(ratios),
             med("smtp-sink", "cpu_us"), med("luasmtpd", "cpu_us"), med("luasmtpd", "rss") / 1024, lost))
         sys.stdout.flush()
+
+    # Memory under load: peak RSS after 10,000 messages and after 100,000
+    # (the same server, W1's traffic); bounded memory keeps it flat.
+    ours = Luasmtpd(a.binary)
+    peaks = []
+    for total in (10000, 100000):
+        run_source(ours.port, ["-d", "-s", "20", "-l", "1024"], total - sum(p[0] for p in peaks))
+        peaks.append((total, rss_kb(ours.proc.pid, "VmHWM")))
+    ours.stop()
+    print("memory: peak RSS %.1f MB after %d messages, %.1f MB after %d (%+.1f%%)" % (
+        peaks[0][1] / 1024, peaks[0][0], peaks[1][1] / 1024, peaks[1][0],
+        (peaks[1][1] - peaks[0][1]) * 100 / peaks[0][1]))
+    sys.stdout.flush()
 
     # W4: luasmtpd alone (the target is absolute: bytes of RSS per
     # connection; smtp-sink does not greet thousands of clients at once)

@@ -1,6 +1,6 @@
 /* libFuzzer target for the MIME extractor: parse, then decode every part
  * both ways and pick the bodies, as lua/mail.c does for on_mail.
- *   make fuzz [FUZZ_TIME=seconds]    (clang, ASan+UBSan; seeds: tests/data) */
+ *   make fuzz [FUZZ_SECONDS=seconds]    (clang, ASan+UBSan; seeds: tests/data) */
 #include <stddef.h>
 #include <stdint.h>
 

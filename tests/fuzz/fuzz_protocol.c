@@ -2,7 +2,7 @@
  * input as a command (its path and parameters for MAIL and RCPT, its SASL
  * response for AUTH), and the whole input as DATA, fed at once and in two
  * pieces split where the fuzzer says: both must give the same message.
- *   make fuzz [FUZZ_TIME=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/protocol) */
+ *   make fuzz [FUZZ_SECONDS=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/protocol) */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

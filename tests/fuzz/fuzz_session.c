@@ -4,7 +4,7 @@
  * whose verdicts depend on the input (reject, multi-line text, disconnect,
  * AUTH).  Each message that reaches the end of data is run through the MIME
  * extractor.  Checks: the session ends, every reply line is well formed.
- *   make fuzz [FUZZ_TIME=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/session) */
+ *   make fuzz [FUZZ_SECONDS=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/session) */
 #include <arpa/inet.h>
 #include <ev.h>
 #include <stdint.h>
