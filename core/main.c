@@ -159,6 +159,7 @@ static int setup(int argc, char **argv, struct setup *st)
     char err[BRIDGE_ERR_MAX];
 
     memset(&st->args, 0, sizeof(st->args));
+    st->loop = NULL;
     st->bridge = NULL;
     st->tls = NULL;
     config_defaults(&st->cfg);

@@ -103,6 +103,15 @@ int net_accept(int lfd, struct net_addr *peer)
     return fd;
 }
 
+void net_loopback_addr(struct net_addr *addr)
+{
+    memset(addr, 0, sizeof(*addr));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&addr->ss;
+    in4->sin_family = AF_INET;
+    in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr->len = sizeof(*in4);
+}
+
 int net_local_addr(int fd, struct net_addr *addr)
 {
     addr->len = sizeof(addr->ss);

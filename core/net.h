@@ -27,6 +27,9 @@ int  net_listen(const struct net_addr *addr, int backlog, bool shared, char *err
  * TCP_NODELAY; -1 with errno set (EAGAIN when none is waiting). */
 int  net_accept(int lfd, struct net_addr *peer);
 int  net_local_addr(int fd, struct net_addr *addr);
+/* 127.0.0.1, port 0: the peer of a session on a socketpair (--replay,
+ * the session fuzzer). */
+void net_loopback_addr(struct net_addr *addr);
 /* "1.2.3.4" / "::1" into host (NET_ADDRSTR_MAX); returns the port. */
 int  net_addr_host(const struct net_addr *addr, char *host);
 /* "1.2.3.4:25" / "[::1]:25" into out (NET_ADDRSTR_MAX). */

@@ -1,6 +1,5 @@
 #include "replay.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -225,11 +224,7 @@ int replay_run(struct ev_loop *loop, const struct config *cfg, const struct hook
     }
     /* The session sees a loopback client. */
     struct net_addr peer;
-    memset(&peer, 0, sizeof(peer));
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&peer.ss;
-    in4->sin_family = AF_INET;
-    in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    peer.len = sizeof(*in4);
+    net_loopback_addr(&peer);
     c.fd = sv[1];
     buf_init(&c.in, 1 << 20);
     buf_init(&c.out, c.msglen + 4096);

@@ -231,7 +231,10 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
                 break;
             }
             bool ok = check(arg);
+            /* the check's event loop may have let a SIGCHLD through to the
+             * handler: look for ended workers again */
             take_signals(&set, &ignored);
+            raise(SIGCHLD);
             if (!ok) {
                 log_msg(LOG_ERROR, NULL, "supervisor: SIGHUP: the script does not load; "
                                          "the running workers go on");

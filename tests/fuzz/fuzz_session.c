@@ -5,7 +5,6 @@
  * AUTH).  Each message that reaches the end of data is run through the MIME
  * extractor.  Checks: the session ends, every reply line is well formed.
  *   make fuzz [FUZZ_SECONDS=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/session) */
-#include <arpa/inet.h>
 #include <ev.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -164,11 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         abort();
     struct net_addr peer;
-    memset(&peer, 0, sizeof(peer));
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&peer.ss;
-    in4->sin_family = AF_INET;
-    in4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    peer.len = sizeof(*in4);
+    net_loopback_addr(&peer);
 
     struct client c = { .fd = sv[1], .data = data, .size = size };
     buf_init(&c.replies, 1 << 22);
