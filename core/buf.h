@@ -36,7 +36,8 @@ void   buf_shrink(struct buf *b);
 void   buf_clear(struct buf *b);
 
 static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
-static inline const char *buf_head(const struct buf *b) { return b->data + b->start; }
+/* The buffered bytes; "" (never NULL) while no storage is allocated. */
+static inline const char *buf_head(const struct buf *b) { return b->data ? b->data + b->start : ""; }
 
 /* Make room for at least n more bytes at the end; 0, or -1 when the cap or
  * memory does not allow it. */

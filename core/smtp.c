@@ -682,7 +682,7 @@ static void end_of_data(struct session *s)
         return;
     }
     s->state = ST_READY;   /* no more message bytes, whatever the verdict */
-    struct hook_args a = { .message = buf_len(&s->msg) ? buf_head(&s->msg) : "",
+    struct hook_args a = { .message = buf_head(&s->msg),
                            .size = buf_len(&s->msg) };
     call_hook(s, HOOK_MESSAGE, &a, NULL);
 }

@@ -156,9 +156,9 @@ static int exec_k(lua_State *L, int status, lua_KContext ctx)
         lua_pushinteger(L, WTERMSIG(ex->wstatus));
         lua_setfield(L, -2, "signal");
     }
-    lua_pushlstring(L, buf_len(&ex->outbuf) ? buf_head(&ex->outbuf) : "", buf_len(&ex->outbuf));
+    lua_pushlstring(L, buf_head(&ex->outbuf), buf_len(&ex->outbuf));
     lua_setfield(L, -2, "stdout");
-    lua_pushlstring(L, buf_len(&ex->errbuf) ? buf_head(&ex->errbuf) : "", buf_len(&ex->errbuf));
+    lua_pushlstring(L, buf_head(&ex->errbuf), buf_len(&ex->errbuf));
     lua_setfield(L, -2, "stderr");
     if (ex->truncated) {
         lua_pushboolean(L, 1);

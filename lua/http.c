@@ -197,7 +197,7 @@ static size_t header_cb(char *data, size_t size, size_t n, void *userp)
  * ", " (RFC 9110 5.3). */
 static void push_headers(lua_State *L, const struct buf *head)
 {
-    const char *p = buf_len(head) ? buf_head(head) : "", *end = p + buf_len(head);
+    const char *p = buf_head(head), *end = p + buf_len(head);
     lua_newtable(L);
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
@@ -247,7 +247,7 @@ static int http_k(lua_State *L, int status, lua_KContext ctx)
         lua_setfield(L, -2, "status");
         push_headers(L, &r->head);
         lua_setfield(L, -2, "headers");
-        lua_pushlstring(L, buf_len(&r->body) ? buf_head(&r->body) : "", buf_len(&r->body));
+        lua_pushlstring(L, buf_head(&r->body), buf_len(&r->body));
         lua_setfield(L, -2, "body");
         if (r->truncated) {
             lua_pushboolean(L, 1);

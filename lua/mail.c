@@ -73,7 +73,7 @@ static int push_decoded(lua_State *L, struct mime *m, const struct mime_part *p,
     buf_clear(tmp);
     if (mime_decode(m, p, text, tmp) < 0)
         return -1;
-    lua_pushlstring(L, buf_len(tmp) ? buf_head(tmp) : "", buf_len(tmp));
+    lua_pushlstring(L, buf_head(tmp), buf_len(tmp));
     return 0;
 }
 
@@ -151,8 +151,6 @@ int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg
     push_headers(L, root);
 
     /* text, html and the lines of body */
-    const char *lines = NULL;
-    size_t nlines = 0;
     if (html) {
         if (push_decoded(L, m, html, true, tmp) < 0)
             return -1;
@@ -171,9 +169,7 @@ int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg
         buf_clear(tmp);
     }
     /* tmp holds the text (or the HTML when there is no text) */
-    lines = buf_len(tmp) ? buf_head(tmp) : "";
-    nlines = buf_len(tmp);
-    bool line_cut = push_lines(L, lines, nlines, b->body_lines);
+    bool line_cut = push_lines(L, buf_head(tmp), buf_len(tmp), b->body_lines);
     lua_setfield(L, -2, "body");
 
     lua_newtable(L);

@@ -137,6 +137,21 @@ class MailTable(unittest.TestCase):
                          '"contenttype":"text/plain; charset=us-ascii","returnpath":"",'
                          '"body":["My mail body."]}')
 
+    def test_hsyco_json_slashes_backslashes_and_quotes(self):
+        # cjson escapes "/" as "\/"; hsyco_json undoes only that, so a
+        # backslash before a slash in the text survives
+        path = "/tmp/luasmtpd-test-hsyco-slashes.eml"
+        with open(path, "wb") as f:
+            f.write(b'Subject: a\\/b "q" /c// \\\\/\r\nFrom: x/y <a@b.c>\r\n\r\n'
+                    b'http://example.com/a/b\r\n\\/\\\\//\r\n\r\n')
+        mail = replay(path)
+        self.assertEqual(mail["subject"], 'a\\/b "q" /c// \\\\/')
+        self.assertNotIn("\\/", mail["hsyco"].replace("\\\\", ""))
+        event = json.loads(mail["hsyco"])
+        for k in ("subject", "from", "body"):
+            self.assertEqual(event[k], mail[k], k)
+        self.assertEqual(event["body"], ["http://example.com/a/b", "\\/\\\\//", ""])
+
     def test_no_content_type_is_plain_text(self):
         mail = self.mail("no_content_type.eml")
         self.assertEqual(mail["contenttype"], "text/plain; charset=us-ascii")
