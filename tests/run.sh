@@ -17,7 +17,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 suite() {
     echo "== $*"
     "$@" >"$one" 2>&1 || status=1
-    grep -E '^(FAIL|ERROR)|runtime error|AddressSanitizer' "$one" | head -n 40
+    grep -E '^(FAIL|ERROR)|^[A-Za-z.]*(Error|Exception)\b|runtime error|AddressSanitizer' "$one" | head -n 40
     tail -n 1 "$one" | tee -a "$log"
 }
 

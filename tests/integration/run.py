@@ -31,9 +31,12 @@ def main():
     suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
     start = time.monotonic()
     result = unittest.TextTestRunner(verbosity=2 if opts.verbose else 1, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # a test can both fail and error (in tearDown): count it once; an error
+    # outside any test (setUpClass) counts as a failure of its own
+    bad = [t for t, _ in result.failures + result.errors] + list(result.unexpectedSuccesses)
+    failed = len({t.id() for t in bad})
     skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
+    passed = result.testsRun - len({t.id() for t in bad if isinstance(t, unittest.TestCase)}) - skipped
     print("%s (%s, %.0fs): %d passed, %d failed, %d skipped"
           % (opts.label, os.path.relpath(opts.binary), time.monotonic() - start, passed, failed, skipped))
     sys.exit(1 if failed or result.testsRun == 0 else 0)
