@@ -124,6 +124,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
     }
     lua_State *L = b->L;
     luaL_openlibs(L);
+    call_open_coroutines(L);
     /* most objects (each mail table) die young: the generational mode
      * collects them for less work */
     lua_gc(L, LUA_GCGEN, 0, 0);

@@ -82,6 +82,8 @@ int   mail_push(lua_State *L, struct bridge *b, struct session *s, const char *m
 
 /* call.c */
 void  call_hooks_init(struct bridge *b);
+/* coroutine.create/wrap giving new coroutines the time budget's hook. */
+void  call_open_coroutines(lua_State *L);
 /* Resume a call's coroutine (its wait is over). */
 void  call_resume(struct lcall *c);
 /* An ev_timer callback resuming the call in w->data (sleep, timeouts). */

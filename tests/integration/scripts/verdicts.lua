@@ -20,6 +20,12 @@ local function answer(tag)
   if tag == "loop" then
     while true do pcall(function() while true do end end) end
   end
+  -- a loop in a coroutine of the script's own: the budget reaches it too
+  if tag == "coloop" then
+    coroutine.resume(coroutine.create(function() while true do end end))
+    while true do end
+  end
+  if tag == "wraploop" then coroutine.wrap(function() while true do end end)() end
   if tag == "memory" then local s = string.rep("x", 512 * 1024 * 1024) return #s end
   if tag == "sleep" then luasmtpd.sleep(1.0) return 250 end
   if tag == "nested" then
