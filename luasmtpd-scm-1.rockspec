@@ -23,6 +23,7 @@ dependencies = {
 
 external_dependencies = {
    LIBEV = { header = "ev.h", library = "ev" },
+   MIMALLOC = { header = "mimalloc.h", library = "mimalloc" },
    OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
    -- Debian keeps curl.h under the multiarch include directory, which
    -- LuaRocks does not search: check the library only.

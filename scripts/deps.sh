@@ -4,7 +4,7 @@
 # (or sudo) and a Debian-family system with apt-get.
 set -eu
 
-PKGS="build-essential pkg-config libev-dev liblua5.4-dev lua5.4 lua-cjson libssl-dev openssl
+PKGS="build-essential pkg-config libev-dev libmimalloc-dev liblua5.4-dev lua5.4 lua-cjson libssl-dev openssl
       libcurl4-openssl-dev libmosquitto-dev mosquitto mosquitto-clients
       python3 swaks libnet-ssleay-perl libio-socket-ssl-perl curl postfix clang libclang-rt-dev
       luarocks"
