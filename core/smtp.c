@@ -84,10 +84,18 @@ static void reply_text(struct session *s, int code, const char *enh, const char 
         const char *eol = strchr(p, '\n');
         size_t len = eol ? (size_t)(eol - p) : strlen(p);
         bool last = eol == NULL || eol[1] == '\0' || nl == REPLY_LINES_MAX - 1;
-        int n = snprintf(line, sizeof(line), "%03d%c", code, last ? ' ' : '-');
-        if (enh && *enh && !has_enhanced(p))
-            n += snprintf(line + n, sizeof(line) - (size_t)n, "%s ", enh);
-        size_t room = sizeof(line) - (size_t)n - 2;
+        size_t n = 0;
+        line[n++] = (char)('0' + code / 100 % 10);
+        line[n++] = (char)('0' + code / 10 % 10);
+        line[n++] = (char)('0' + code % 10);
+        line[n++] = last ? ' ' : '-';
+        if (enh && *enh && !has_enhanced(p)) {
+            size_t el = strnlen(enh, VERDICT_ENH_MAX - 1);
+            memcpy(line + n, enh, el);
+            n += el;
+            line[n++] = ' ';
+        }
+        size_t room = sizeof(line) - n - 2;
         if (len > room)
             len = room;
         for (size_t i = 0; i < len; i++) {
@@ -95,10 +103,10 @@ static void reply_text(struct session *s, int code, const char *enh, const char 
             line[n++] = (c < 32 || c >= 127) ? '?' : (char)c;
         }
         if (log_enabled(code >= 400 ? LOG_INFO : LOG_DEBUG))
-            log_msg(code >= 400 ? LOG_INFO : LOG_DEBUG, s->id, "> %.*s", n, line);
+            log_msg(code >= 400 ? LOG_INFO : LOG_DEBUG, s->id, "> %.*s", (int)n, line);
         line[n++] = '\r';
         line[n++] = '\n';
-        session_write(s, line, (size_t)n);
+        session_write(s, line, n);
         if (last)
             break;
         p = eol + 1;

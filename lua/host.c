@@ -47,7 +47,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (nsize > old && b->mem_limit && b->mem - old + nsize > b->mem_limit)
         return NULL;
-    void *p = realloc(ptr, nsize);
+    void *p = ptr ? realloc(ptr, nsize) : malloc(nsize);
     if (p == NULL)
         return NULL;
     b->mem = b->mem - old + nsize;
