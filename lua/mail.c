@@ -1,6 +1,7 @@
 /* The parsed message as the plain table on_mail receives (docs/hooks.md,
  * "The mail table"): strings, numbers, booleans and tables only, so
  * cjson.encode(mail) works. */
+#include <limits.h>
 #include <string.h>
 
 #include "internal.h"
@@ -20,9 +21,11 @@ static void set_str(lua_State *L, const char *key, const char *value)
 /* headers: name -> first value; header_list: every field, in order. */
 static void push_headers(lua_State *L, const struct mime_part *p)
 {
-    int n = 0;
-    lua_newtable(L);
-    lua_newtable(L);
+    int n = 0, count = 0;
+    for (const struct mime_header *h = p->headers; h && count < INT_MAX; h = h->next)
+        count++;
+    lua_createtable(L, 0, count);   /* sized at once: no rehash as it fills */
+    lua_createtable(L, count, 0);
     for (const struct mime_header *h = p->headers; h; h = h->next) {
         lua_getfield(L, -2, h->name);
         bool seen = !lua_isnil(L, -1);
