@@ -179,6 +179,14 @@ const char *config_option_name(const char *name)
     return o ? o->name : NULL;
 }
 
+enum config_list config_option_list(const char *name)
+{
+    const struct option_def *o = find_option(name);
+    if (o && (o->type == OPT_LISTEN || o->type == OPT_DOMAIN))
+        return CONFIG_LIST_REPEAT;
+    return o && o->type == OPT_AUTH_METHODS ? CONFIG_LIST_COMMA : CONFIG_LIST_NONE;
+}
+
 /* A domain as RCPT paths carry it: labels of letters, digits and hyphens
  * (UTF-8 allowed), or an address literal in brackets. */
 static bool valid_domain(const char *s)

@@ -87,6 +87,11 @@ int  config_takes_value(const char *name);
 /* The option's own name for `name`, which may be an alias (a `config` key
  * such as "domains" for --domain); NULL when there is no such option. */
 const char *config_option_name(const char *name);
+/* What a list of values (a `config` table such as listen = {...}) means for
+ * option `name`: the option given once per element (--listen, --domain),
+ * the elements joined by commas (--auth-methods), or nothing valid. */
+enum config_list { CONFIG_LIST_NONE, CONFIG_LIST_REPEAT, CONFIG_LIST_COMMA };
+enum config_list config_option_list(const char *name);
 /* Is mail for this domain taken (--domain)?  Case-insensitive. */
 bool config_domain_accepted(const struct config *cfg, const char *domain, size_t len);
 void config_usage(FILE *out);

@@ -160,24 +160,59 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
 /* A config value as option text: numbers, strings, booleans. */
 static int config_value(lua_State *L, int idx, const char *key, char *out, size_t outsz, char *err)
 {
+    int k;
     switch (lua_type(L, idx)) {
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx))
-            snprintf(out, outsz, "%lld", (long long)lua_tointeger(L, idx));
+            k = snprintf(out, outsz, "%lld", (long long)lua_tointeger(L, idx));
         else
-            snprintf(out, outsz, "%.17g", lua_tonumber(L, idx));
-        return 0;
+            k = snprintf(out, outsz, "%.17g", lua_tonumber(L, idx));
+        break;
     case LUA_TSTRING:
-        snprintf(out, outsz, "%s", lua_tostring(L, idx));
-        return 0;
+        k = snprintf(out, outsz, "%s", lua_tostring(L, idx));
+        break;
     case LUA_TBOOLEAN:
-        snprintf(out, outsz, "%s", lua_toboolean(L, idx) ? "true" : "false");
-        return 0;
+        k = snprintf(out, outsz, "%s", lua_toboolean(L, idx) ? "true" : "false");
+        break;
     default:
         snprintf(err, BRIDGE_ERR_MAX, "config.%s: a %s is not a valid value", key,
                  luaL_typename(L, idx));
         return -1;
     }
+    if (k < 0 || (size_t)k >= outsz) {
+        snprintf(err, BRIDGE_ERR_MAX, "config.%s: the value is too long", key);
+        return -1;
+    }
+    return 0;
+}
+
+/* The elements of the list at -1 as one comma-separated value. */
+static int joined_value(lua_State *L, const char *name, char *out, size_t outsz, char *err)
+{
+    size_t used = 0;
+    lua_Integer n = luaL_len(L, -1);
+    out[0] = '\0';
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1)
+            out[used++] = ',';
+        lua_geti(L, -1, i);
+        int rc = config_value(L, -1, name, out + used, outsz - used, err);
+        lua_pop(L, 1);
+        if (rc < 0)
+            return -1;
+        used += strlen(out + used);
+    }
+    return 0;
+}
+
+static int set_option(struct bridge *b, struct config *cfg, const char *name, const char *value,
+                      char *err)
+{
+    char cerr[CONFIG_ERR_MAX];
+    if (config_set(cfg, name, value, cerr) == 0)
+        return 0;
+    snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
+    return -1;
 }
 
 static bool listed(const char *const *flags, const char *name)
@@ -198,7 +233,7 @@ static int apply_entry(struct bridge *b, struct config *cfg, const char *const *
                        const char *prefix, char *err)
 {
     lua_State *L = b->L;
-    char name[128], value[1024], cerr[CONFIG_ERR_MAX];
+    char name[128], value[1024];
     if (lua_type(L, -2) != LUA_TSTRING) {
         snprintf(err, BRIDGE_ERR_MAX, "%s: config keys must be names", b->script);
         return -1;
@@ -227,19 +262,23 @@ static int apply_entry(struct bridge *b, struct config *cfg, const char *const *
     }
     if (listed(flags, option))
         return 0;
-    lua_Integer n = lua_istable(L, -1) ? luaL_len(L, -1) : 0;
-    for (lua_Integer i = lua_istable(L, -1) ? 1 : 0; i <= n; i++) {
-        if (i)
-            lua_geti(L, -1, i);
-        else
-            lua_pushvalue(L, -1);
+    bool list = lua_istable(L, -1);
+    enum config_list kind = config_option_list(option);
+    if (list && kind == CONFIG_LIST_NONE) {
+        snprintf(err, BRIDGE_ERR_MAX, "%s: config.%s takes one value, not a list", b->script, name);
+        return -1;
+    }
+    if (!list || kind == CONFIG_LIST_COMMA) {
+        int rc = list ? joined_value(L, name, value, sizeof(value), err)
+                      : config_value(L, -1, name, value, sizeof(value), err);
+        return rc < 0 ? -1 : set_option(b, cfg, name, value, err);
+    }
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, -1, i);
         int rc = config_value(L, -1, name, value, sizeof(value), err);
-        if (rc == 0 && config_set(cfg, name, value, cerr) < 0) {
-            snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
-            rc = -1;
-        }
         lua_pop(L, 1);
-        if (rc < 0)
+        if (rc < 0 || set_option(b, cfg, name, value, err) < 0)
             return -1;
     }
     return 0;

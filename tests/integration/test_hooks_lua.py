@@ -338,6 +338,23 @@ class ScriptLoading(unittest.TestCase):
         finally:
             srv.stop()
 
+    def test_config_lists(self):
+        # a comma list option takes every element; a one-value option no list
+        path = script("/tmp/luasmtpd-test-cfg.lua",
+                      'config = { allow_insecure_auth = true, auth_methods = { "PLAIN", "LOGIN" } }\n'
+                      'function on_auth(user, password) return password == "pw" end\n')
+        srv = Server(path)
+        try:
+            c = srv.client()
+            code, lines = c.cmd("EHLO x")
+            self.assertIn("AUTH PLAIN LOGIN", lines)  # not just the last one
+        finally:
+            srv.stop()
+        path = script("/tmp/luasmtpd-test-bad.lua", 'config = { hostname = { "a.example", "b.example" } }\n')
+        p = self.run_bin("--check", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("config.hostname takes one value, not a list", p.stderr)
+
     def test_cjson_available(self):
         path = script("/tmp/luasmtpd-test-cjson.lua",
                       'local cjson = require "cjson"\nassert(cjson.encode({1}) == "[1]")\n'
