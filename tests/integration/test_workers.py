@@ -134,6 +134,57 @@ class Workers(unittest.TestCase):
         self.assertEqual(srv.stop(), 0)
         self.assertClean(srv)
 
+    def test_reload_survives_new_workers_that_fail_and_a_second_sighup(self):
+        # The script reads a marker file at load: "exit" makes a worker (not
+        # the supervisor's check, whose pid the marker names) exit with 3;
+        # "slow" makes every load take a second.
+        d = tempfile.mkdtemp()
+        path, marker = os.path.join(d, "rules.lua"), os.path.join(d, "marker")
+        with open(path, "w") as f:
+            f.write("""
+local f = io.open(%r)
+local how = f and f:read("l")
+if f then f:close() end
+local me = io.open("/proc/self/stat"):read("n")
+if how and how:find("^exit ") and tonumber(how:match("%%d+")) ~= me then os.exit(3) end
+if how == "slow" then local t = os.clock() + 1 while os.clock() < t do end end
+function on_rcpt(rcpt) return true end
+""" % marker)
+        srv = self.start(path)
+        old = children(srv.proc.pid)
+
+        # new workers that cannot start: the old ones go on serving
+        with open(marker, "w") as f:
+            f.write("exit %d\n" % srv.proc.pid)
+        srv.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(srv.wait_log(r"worker \d \(pid \d+\) exited with status 3; restarting it "
+                                     r"in a second", timeout=10), srv.log())
+        send(self.port)
+        self.assertEqual([p for p in old if alive(p)], old)
+        os.unlink(marker)
+        self.assertTrue(srv.wait_log(r"new workers are ready; stopping the old ones", timeout=10),
+                        srv.log())
+        self.assertTrue(srv.wait_log(r"old worker \d \(pid \d+\) exited with status 0", count=2),
+                        srv.log())
+        send(self.port)
+
+        # a SIGHUP while a reload is under way is not a second reload
+        with open(marker, "w") as f:
+            f.write("slow\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(srv.wait_log(r"SIGHUP: starting new workers", count=2, timeout=10),
+                        srv.log())
+        srv.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(srv.wait_log(r"SIGHUP: a reload is already under way"), srv.log())
+        self.assertTrue(srv.wait_log(r"new workers are ready; stopping the old ones", count=2,
+                                     timeout=10), srv.log())
+        self.assertTrue(srv.wait_log(r"old worker \d \(pid \d+\) exited with status 0", count=4),
+                        srv.log())
+        send(self.port)
+        self.assertEqual(len(children(srv.proc.pid)), 2)
+        self.assertEqual(srv.stop(), 0)
+        self.assertClean(srv)
+
     def test_worker_that_cannot_listen_stops_the_server(self):
         port = free_port()
         with socket.socket() as held:      # no SO_REUSEPORT: the workers cannot share it
