@@ -236,12 +236,20 @@ def free_port():
 
 class Broker:
     """A mosquitto broker on a free local port (the Debian package); with
-    tls=(certfile, keyfile), also a TLS listener on tls_port."""
+    tls=(certfile, keyfile), also a TLS listener on tls_port; with
+    login=(user, password), only that user may connect."""
 
-    def __init__(self, port=None, tls=None):
+    def __init__(self, port=None, tls=None, login=None):
         self.port = port or free_port()
         self.conf = tempfile.NamedTemporaryFile("w", prefix="luasmtpd-mosquitto-", suffix=".conf")
-        self.conf.write("user root\nallow_anonymous true\nlistener %d 127.0.0.1\n" % self.port)
+        self.passwd = None
+        if login:
+            self.passwd = tempfile.NamedTemporaryFile("w", prefix="luasmtpd-mosquitto-", suffix=".pw")
+            subprocess.run(["mosquitto_passwd", "-b", self.passwd.name, *login], check=True,
+                           capture_output=True)
+            self.conf.write("password_file %s\n" % self.passwd.name)
+        self.conf.write("user root\nallow_anonymous %s\nlistener %d 127.0.0.1\n"
+                        % ("false" if login else "true", self.port))
         self.tls_port = None
         if tls:
             self.tls_port = free_port()
@@ -271,6 +279,8 @@ class Broker:
             self.proc.terminate()
             self.proc.wait(timeout=5)
         self.conf.close()
+        if self.passwd:
+            self.passwd.close()
 
 
 class Subscription:

@@ -407,6 +407,21 @@ class Mqtt(unittest.TestCase):
             self.assertTrue(other.wait_log(r"mqtt: cannot reach localhost:%d" % broker.tls_port))
             self.assertEqual(other.count_log(r"mqtt: connected"), 0)
 
+    def test_broker_login(self):
+        broker = Broker(login=("cam", "s3cret"))
+        self.addCleanup(broker.stop)
+        os.environ["LUASMTPD_TEST_MQTT"] = str(broker.port)
+        # refused: said, retried, and messages held meanwhile
+        with Server(script("mqtt", MQTT), "--mqtt-user", "cam", "--mqtt-password", "wrong") as bad:
+            self.assertTrue(bad.wait_log(r"mqtt: 127\.0\.0\.1:%d refused the connection: "
+                                         r".*not authori[sz]ed" % broker.port), bad.log())
+            self.assertTrue(bad.wait_log(r"mqtt: cannot reach 127\.0\.0\.1:%d .*retrying"
+                                         % broker.port), bad.log())
+            self.assertEqual(bad.count_log(r"mqtt: connected"), 0)
+        self.srv = Server(script("mqtt", MQTT), "--mqtt-user", "cam", "--mqtt-password", "s3cret")
+        self.addCleanup(self.srv.stop)
+        self.assertTrue(self.srv.wait_log(r"mqtt: connected to 127\.0\.0\.1:%d" % broker.port))
+
     def test_bad_options(self):
         p = subprocess.run([BINARY, "--mqtt-user", "u"], capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 2)
