@@ -113,7 +113,12 @@ local l = require "luasmtpd"
 local dir = os.getenv("LUASMTPD_TEST_MAILDIR")
 function on_mail(mail)
   local target = mail.subject == "elsewhere" and "/nonexistent/x/maildir" or dir
-  local path, err = l.save(mail, target)
+  local path, err
+  if mail.subject == "big" then   -- 64 MB cannot be on disk within a millisecond
+    path, err = l.save(("x"):rep(1024):rep(65536), target, { timeout = 0.001 })
+  else
+    path, err = l.save(mail, target)
+  end
   if not path then return 451, "4.3.0 " .. err end
   return 250, "saved " .. path
 end
@@ -125,7 +130,7 @@ class Save(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="luasmtpd-maildir-")
         self.maildir = os.path.join(self.dir, "Maildir")
         os.environ["LUASMTPD_TEST_MAILDIR"] = self.maildir
-        self.srv = Server(script("save", SAVE))
+        self.srv = Server(script("save", SAVE), "--lua-memory", "256M")
 
     def tearDown(self):
         self.assertEqual(self.srv.stop(), 0, self.srv.log()[-2000:])
@@ -164,6 +169,25 @@ class Save(unittest.TestCase):
             code, msg = s.data(b"Subject: elsewhere\r\n\r\nx\r\n")
             self.assertEqual(code, 451)
             self.assertIn(b"cannot create /nonexistent/x/maildir", msg)
+
+    def test_timeout_answers_and_the_write_still_completes(self):
+        with smtplib.SMTP(self.srv.host, self.srv.port) as s:
+            s.ehlo()
+            s.mail("a@example.com")
+            s.rcpt("b@example.com")
+            code, msg = s.data(b"Subject: big\r\n\r\nx\r\n")
+            self.assertEqual(code, 451, msg)
+            self.assertIn(b"timed out after 0.001 seconds (the write may still complete)", msg)
+            s.mail("a@example.com")
+            s.rcpt("b@example.com")
+            self.assertEqual(s.data(b"Subject: next\r\n\r\nx\r\n")[0], 250)
+        deadline = time.monotonic() + 10
+        while len(maildir_files(self.maildir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sizes = sorted(os.path.getsize(os.path.join(self.maildir, "new", n))
+                       for n in maildir_files(self.maildir))
+        self.assertEqual(sizes[-1], 64 << 20)
+        self.assertEqual(maildir_files(self.maildir, "tmp"), [])
 
     def test_client_leaving_while_saving_still_writes(self):
         c = self.srv.client()
