@@ -241,6 +241,30 @@ class ImplicitTls(TlsTest):
         c.close()
 
 
+class Ciphers(TlsTest):
+    EXTRA = ("--tls-ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384")
+
+    def tls12(self, cipher):
+        ctx = client_ctx()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(cipher)
+        return ctx
+
+    def test_only_the_listed_ciphers_for_tls_1_2(self):
+        with self.assertRaises((ssl.SSLError, ConnectionError, EOFError)):
+            c = self.srv.client(tls=self.tls12("ECDHE-ECDSA-AES128-GCM-SHA256"))
+            c.reply()
+        self.assertTrue(self.srv.wait_log(r"TLS handshake failed"), self.srv.log())
+        with smtplib.SMTP_SSL("127.0.0.1", self.srv.tls_port, timeout=10,
+                              context=self.tls12("ECDHE-ECDSA-AES128-GCM-SHA256:"
+                                                 "ECDHE-ECDSA-AES256-GCM-SHA384")) as s:
+            self.assertEqual(s.sock.cipher()[0], "ECDHE-ECDSA-AES256-GCM-SHA384")
+            self.assertEqual(s.noop()[0], 250)
+        # TLS 1.3 keeps OpenSSL's own suites (docs/config.md)
+        with smtplib.SMTP_SSL("127.0.0.1", self.srv.tls_port, timeout=10, context=client_ctx()) as s:
+            self.assertEqual(s.sock.version(), "TLSv1.3")
+
+
 class ClientCa(TlsTest):
     def setUp(self):
         self.EXTRA = ("--tls-client-ca", pki("ca.pem"))
