@@ -49,7 +49,7 @@ SAN_UNIT  := $(patsubst tests/unit/%.c,$(B)/san/%,$(UNIT_SRC))
 
 all: $(B)/luasmtpd
 
-HEADERS   := $(wildcard core/*.h lua/*.h)
+HEADERS   := $(wildcard core/*.h lua/*.h tests/unit/*.h)
 
 $(B)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -85,6 +85,9 @@ $(B)/san/luasmtpd: $(SAN_OBJ)
 # Unit tests of the core: no Lua in them.
 $(B)/test_%: $(B)/obj/tests/unit/test_%.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# test_oom fails the core's allocations one by one: it takes its calls over.
+$(B)/test_oom $(B)/san/test_oom: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 
 $(B)/san/test_%: $(B)/san/tests/unit/test_%.o $(SAN_CORE)
 	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

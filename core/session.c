@@ -134,10 +134,9 @@ void session_write(struct session *s, const char *p, size_t n)
 {
     if (s->dead)
         return;
-    if (buf_append(&s->out, p, n) < 0) {
-        /* Only a client that never reads its replies gets here. */
-        session_close(s, "output backlog over limit");
-    }
+    if (buf_append(&s->out, p, n) < 0)   /* a client that never reads its replies, or OOM */
+        session_close(s, buf_len(&s->out) + n > OUT_MAX ? "output backlog over limit"
+                                                        : "out of memory for replies");
 }
 
 void session_touch(struct session *s)

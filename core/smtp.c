@@ -680,10 +680,17 @@ static void cmd_data(struct session *s, const struct smtp_cmd *c)
 static void end_of_data(struct session *s)
 {
     if (s->data.overflow) {
-        log_msg(LOG_INFO, s->id, "message %s refused: %zu bytes over --max-size %lld", s->msgid,
-                s->data.size, s->srv->cfg->max_size);
-        reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
-              s->srv->cfg->max_size);
+        /* the message buffer could not grow: past --max-size, or no memory */
+        if (s->data.size > (size_t)s->srv->cfg->max_size) {
+            log_msg(LOG_INFO, s->id, "message %s refused: %zu bytes over --max-size %lld",
+                    s->msgid, s->data.size, s->srv->cfg->max_size);
+            reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
+                  s->srv->cfg->max_size);
+        } else {
+            log_msg(LOG_ERROR, s->id, "message %s refused: out of memory for %zu bytes", s->msgid,
+                    s->data.size);
+            reply(s, 451, "4.3.0", "Out of memory, try again later");
+        }
         reset_transaction(s);
         if (s->draining)
             reply_close(s, "4.3.2", "Service shutting down");

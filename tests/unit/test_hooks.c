@@ -15,6 +15,7 @@
 #include "log.h"
 #include "server.h"
 #include "session.h"
+#include "pair.h"
 #include "test.h"
 
 struct answer {
@@ -96,46 +97,6 @@ static bool plan_defines(void *ctx, enum hook_stage st)
 
 static const struct hooks plan_hooks = { NULL, plan_call, plan_close, plan_defines };
 
-static void stop_cb(struct ev_loop *l, ev_timer *w, int revents)
-{
-    (void)w;
-    (void)revents;
-    ev_break(l, EVBREAK_ONE);
-}
-
-static void run_for(double seconds)
-{
-    ev_timer t;
-    ev_timer_init(&t, stop_cb, seconds, 0.);
-    ev_timer_start(loop, &t);
-    ev_run(loop, 0);
-    ev_timer_stop(loop, &t);
-}
-
-/* A client end: a new session on the other end of a socketpair. */
-static int connect_client(void)
-{
-    int sv[2];
-    struct net_addr peer;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
-        return -1;
-    memset(&peer, 0, sizeof(peer));
-    peer.ss.ss_family = AF_UNIX;
-    if (session_new(&srv, sv[0], &peer, false) < 0)
-        return -1;
-    return sv[1];
-}
-
-/* Everything the server has sent so far, appended to out. */
-static void drain(int fd, char *out, size_t outsz)
-{
-    size_t o = strlen(out);
-    ssize_t n;
-    while (o < outsz - 1 && (n = read(fd, out + o, outsz - 1 - o)) > 0)
-        o += (size_t)n;
-    out[o] = '\0';
-}
-
 static void reset_plan(void)
 {
     memset(plan, 0, sizeof(plan));
@@ -146,15 +107,15 @@ static void reset_plan(void)
 /* Send input on a new connection, run the loop, return what came back. */
 static void converse(const char *input, double seconds, char *out, size_t outsz)
 {
-    int fd = connect_client();
+    int fd = connect_client(&srv);
     out[0] = '\0';
     /* This may fail: the server can have replied and closed already. */
     ssize_t w = write(fd, input, strlen(input));
     (void)w;
-    run_for(seconds);
+    run_for(loop, seconds);
     drain(fd, out, outsz);
     close(fd);
-    run_for(0.02);
+    run_for(loop, 0.02);
 }
 
 static void test_pending_verdict_holds_the_session(void)
@@ -162,25 +123,25 @@ static void test_pending_verdict_holds_the_session(void)
     char a[4096] = "", b[4096] = "";
     reset_plan();
     plan[HOOK_MAIL] = (struct answer){ 550, NULL, "Not you", false, 0.2 };
-    int ca = connect_client(), cb = connect_client();
+    int ca = connect_client(&srv), cb = connect_client(&srv);
     const char *ia = "EHLO a\r\nMAIL FROM:<x@y.z>\r\nNOOP\r\n";
     CHECK(write(ca, ia, strlen(ia)) > 0, "write");
-    run_for(0.05);
+    run_for(loop, 0.05);
     CHECK(write(cb, "NOOP\r\n", 6) == 6, "write");
-    run_for(0.05);
+    run_for(loop, 0.05);
     drain(ca, a, sizeof(a));
     drain(cb, b, sizeof(b));
     CHECK(strstr(b, "250 2.0.0 Ok") != NULL, "another session is served while one waits: '%s'", b);
     CHECK(strstr(a, "550") == NULL && strstr(a, "250 2.0.0 Ok") == NULL,
           "nothing after the pending MAIL is answered yet: '%s'", a);
-    run_for(0.3);
+    run_for(loop, 0.3);
     drain(ca, a, sizeof(a));
     const char *r = strstr(a, "550 5.7.1 Not you\r\n");
     CHECK(r != NULL, "the late verdict is the reply, enhanced code added: '%s'", a);
     CHECK(r && strstr(r, "250 2.0.0 Ok") != NULL, "the NOOP is answered after it, in order: '%s'", a);
     close(ca);
     close(cb);
-    run_for(0.02);
+    run_for(loop, 0.02);
     CHECK(closes == 2, "close hook once per session: %d", closes);
 }
 
@@ -193,7 +154,7 @@ static void test_client_leaves_while_pending(void)
     plan[HOOK_RCPT] = (struct answer){ VERDICT_ACCEPT, NULL, NULL, false, 0.2 };
     converse("HELO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\n", 0.05, out, sizeof(out));
     CHECK(closes == 0 && srv.nsessions == 1, "still waiting for the verdict: %d", closes);
-    run_for(0.3);
+    run_for(loop, 0.3);
     CHECK(closes == 1, "closed once the verdict came: %d", closes);
     CHECK(srv.nsessions == 0, "and freed: %lu", srv.nsessions);
 }
@@ -202,11 +163,11 @@ static void test_stop_while_pending(void)
 {
     reset_plan();
     plan[HOOK_MAIL] = (struct answer){ VERDICT_ACCEPT, NULL, NULL, false, 60 };
-    int fd = connect_client();
+    int fd = connect_client(&srv);
     CHECK(write(fd, "HELO a\r\nMAIL FROM:<x@y.z>\r\n", 26) == 26, "write");
-    run_for(0.05);
+    run_for(loop, 0.05);
     server_stop(&srv);
-    run_for(0.05);
+    run_for(loop, 0.05);
     char out[4096] = "";
     drain(fd, out, sizeof(out));
     CHECK(strstr(out, "421 4.3.2") != NULL, "a session waiting on a hook is told at stop: '%s'", out);
