@@ -156,31 +156,28 @@ class Save(unittest.TestCase):
         self.assertEqual(got, set(bodies))
         self.assertEqual(os.stat(os.path.join(self.maildir, "new", names[0])).st_mode & 0o777, 0o600)
 
+    @staticmethod
+    def message(s, subject):
+        s.ehlo_or_helo_if_needed()
+        s.mail("a@example.com")
+        s.rcpt("b@example.com")
+        return s.data(b"Subject: " + subject + b"\r\n\r\nx\r\n")
+
     def test_reply_names_the_file_and_errors_reach_the_hook(self):
         with smtplib.SMTP(self.srv.host, self.srv.port) as s:
-            s.ehlo()
-            s.mail("a@example.com")
-            s.rcpt("b@example.com")
-            code, msg = s.data(b"Subject: one\r\n\r\nx\r\n")
+            code, msg = self.message(s, b"one")
             self.assertEqual(code, 250)
             self.assertIn(b"saved " + self.maildir.encode() + b"/new/", msg)
-            s.mail("a@example.com")
-            s.rcpt("b@example.com")
-            code, msg = s.data(b"Subject: elsewhere\r\n\r\nx\r\n")
+            code, msg = self.message(s, b"elsewhere")
             self.assertEqual(code, 451)
             self.assertIn(b"cannot create /nonexistent/x/maildir", msg)
 
     def test_timeout_answers_and_the_write_still_completes(self):
         with smtplib.SMTP(self.srv.host, self.srv.port) as s:
-            s.ehlo()
-            s.mail("a@example.com")
-            s.rcpt("b@example.com")
-            code, msg = s.data(b"Subject: big\r\n\r\nx\r\n")
+            code, msg = self.message(s, b"big")
             self.assertEqual(code, 451, msg)
             self.assertIn(b"timed out after 0.001 seconds (the write may still complete)", msg)
-            s.mail("a@example.com")
-            s.rcpt("b@example.com")
-            self.assertEqual(s.data(b"Subject: next\r\n\r\nx\r\n")[0], 250)
+            self.assertEqual(self.message(s, b"next")[0], 250)
         deadline = time.monotonic() + 10
         while len(maildir_files(self.maildir)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
