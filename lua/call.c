@@ -4,9 +4,9 @@
  * Each call is a coroutine of its session.  It may wait (luasmtpd.sleep):
  * the call is then HOOK_PENDING and resumed from the loop; the verdict goes
  * back through smtp_verdict().  Every call has a budget of running time,
- * enforced by an instruction-count hook that keeps raising once the budget
- * is spent, so a script's own pcall cannot swallow it; memory is capped by
- * the state's allocator.  An error, an overrun or a return value that is no
+ * enforced by a debug hook that keeps raising once the budget is spent, so
+ * a script's own pcall cannot swallow it; memory is capped by the state's
+ * allocator.  An error, an overrun or a return value that is no
  * verdict is logged and answered 451 4.3.0.
  */
 #include <errno.h>
@@ -37,17 +37,11 @@ const char *call_hook_name(int st)
     return hook_names[st];
 }
 
-/*
- * Past the budget the coroutine is suspended by a yield from this hook: no
- * pcall in the script can catch a yield, and the call is then abandoned.
- * Inside a C callback (where no yield is possible) an error is raised
- * instead, and the hook yields at the next count it can.
- */
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
 /*
  * When the hook runs.  A count hook makes Lua stop at every instruction to
- * count, which is a tenth of a short hook's cost; so a call's own coroutine
+ * count (8% of a small message's whole cost), so a call's own coroutine
  * runs without one, and a timer signal ticks while calls run (ten times per
  * budget, at most 100 ms apart), each tick setting the hook on the running
  * call's coroutine.  The hook looks at the clock and, within the budget,
@@ -98,6 +92,12 @@ static int tick_start(const struct bridge *b)
     return 0;
 }
 
+/*
+ * Past the budget the coroutine is suspended by a yield from this hook: no
+ * pcall in the script can catch a yield, and the call is then abandoned.
+ * Inside a C callback (where no yield is possible) an error is raised
+ * instead, and the hook yields at the next count it can.
+ */
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     struct bridge *b = bridge_of(L);
