@@ -75,6 +75,16 @@ class Verdicts(ServerTest):
         self.assertTrue(self.srv.wait_log(r"on_mail_from: ran past its time budget of 0\.5s", count=3),
                         self.srv.log())
 
+    def test_budget_after_an_idle_while(self):
+        # the budget's timer stops after ten ticks without a call (0.5 s at
+        # this budget); the next call must start it again
+        c = self.session()
+        time.sleep(1.2)
+        t0 = time.monotonic()
+        self.assertReply(c.cmd("MAIL FROM:<x-loop@b.c>"), 451, "4.3.0")
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertReply(self.transaction(c), 250)
+
     def test_sleeping_hook_does_not_delay_others(self):
         slow = self.session()
         fast = self.session()

@@ -4,6 +4,7 @@
 #define LUASMTPD_TEST_PAIR_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -46,14 +47,16 @@ static inline int connect_client(struct server *srv)
     return sv[1];
 }
 
-/* Everything the server has sent so far, appended to out. */
-static inline void drain(int fd, char *out, size_t outsz)
+/* Everything the server has sent so far, appended to out; true once it
+ * has closed the connection. */
+static inline bool drain(int fd, char *out, size_t outsz)
 {
     size_t o = strlen(out);
-    ssize_t n;
+    ssize_t n = -1;
     while (o < outsz - 1 && (n = read(fd, out + o, outsz - 1 - o)) > 0)
         o += (size_t)n;
     out[o] = '\0';
+    return n == 0;
 }
 
 #endif

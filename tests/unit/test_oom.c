@@ -226,17 +226,12 @@ static bool transaction(char *out, size_t outsz)
     int fd = connect_client(&srv);
     if (fd < 0)
         return true;   /* no session at all: the client is let go at once */
-    size_t o = 0;
     bool closed = false;
     ssize_t w = write(fd, input, strlen(input));
     (void)w;
     for (int i = 0; i < 500 && !closed; i++) {
         run_for(loop, 0.002);
-        ssize_t n = -1;
-        while (o < outsz - 1 && (n = read(fd, out + o, outsz - 1 - o)) > 0)
-            o += (size_t)n;
-        out[o] = '\0';
-        closed = n == 0;
+        closed = drain(fd, out, outsz);
     }
     close(fd);
     run_for(loop, 0.002);
