@@ -265,14 +265,14 @@ static void save_release(struct lcall *c)
     c->release = NULL;
 }
 
+/* The wait is over but the job is still the writer's (it may be writing
+ * its err and path right now): let it go, and say so from the call. */
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lcall *c = w->data;
-    struct job *job = c->waitdata;
     (void)loop;
     (void)revents;
-    snprintf(job->err, sizeof(job->err), "timed out after %g seconds (the write may still complete)",
-             w->repeat);
+    save_release(c);
     c->waiting = false;
     call_resume(c);
 }
@@ -281,9 +281,15 @@ static int save_k(lua_State *L, int status, lua_KContext ctx)
 {
     struct lcall *c = (struct lcall *)ctx;
     struct job *job = c->waitdata;
-    int n = 1;
     (void)status;
     ev_timer_stop(c->b->loop, &c->wait);
+    if (job == NULL) {            /* timed out */
+        lua_pushnil(L);
+        lua_pushfstring(L, "timed out after %f seconds (the write may still complete)",
+                        (lua_Number)c->wait.repeat);
+        return 2;
+    }
+    int n = 1;
     if (job->err[0]) {
         lua_pushnil(L);
         lua_pushstring(L, job->err);
