@@ -22,7 +22,7 @@ MALLOC_LIBS ?= -Wl,--push-state,--no-as-needed -lmimalloc -Wl,--pop-state
 LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
-CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/hook_default.c core/log.c \
+CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c
 LUA_SRC   := lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/save.c lua/timer.c

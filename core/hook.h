@@ -8,7 +8,8 @@
  * implementation calls smtp_verdict().  Arguments are valid only during the
  * call; copy what is needed later.  hooks->close() is called once when a
  * session ends, pending verdict or not; after it, smtp_verdict() must not be
- * called for that session.
+ * called for that session.  The session is a struct smtp, opaque here: the
+ * functions below say what of it may be read.
  *
  * A verdict is an SMTP answer: VERDICT_ACCEPT (the stage's normal reply),
  * VERDICT_REJECT (the stage's default rejection) or an explicit code, with an
@@ -16,8 +17,8 @@
  * unusable code is logged and answered 451 4.3.0), adds the enhanced code
  * and the standard text when missing, and strips control characters.
  *
- * The core's own default (hook_default) accepts everything; the Lua bridge
- * in lua/ is the real implementation.
+ * The Lua bridge in lua/ implements it; the core's unit tests and fuzz
+ * targets bring their own.
  */
 #ifndef LUASMTPD_HOOK_H
 #define LUASMTPD_HOOK_H
@@ -25,7 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct session;
+struct smtp;
 struct smtp_params;
 
 enum hook_stage {
@@ -59,7 +60,7 @@ struct hook_args {
     bool        esmtp;      /* HELO: true for EHLO */
     const char *address;    /* MAIL, RCPT: without brackets; "" is the null sender;
                                VRFY, EXPN: the argument as given */
-    const struct smtp_params *params;  /* MAIL, RCPT: ESMTP parameters */
+    const struct smtp_params *params;  /* MAIL, RCPT: ESMTP parameters (hook_param) */
     const char *message;    /* MESSAGE: the message after dot-unstuffing */
     size_t      size;       /* MESSAGE: its length in bytes */
     const char *user;       /* AUTH: the user name (authentication identity) */
@@ -70,42 +71,49 @@ enum hook_status { HOOK_DONE, HOOK_PENDING };
 
 struct hooks {
     void *ctx;
-    enum hook_status (*call)(void *ctx, struct session *s, enum hook_stage stage,
+    enum hook_status (*call)(void *ctx, struct smtp *s, enum hook_stage stage,
                              const struct hook_args *args, struct verdict *v);
-    void (*close)(void *ctx, struct session *s);
+    void (*close)(void *ctx, struct smtp *s);
     /* Does the implementation decide this stage itself?  AUTH is offered
      * only when it decides HOOK_AUTH; VRFY and EXPN keep their fixed
      * replies unless it decides them. */
     bool (*defines)(void *ctx, enum hook_stage stage);
 };
 
-/* The built-in default: accept everything (for tests of the core). */
-extern const struct hooks hook_default;
+/* One ESMTP parameter of MAIL or RCPT: bytes of the command line, not
+ * NUL-terminated; value NULL for a keyword without one. */
+struct hook_param {
+    const char *key, *value;
+    size_t      keylen, valuelen;
+};
+size_t hook_nparams(const struct hook_args *a);
+void   hook_param(const struct hook_args *a, size_t i, struct hook_param *p);
 
 /* Deliver the verdict of a call that returned HOOK_PENDING. */
-void smtp_verdict(struct session *s, const struct verdict *v);
+void smtp_verdict(struct smtp *s, const struct verdict *v);
 
 const char *hook_stage_name(enum hook_stage stage);
 
+#define HOOK_TLS_SUBJECT_MAX 512   /* a client certificate's subject, with its NUL */
+
 /* What scripts may read of a session (the strings live as long as the
  * session, or until the transaction is reset for sender and recipients). */
-const char *session_id(const struct session *s);
-const char *session_server_id(const struct session *s);   /* --id */
-const char *session_peer_host(const struct session *s, int *port_r);
-const char *session_local_host(const struct session *s, int *port_r);
-const char *session_helo(const struct session *s);        /* NULL before HELO */
-bool        session_esmtp(const struct session *s);
-const char *session_sender(const struct session *s);      /* NULL before MAIL */
-size_t      session_nrecipients(const struct session *s);
-const char *session_recipient(const struct session *s, size_t i);
-const char *session_message_id(const struct session *s);  /* during HOOK_MESSAGE */
-const char *session_user(const struct session *s);        /* NULL before a successful AUTH */
+const char *smtp_id(const struct smtp *s);
+const char *smtp_server_id(const struct smtp *s);   /* --id */
+const char *smtp_peer_host(const struct smtp *s, int *port_r);
+const char *smtp_local_host(const struct smtp *s, int *port_r);
+const char *smtp_helo(const struct smtp *s);        /* NULL before HELO */
+bool        smtp_esmtp(const struct smtp *s);
+const char *smtp_sender(const struct smtp *s);      /* NULL before MAIL */
+size_t      smtp_nrecipients(const struct smtp *s);
+const char *smtp_recipient(const struct smtp *s, size_t i);
+const char *smtp_message_id(const struct smtp *s);  /* during HOOK_MESSAGE */
+const char *smtp_user(const struct smtp *s);        /* NULL before a successful AUTH */
 /* TLS: NULL without it; the client certificate's subject "" without one. */
-const char *session_tls_version(const struct session *s);
-const char *session_tls_cipher(const struct session *s);
-void        session_tls_client(const struct session *s, char *subject, size_t size,
-                               bool *verified_r);
+const char *smtp_tls_version(const struct smtp *s);
+const char *smtp_tls_cipher(const struct smtp *s);
+void        smtp_tls_client(const struct smtp *s, char *subject, size_t size, bool *verified_r);
 /* A slot for the hook implementation's own per-session data. */
-void      **session_hook_data(struct session *s);
+void      **smtp_hook_data(struct smtp *s);
 
 #endif

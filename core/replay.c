@@ -11,7 +11,6 @@
 #include "buf.h"
 #include "log.h"
 #include "server.h"
-#include "session.h"
 
 enum step { R_GREETING, R_EHLO, R_MAIL, R_RCPT, R_DATA, R_MESSAGE, R_QUIT, R_DONE };
 
@@ -232,7 +231,7 @@ int replay_run(struct ev_loop *loop, const struct config *cfg, const struct hook
     ev_io_init(&c.wio, write_cb, c.fd, EV_WRITE);
     c.io.data = c.wio.data = &c;
     ev_io_start(loop, &c.io);
-    if (session_new(&srv, sv[0], &peer, false) < 0) {
+    if (server_adopt(&srv, sv[0], &peer, false) < 0) {
         close(sv[0]);
         c.step = R_DONE;
     } else {

@@ -1,12 +1,13 @@
 #include "server.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
-#include "session.h"
+#include "smtp.h"
 
 #define LISTEN_BACKLOG 511
 
@@ -25,7 +26,7 @@ static void reject_over_limit(struct server *srv, const struct listener *l, int 
     }
     close(fd);
     log_msg(LOG_WARN, NULL, "refused %s: %lu connections (--max-clients)", net_addr_str(peer, a),
-            srv->nsessions);
+            srv->sessions.nsessions);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -52,11 +53,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             log_msg(LOG_ERROR, NULL, "accept: %s", strerror(errno));
             return;
         }
-        if (srv->nsessions >= (unsigned long)srv->cfg->max_clients) {
+        if (srv->sessions.nsessions >= (unsigned long)srv->cfg->max_clients) {
             reject_over_limit(srv, l, fd, &peer);
             continue;
         }
-        if (session_new(srv, fd, &peer, l->tls) < 0) {
+        if (server_adopt(srv, fd, &peer, l->tls) < 0) {
             log_msg(LOG_ERROR, NULL, "out of memory for a new session");
             close(fd);
         }
@@ -73,14 +74,25 @@ static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_io_start(loop, &srv->listeners[k].io);
 }
 
+/* A session was freed: the last one ends a stop. */
+static void session_gone(struct session_owner *o)
+{
+    struct server *srv = (struct server *)((char *)o - offsetof(struct server, sessions));
+    if (srv->stopping && o->sessions == NULL) {
+        ev_timer_stop(srv->loop, &srv->grace);
+        ev_break(srv->loop, EVBREAK_ALL);
+    }
+}
+
 static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct server *srv = w->data;
     (void)loop;
     (void)revents;
-    log_msg(LOG_WARN, NULL, "grace period over: closing %lu remaining connection(s)", srv->nsessions);
-    while (srv->sessions) {
-        struct session *s = srv->sessions;
+    log_msg(LOG_WARN, NULL, "grace period over: closing %lu remaining connection(s)",
+            srv->sessions.nsessions);
+    while (srv->sessions.sessions) {
+        struct session *s = srv->sessions.sessions;
         session_close(s, "server stopping");
         session_free(s);
     }
@@ -92,8 +104,9 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
     srv->cfg = cfg;
-    srv->hooks = hooks;
-    srv->tls = tls;
+    srv->sessions = (struct session_owner){ .loop = loop, .cfg = cfg, .tls = tls,
+                                            .proto = &smtp_proto, .proto_ctx = hooks,
+                                            .gone = session_gone };
     /* Session ids: the start time, then a count; each worker counts in its
      * own residue class, so no two workers make the same id. */
     srv->id_step = cfg->workers > 1 ? (unsigned long)cfg->workers : 1;
@@ -138,33 +151,25 @@ void server_stop(struct server *srv)
         close(srv->listeners[i].fd);
     }
     srv->nlisteners = 0;
-    log_msg(LOG_INFO, NULL, "stopping: %lu connection(s) open", srv->nsessions);
+    log_msg(LOG_INFO, NULL, "stopping: %lu connection(s) open", srv->sessions.nsessions);
 
-    struct session *s = srv->sessions;
+    struct session *s = srv->sessions.sessions;
     while (s) {
         struct session *next = s->next;
         session_shutdown(s);
         s = next;
     }
-    if (srv->sessions)
+    if (srv->sessions.sessions)
         ev_timer_start(srv->loop, &srv->grace);
     else
         ev_break(srv->loop, EVBREAK_ALL);
 }
 
-void server_session_gone(struct server *srv, struct session *s)
+int server_adopt(struct server *srv, int fd, const struct net_addr *peer, bool tls)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        srv->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    srv->nsessions--;
-    if (srv->stopping && srv->sessions == NULL) {
-        ev_timer_stop(srv->loop, &srv->grace);
-        ev_break(srv->loop, EVBREAK_ALL);
-    }
+    unsigned long id = srv->next_id;
+    srv->next_id += srv->id_step;
+    return session_new(&srv->sessions, fd, peer, tls, id);
 }
 
 void server_free(struct server *srv)
@@ -174,8 +179,8 @@ void server_free(struct server *srv)
         close(srv->listeners[i].fd);
     }
     srv->nlisteners = 0;
-    while (srv->sessions) {
-        struct session *s = srv->sessions;
+    while (srv->sessions.sessions) {
+        struct session *s = srv->sessions.sessions;
         session_close(s, "server exiting");
         session_free(s);
     }

@@ -1,6 +1,7 @@
 /*
  * server: the listening sockets, accepting (with the --max-clients limit),
- * the list of live sessions, and the graceful stop.
+ * session ids, the sessions' shared part (struct session_owner, with the
+ * list of live sessions), and the graceful stop.
  */
 #ifndef LUASMTPD_SERVER_H
 #define LUASMTPD_SERVER_H
@@ -9,9 +10,10 @@
 #include <stdbool.h>
 
 #include "config.h"
-#include "hook.h"
+#include "net.h"
+#include "session.h"
 
-struct session;
+struct hooks;
 struct tls_server;
 
 struct listener {
@@ -23,30 +25,29 @@ struct listener {
 };
 
 struct server {
+    struct session_owner sessions;      /* loop, config, TLS, SMTP and the live sessions */
     struct ev_loop      *loop;
     const struct config *cfg;
-    const struct hooks  *hooks;
-    struct tls_server   *tls;           /* NULL: no TLS configured */
     struct listener      listeners[CONFIG_LISTEN_MAX];
     int                  nlisteners;
     ev_timer             accept_retry;  /* out of descriptors: pause accepting */
     ev_timer             grace;
-    struct session      *sessions;
-    unsigned long        nsessions;
     unsigned long        next_id;
     unsigned long        id_step;       /* the number of workers */
     bool                 stopping;
 };
 
-/* Open every listener of cfg; 0, or -1 after logging why.  tls (which the
- * caller keeps) serves STARTTLS and the --listen-tls listeners. */
+/* Open every listener of cfg; 0, or -1 after logging why.  Sessions speak
+ * SMTP asking `hooks`; tls (which the caller keeps) serves STARTTLS and the
+ * --listen-tls listeners. */
 int  server_init(struct server *srv, struct ev_loop *loop, const struct config *cfg,
                  const struct hooks *hooks, struct tls_server *tls);
 /* SIGTERM/SIGINT: stop accepting, let messages in progress finish within
  * the grace period; the loop ends when the last session has gone. */
 void server_stop(struct server *srv);
-/* A session has been freed (called by session_free). */
-void server_session_gone(struct server *srv, struct session *s);
+/* Serve fd (connected to peer) as a new session: 0, or -1 when out of
+ * memory (the caller closes fd). */
+int  server_adopt(struct server *srv, int fd, const struct net_addr *peer, bool tls);
 void server_free(struct server *srv);
 
 #endif

@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "server.h"
-#include "smtp.h"
 #include "tls.h"
 
 #define READ_CHUNK     16384
@@ -20,43 +18,48 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void life_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static int  start_tls(struct session *s);
+static void settle(struct session *s);
 
-int session_new(struct server *srv, int fd, const struct net_addr *peer, bool tls)
+int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bool tls,
+                unsigned long id)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -1;
-    struct ev_loop *loop = srv->loop;
-    const struct config *cfg = srv->cfg;
+    struct ev_loop *loop = o->loop;
+    const struct config *cfg = o->cfg;
 
-    s->srv = srv;
+    s->owner = o;
     s->fd = fd;
     s->peer = *peer;
     if (net_local_addr(fd, &s->local) < 0)
         memset(&s->local, 0, sizeof(s->local));
     s->peer_port = net_addr_host(&s->peer, s->peer_host);
     s->local_port = net_addr_host(&s->local, s->local_host);
-    snprintf(s->id, sizeof(s->id), "%012lX", srv->next_id);
-    srv->next_id += srv->id_step;
+    snprintf(s->id, sizeof(s->id), "%012lX", id);
     s->started = ev_now(loop);
-    s->pending = -1;
     buf_init(&s->in, IN_MAX);
     buf_init(&s->out, OUT_MAX);
-    buf_init(&s->msg, (size_t)cfg->max_size);
+    if ((s->proto = o->proto->open(o->proto_ctx, s)) == NULL) {
+        free(s);
+        return -1;
+    }
 
     ev_io_init(&s->rio, read_cb, fd, EV_READ);
     ev_io_init(&s->wio, write_cb, fd, EV_WRITE);
     ev_init(&s->idle, idle_cb);
     s->idle.repeat = (ev_tstamp)cfg->timeout;
     ev_timer_init(&s->life, life_cb, (ev_tstamp)cfg->session_timeout, 0.);
-    s->rio.data = s->wio.data = s->idle.data = s->life.data = s;
+    ev_init(&s->kick, kick_cb);
+    s->rio.data = s->wio.data = s->idle.data = s->life.data = s->kick.data = s;
 
-    s->next = srv->sessions;
-    if (srv->sessions)
-        srv->sessions->prev = s;
-    srv->sessions = s;
-    srv->nsessions++;
+    s->next = o->sessions;
+    if (o->sessions)
+        o->sessions->prev = s;
+    o->sessions = s;
+    o->nsessions++;
 
     log_msg(LOG_INFO, s->id, "connect from %s:%d to %s:%d%s", s->peer_host, s->peer_port,
             s->local_host, s->local_port, tls ? " (TLS)" : "");
@@ -67,9 +70,10 @@ int session_new(struct server *srv, int fd, const struct net_addr *peer, bool tl
             session_close(s, "out of memory for TLS");
     } else {
         ev_timer_again(loop, &s->idle);
-        smtp_start(s);
+        s->begun = true;
+        o->proto->start(s->proto);
     }
-    session_settle(s);
+    settle(s);
     return 0;
 }
 
@@ -78,12 +82,12 @@ int session_new(struct server *srv, int fd, const struct net_addr *peer, bool tl
 /* Begin the server side of a handshake; the client speaks first. */
 static int start_tls(struct session *s)
 {
-    s->tls = tls_conn_new(s->srv->tls, s->fd);
+    s->tls = tls_conn_new(s->owner->tls, s->fd);
     if (s->tls == NULL)
         return -1;
     s->tls_state = STLS_HANDSHAKE;
-    s->idle.repeat = (ev_tstamp)s->srv->cfg->tls_timeout;
-    ev_timer_again(s->srv->loop, &s->idle);
+    s->idle.repeat = (ev_tstamp)s->owner->cfg->tls_timeout;
+    ev_timer_again(s->owner->loop, &s->idle);
     return 0;
 }
 
@@ -100,27 +104,33 @@ void session_starttls(struct session *s)
 static void handshake(struct session *s)
 {
     char err[TLS_ERR_MAX];
+    struct ev_loop *loop = s->owner->loop;
     switch (tls_handshake(s->tls, err)) {
     case TLS_OK: {
-        bool implicit = s->state == ST_GREETING;   /* no SMTP yet: no STARTTLS either */
         s->tls_state = STLS_ON;
-        ev_io_stop(s->srv->loop, &s->wio);
-        s->idle.repeat = (ev_tstamp)s->srv->cfg->timeout;
-        ev_timer_again(s->srv->loop, &s->idle);
+        ev_io_stop(loop, &s->wio);
+        s->idle.repeat = (ev_tstamp)s->owner->cfg->timeout;
+        ev_timer_again(loop, &s->idle);
         char subject[TLS_SUBJECT_MAX];
         bool verified;
         tls_client_subject(s->tls, subject, sizeof(subject), &verified);
         log_msg(LOG_INFO, s->id, "TLS established: %s %s%s%s%s", tls_version(s->tls),
                 tls_cipher(s->tls), subject[0] ? ", client certificate " : "", subject,
                 subject[0] ? (verified ? " (verified)" : " (not verified)") : "");
-        smtp_tls_ready(s, implicit);
+        /* implicit TLS: the protocol starts only now */
+        if (s->begun) {
+            s->owner->proto->tls_ready(s->proto);
+        } else {
+            s->begun = true;
+            s->owner->proto->start(s->proto);
+        }
         return;
     }
     case TLS_WANT_READ:
-        ev_io_stop(s->srv->loop, &s->wio);
+        ev_io_stop(loop, &s->wio);
         return;
     case TLS_WANT_WRITE:
-        ev_io_start(s->srv->loop, &s->wio);
+        ev_io_start(loop, &s->wio);
         return;
     case TLS_CLOSED:
     case TLS_ERROR:
@@ -128,6 +138,13 @@ static void handshake(struct session *s)
     }
     log_msg(LOG_INFO, s->id, "TLS handshake failed: %s", err);
     session_close(s, "TLS handshake failed");
+}
+
+/* --- for the protocol ------------------------------------------------------ */
+
+struct buf *session_input(struct session *s)
+{
+    return &s->in;
 }
 
 void session_write(struct session *s, const char *p, size_t n)
@@ -139,14 +156,64 @@ void session_write(struct session *s, const char *p, size_t n)
                                                         : "out of memory for replies");
 }
 
-void session_touch(struct session *s)
+bool session_can_take(const struct session *s)
 {
-    ev_timer_again(s->srv->loop, &s->idle);
+    return !s->dead && !s->closing && !s->paused && buf_len(&s->out) < OUT_HIGH &&
+           (s->tls_state == STLS_NONE || s->tls_state == STLS_ON);
 }
 
-void session_update_io(struct session *s)
+void session_touch(struct session *s)
 {
-    struct ev_loop *loop = s->srv->loop;
+    ev_timer_again(s->owner->loop, &s->idle);
+}
+
+void session_pause(struct session *s)
+{
+    s->paused = true;
+    ev_timer_stop(s->owner->loop, &s->idle);
+}
+
+void session_resume(struct session *s)
+{
+    s->paused = false;
+    if (!s->dead)
+        ev_timer_again(s->owner->loop, &s->idle);
+    /* the session's own callback takes it from here (and frees a session
+     * that died meanwhile): the protocol is not re-entered from inside */
+    ev_feed_event(s->owner->loop, &s->kick, EV_CUSTOM);
+}
+
+void session_close_after_flush(struct session *s)
+{
+    s->closing = true;
+}
+
+bool session_closing(const struct session *s)
+{
+    return s->dead || s->closing;
+}
+
+bool session_tls_possible(const struct session *s)
+{
+    return s->owner->tls != NULL;
+}
+
+enum session_tls session_tls_state(const struct session *s)
+{
+    return s->tls_state;
+}
+
+const struct config *session_config(const struct session *s)
+{
+    return s->owner->cfg;
+}
+
+/* --- I/O ----------------------------------------------------------------- */
+
+/* Set reading on or off to match what the session can take. */
+static void update_io(struct session *s)
+{
+    struct ev_loop *loop = s->owner->loop;
     bool want;
     if (s->dead)
         want = false;
@@ -178,7 +245,7 @@ static ssize_t send_some(struct session *s)
         if (n > 0)
             return n;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            ev_io_start(s->srv->loop, &s->wio);
+            ev_io_start(s->owner->loop, &s->wio);
             return 0;
         }
         session_close(s, n < 0 ? strerror(errno) : "send returned 0");
@@ -191,11 +258,11 @@ static ssize_t send_some(struct session *s)
     case TLS_OK:
         return (ssize_t)n;
     case TLS_WANT_WRITE:
-        ev_io_start(s->srv->loop, &s->wio);
+        ev_io_start(s->owner->loop, &s->wio);
         return 0;
     case TLS_WANT_READ:
         s->write_wants_read = true;
-        session_update_io(s);
+        update_io(s);
         return 0;
     case TLS_CLOSED:
         session_close(s, "connection closed by the client");
@@ -207,10 +274,8 @@ static ssize_t send_some(struct session *s)
     return -1;
 }
 
-void session_flush(struct session *s)
+static void flush(struct session *s)
 {
-    struct ev_loop *loop = s->srv->loop;
-
     if (s->tls_state == STLS_HANDSHAKE)
         return;   /* replies wait for the handshake */
     while (!s->dead && buf_len(&s->out) > 0) {
@@ -222,7 +287,7 @@ void session_flush(struct session *s)
     if (s->dead)
         return;
     if (!s->read_wants_write)
-        ev_io_stop(loop, &s->wio);
+        ev_io_stop(s->owner->loop, &s->wio);
     buf_shrink(&s->out);
     if (s->closing)
         session_close(s, NULL);
@@ -230,41 +295,30 @@ void session_flush(struct session *s)
         session_close(s, "out of memory for TLS");
 }
 
-void session_settle(struct session *s)
+/* The end of every event callback: hand buffered input to the protocol,
+ * send the replies, and free the session if it died. */
+static void settle(struct session *s)
 {
-    /* Take buffered commands while replies can be queued, then send them
-     * all in one write: pipelined replies go out batched and in order. */
+    const struct proto *p = s->owner->proto;
+    /* Take buffered input while replies can be queued, then send them all
+     * in one write: pipelined replies go out batched and in order. */
     if (buf_len(&s->in) > 0 && session_can_take(s))
-        smtp_input(s);
+        p->input(s->proto);
     /* The client has finished sending: once everything it sent has been
-     * answered (no verdict pending, no backlog holding input back), what is
-     * left is an unfinished command or message; reply, then close. */
+     * taken (the protocol not paused, no backlog holding input back), what
+     * is left is unfinished; the protocol answers, then the session closes. */
     if (s->eof && session_can_take(s)) {
-        smtp_eof(s);
+        p->eof(s->proto);
         s->closing = true;
     }
     if (!s->dead)
-        session_flush(s);
+        flush(s);
     if (s->dead) {
         session_free(s);
         return;
     }
     buf_shrink(&s->in);
-    session_update_io(s);
-}
-
-bool session_can_take(const struct session *s)
-{
-    return !s->dead && !s->closing && s->pending < 0 && buf_len(&s->out) < OUT_HIGH &&
-           (s->tls_state == STLS_NONE || s->tls_state == STLS_ON);
-}
-
-void session_wait(struct session *s, bool waiting)
-{
-    if (waiting)
-        ev_timer_stop(s->srv->loop, &s->idle);
-    else if (!s->dead)
-        ev_timer_again(s->srv->loop, &s->idle);
+    update_io(s);
 }
 
 /* Read what the client sent into s->in (through TLS when it is on). */
@@ -285,7 +339,7 @@ static void receive(struct session *s)
             return;
         case TLS_WANT_WRITE:
             s->read_wants_write = true;
-            ev_io_start(s->srv->loop, &s->wio);
+            ev_io_start(s->owner->loop, &s->wio);
             return;
         case TLS_CLOSED:
             s->eof = true;
@@ -318,7 +372,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         handshake(s);
     else
         receive(s);
-    session_settle(s);
+    settle(s);
 }
 
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -330,7 +384,14 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
         handshake(s);
     else if (s->read_wants_write)
         receive(s);
-    session_settle(s);
+    settle(s);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    settle(w->data);
 }
 
 static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -344,9 +405,9 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     } else if (s->closing) {
         session_close(s, "client does not read its replies");
     } else {
-        smtp_timeout(s, "timeout exceeded");
+        s->owner->proto->timeout(s->proto, "timeout exceeded");
     }
-    session_settle(s);
+    settle(s);
 }
 
 static void life_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -356,25 +417,28 @@ static void life_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     if (s->tls_state == STLS_HANDSHAKE)
         session_close(s, "session time limit exceeded in the TLS handshake");
-    else
-        smtp_timeout(s, "session time limit exceeded");
-    session_settle(s);
+    else if (!s->closing)
+        s->owner->proto->timeout(s->proto, "session time limit exceeded");
+    settle(s);
 }
+
+/* --- for the owner --------------------------------------------------------- */
 
 void session_shutdown(struct session *s)
 {
     if (s->tls_state == STLS_HANDSHAKE)
         session_close(s, "server stopping");
-    else
-        smtp_shutdown(s);
-    session_settle(s);
+    else if (!s->closing)
+        s->owner->proto->shutdown(s->proto);
+    settle(s);
 }
 
 void session_close(struct session *s, const char *why)
 {
     if (s->dead)
         return;
-    struct ev_loop *loop = s->srv->loop;
+    struct ev_loop *loop = s->owner->loop;
+    char summary[SESSION_SUMMARY_MAX] = "";
     s->dead = true;
     ev_io_stop(loop, &s->rio);
     ev_io_stop(loop, &s->wio);
@@ -384,25 +448,31 @@ void session_close(struct session *s, const char *why)
     tls_conn_free(&s->tls);
     close(s->fd);
     s->fd = -1;
-    s->srv->hooks->close(s->srv->hooks->ctx, s);
-    log_msg(LOG_INFO, s->id, "disconnect from %s:%d%s%s messages=%lu duration=%.3fs", s->peer_host,
-            s->peer_port, why ? ": " : "", why ? why : "", s->nmessages,
-            ev_now(loop) - s->started);
+    s->owner->proto->closed(s->proto, summary, sizeof(summary));
+    log_msg(LOG_INFO, s->id, "disconnect from %s:%d%s%s%s duration=%.3fs", s->peer_host,
+            s->peer_port, why ? ": " : "", why ? why : "", summary, ev_now(loop) - s->started);
 }
 
 void session_free(struct session *s)
 {
+    struct session_owner *o = s->owner;
     session_close(s, "closed by server");
-    smtp_free(s);
+    ev_clear_pending(o->loop, &s->kick);
+    o->proto->free(s->proto);
     buf_free(&s->in);
     buf_free(&s->out);
-    buf_free(&s->msg);
-    server_session_gone(s->srv, s);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        o->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    o->nsessions--;
     free(s);
+    o->gone(o);
 }
 
 const char *session_id(const struct session *s) { return s->id; }
-const char *session_server_id(const struct session *s) { return s->srv->cfg->id; }
 const char *session_peer_host(const struct session *s, int *port_r)
 {
     if (port_r)
@@ -415,16 +485,6 @@ const char *session_local_host(const struct session *s, int *port_r)
         *port_r = s->local_port;
     return s->local_host;
 }
-const char *session_helo(const struct session *s) { return s->helo; }
-bool session_esmtp(const struct session *s) { return s->esmtp; }
-const char *session_sender(const struct session *s) { return s->sender; }
-size_t session_nrecipients(const struct session *s) { return s->nrcpts; }
-const char *session_recipient(const struct session *s, size_t i)
-{
-    return i < s->nrcpts ? s->rcpts[i] : NULL;
-}
-const char *session_message_id(const struct session *s) { return s->msgid; }
-const char *session_user(const struct session *s) { return s->user; }
 const char *session_tls_version(const struct session *s)
 {
     return s->tls_state == STLS_ON ? tls_version(s->tls) : NULL;
@@ -442,4 +502,3 @@ void session_tls_client(const struct session *s, char *subject, size_t size, boo
         *verified_r = false;
     }
 }
-void **session_hook_data(struct session *s) { return &s->hook_data; }

@@ -8,13 +8,83 @@
 
 #include "auth.h"
 #include "config.h"
+#include "hook.h"
 #include "log.h"
-#include "server.h"
 #include "session.h"
 #include "smtp_parse.h"
 
 #define REPLY_LINE_MAX   512   /* RFC 5321 4.5.3.1.5, with CRLF */
 #define REPLY_LINES_MAX  32
+#define MSGID_MAX        (SESSION_ID_MAX + 12)
+
+enum smtp_state {
+    ST_GREETING,     /* waiting for the connect hook */
+    ST_REFUSED,      /* greeting refused: only QUIT is served (RFC 5321 3.1) */
+    ST_INIT,         /* needs HELO/EHLO */
+    ST_READY,        /* may start a transaction */
+    ST_MAIL,         /* sender given */
+    ST_RCPT,         /* at least one recipient */
+    ST_DATA,         /* reading the message */
+    ST_AUTH,         /* AUTH: reading the client's next SASL response */
+    ST_COUNT
+};
+
+enum auth_step { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASSWORD };
+
+/* One mail transaction: RSET and the end of a message clear it. */
+struct smtp_tx {
+    char    *sender;
+    bool     smtputf8;              /* MAIL ... SMTPUTF8 */
+    char   **rcpts;
+    size_t   nrcpts, rcpts_cap;
+    struct smtp_data data;          /* the DATA scanner */
+    struct buf msg;                 /* the message, dot-unstuffed */
+    char     msgid[MSGID_MAX];      /* set at DATA */
+};
+
+/* What the client said of itself: STARTTLS clears it (RFC 3207 4.2). */
+struct smtp_client {
+    char    *helo;
+    bool     esmtp;
+    char    *user;                  /* after a successful AUTH */
+};
+
+struct smtp {
+    struct session      *s;
+    const char          *id;        /* the session's */
+    const struct config *cfg;
+    const struct hooks  *hooks;
+    enum smtp_state      state;     /* changed by enter_state() only */
+    int                  pending;   /* the stage awaiting a verdict, or -1 */
+    char                 arg[SMTP_PATH_MAX + 1];  /* that stage's argument (HELO
+                                       name, address, AUTH user name) */
+    struct smtp_client   client;
+    struct smtp_tx       tx;
+    enum auth_step       auth_step; /* in ST_AUTH: which response comes next */
+    char                 login_user[AUTH_USER_MAX + 1];  /* AUTH LOGIN, until the password */
+    unsigned             nerrors, nauth_failures;
+    unsigned long        nmessages;      /* accepted with 250 */
+    unsigned long        ntransactions;  /* DATA started: numbers message ids */
+    bool                 draining;       /* server stopping: close after this message */
+    bool                 closed;         /* the connection is gone */
+    void                *hook_data;
+};
+
+static const char *state_name(enum smtp_state st)
+{
+    static const char *const names[ST_COUNT] = {
+        "greeting", "refused", "init", "ready", "mail", "rcpt", "data", "auth",
+    };
+    return names[st];
+}
+
+/* The one place the state changes. */
+static void enter_state(struct smtp *m, enum smtp_state st)
+{
+    if (st != m->state && log_enabled(LOG_DEBUG))
+        log_msg(LOG_DEBUG, m->id, "state %s -> %s", state_name(m->state), state_name(st));
+    m->state = st;
+}
 
 /* --- replies ------------------------------------------------------------- */
 
@@ -75,7 +145,7 @@ static bool has_enhanced(const char *t)
  * line gets the code and, when enh is not NULL, the enhanced code, unless
  * the line brings its own.  Control and non-ASCII bytes become '?'.
  */
-static void reply_text(struct session *s, int code, const char *enh, const char *text)
+static void reply_text(struct smtp *m, int code, const char *enh, const char *text)
 {
     char line[REPLY_LINE_MAX];
     const char *p = text;
@@ -103,116 +173,136 @@ static void reply_text(struct session *s, int code, const char *enh, const char 
             line[n++] = (c < 32 || c >= 127) ? '?' : (char)c;
         }
         if (log_enabled(code >= 400 ? LOG_INFO : LOG_DEBUG))
-            log_msg(code >= 400 ? LOG_INFO : LOG_DEBUG, s->id, "> %.*s", (int)n, line);
+            log_msg(code >= 400 ? LOG_INFO : LOG_DEBUG, m->id, "> %.*s", (int)n, line);
         line[n++] = '\r';
         line[n++] = '\n';
-        session_write(s, line, n);
+        session_write(m->s, line, n);
         if (last)
             break;
         p = eol + 1;
     }
 }
 
-static void reply(struct session *s, int code, const char *enh, const char *fmt, ...)
+static void reply(struct smtp *m, int code, const char *enh, const char *fmt, ...)
     LOG_PRINTF(4, 5);
 
-static void reply(struct session *s, int code, const char *enh, const char *fmt, ...)
+static void reply(struct smtp *m, int code, const char *enh, const char *fmt, ...)
 {
     char text[REPLY_LINE_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    reply_text(s, code, enh, text);
+    reply_text(m, code, enh, text);
 }
 
-static const char *hostname(const struct session *s)
+static const char *hostname(const struct smtp *m)
 {
-    return s->srv->cfg->hostname;
+    return m->cfg->hostname;
 }
 
 /* Reply, then close once it has been sent. */
-static void reply_close(struct session *s, const char *enh, const char *why)
+static void reply_close(struct smtp *m, const char *enh, const char *why)
 {
-    reply(s, 421, enh, "%s %s, closing connection", hostname(s), why);
-    s->closing = true;
+    reply(m, 421, enh, "%s %s, closing connection", hostname(m), why);
+    session_close_after_flush(m->s);
 }
 
 /* A client error: count it against --max-errors. */
-static void reply_error(struct session *s, int code, const char *enh, const char *text)
+static void reply_error(struct smtp *m, int code, const char *enh, const char *text)
 {
-    reply_text(s, code, enh, text);
-    if (++s->nerrors >= (unsigned)s->srv->cfg->max_errors)
-        reply_close(s, "4.7.0", "Too many errors");
+    reply_text(m, code, enh, text);
+    if (++m->nerrors >= (unsigned)m->cfg->max_errors)
+        reply_close(m, "4.7.0", "Too many errors");
 }
 
 /* --- the transaction ------------------------------------------------------- */
 
-static void reset_transaction(struct session *s)
+static void tx_clear(struct smtp_tx *tx, size_t max_size)
 {
-    free(s->sender);
-    s->sender = NULL;
-    s->smtputf8 = false;
-    for (size_t i = 0; i < s->nrcpts; i++)
-        free(s->rcpts[i]);
-    s->nrcpts = 0;
-    buf_free(&s->msg);
-    if (s->state >= ST_READY)
-        s->state = ST_READY;
+    free(tx->sender);
+    for (size_t i = 0; i < tx->nrcpts; i++)
+        free(tx->rcpts[i]);
+    free(tx->rcpts);
+    buf_free(&tx->msg);
+    memset(tx, 0, sizeof(*tx));
+    buf_init(&tx->msg, max_size);
 }
 
-void smtp_free(struct session *s)
+static void reset_transaction(struct smtp *m)
 {
-    reset_transaction(s);
-    free(s->rcpts);
-    s->rcpts = NULL;
-    s->rcpts_cap = 0;
-    free(s->helo);
-    s->helo = NULL;
-    free(s->user);
-    s->user = NULL;
+    tx_clear(&m->tx, (size_t)m->cfg->max_size);
+    if (m->state >= ST_READY)
+        enter_state(m, ST_READY);
 }
 
-static int add_recipient(struct session *s, const char *addr)
+static void client_clear(struct smtp_client *c)
 {
-    if (s->nrcpts == s->rcpts_cap) {
-        size_t cap = s->rcpts_cap ? s->rcpts_cap * 2 : 4;
-        char **r = realloc(s->rcpts, cap * sizeof(*r));
+    free(c->helo);
+    free(c->user);
+    memset(c, 0, sizeof(*c));
+}
+
+static int add_recipient(struct smtp *m, const char *addr)
+{
+    if (m->tx.nrcpts == m->tx.rcpts_cap) {
+        size_t cap = m->tx.rcpts_cap ? m->tx.rcpts_cap * 2 : 4;
+        char **r = realloc(m->tx.rcpts, cap * sizeof(*r));
         if (r == NULL)
             return -1;
-        s->rcpts = r;
-        s->rcpts_cap = cap;
+        m->tx.rcpts = r;
+        m->tx.rcpts_cap = cap;
     }
     char *copy = strdup(addr);
     if (copy == NULL)
         return -1;
-    s->rcpts[s->nrcpts++] = copy;
+    m->tx.rcpts[m->tx.nrcpts++] = copy;
     return 0;
 }
 
 /* --- verdicts -------------------------------------------------------------- */
 
+/* A resolved reply: what the client is told. */
+struct reply {
+    int         code;
+    const char *enh;     /* NULL: no enhanced code */
+    const char *text;
+};
+
+typedef void finish_fn(struct smtp *m, struct reply *r);
+static finish_fn finish_connect, finish_helo, finish_mail, finish_rcpt, finish_data,
+                 finish_message, finish_auth, finish_directory, finish_plain;
+
 struct stage_def {
     int accept_code;  const char *accept_enh;  const char *accept_text;
     int reject_code;  const char *reject_enh;  const char *reject_text;
+    finish_fn *finish;   /* the stage's work once its verdict is known */
 };
 
-/* The normal reply and the default rejection of each stage.  An enh of
- * NULL means the stage's replies carry no enhanced code (RFC 2034: not on
- * the greeting; 354 is not a completion reply). */
+/* The normal reply, the default rejection and the finish work of each
+ * stage.  An enh of NULL means the stage's replies carry no enhanced code
+ * (RFC 2034: not on the greeting; 354 is not a completion reply). */
 static const struct stage_def stages[HOOK_STAGE_COUNT] = {
-    [HOOK_CONNECT] = { 220, NULL,    "ESMTP " SMTP_SOFTWARE, 554, NULL,    "Service unavailable" },
-    [HOOK_HELO]    = { 250, NULL,    "",                     550, "5.7.1", "Helo command rejected" },
-    [HOOK_MAIL]    = { 250, "2.1.0", "Ok",                   550, "5.7.1", "Sender rejected" },
-    [HOOK_RCPT]    = { 250, "2.1.5", "Ok",                   550, "5.1.1", "Recipient rejected" },
-    [HOOK_DATA]    = { 354, NULL,    "End data with <CR><LF>.<CR><LF>", 554, "5.7.1", "Data rejected" },
-    [HOOK_MESSAGE] = { 250, "2.0.0", "Ok: queued as",        554, "5.6.0", "Message rejected" },
-    [HOOK_RSET]    = { 250, "2.0.0", "Ok",                   0,   NULL,    NULL },
+    [HOOK_CONNECT] = { 220, NULL,    "ESMTP " SMTP_SOFTWARE, 554, NULL,    "Service unavailable",
+                       finish_connect },
+    [HOOK_HELO]    = { 250, NULL,    "",                     550, "5.7.1", "Helo command rejected",
+                       finish_helo },
+    [HOOK_MAIL]    = { 250, "2.1.0", "Ok",                   550, "5.7.1", "Sender rejected",
+                       finish_mail },
+    [HOOK_RCPT]    = { 250, "2.1.5", "Ok",                   550, "5.1.1", "Recipient rejected",
+                       finish_rcpt },
+    [HOOK_DATA]    = { 354, NULL,    "End data with <CR><LF>.<CR><LF>", 554, "5.7.1", "Data rejected",
+                       finish_data },
+    [HOOK_MESSAGE] = { 250, "2.0.0", "Ok: queued as",        554, "5.6.0", "Message rejected",
+                       finish_message },
+    [HOOK_RSET]    = { 250, "2.0.0", "Ok",                   0,   NULL,    NULL, finish_plain },
     [HOOK_AUTH]    = { 235, "2.7.0", "Authentication successful", 535, "5.7.8",
-                       "Authentication credentials invalid" },
+                       "Authentication credentials invalid", finish_auth },
     /* accepted, VRFY and EXPN answer with the argument itself */
-    [HOOK_VRFY]    = { 250, "2.1.5", "",                     550, "5.1.1", "User unknown" },
-    [HOOK_EXPN]    = { 250, "2.1.5", "",                     550, "5.1.1", "List unknown" },
+    [HOOK_VRFY]    = { 250, "2.1.5", "",                     550, "5.1.1", "User unknown",
+                       finish_directory },
+    [HOOK_EXPN]    = { 250, "2.1.5", "",                     550, "5.1.1", "List unknown",
+                       finish_directory },
 };
 
 const char *hook_stage_name(enum hook_stage stage)
@@ -235,245 +325,258 @@ static bool code_fits(enum hook_stage st, int code)
     return (st == HOOK_RCPT || st == HOOK_VRFY || st == HOOK_EXPN) && (code == 251 || code == 252);
 }
 
-/* The reply a verdict gives: code, enhanced code and text.  Returns the
- * code; an unusable verdict becomes 451 4.3.0 and is logged. */
-static int resolve(struct session *s, enum hook_stage st, const struct verdict *v,
-                   const char **enh_r, const char **text_r)
+/* The reply a verdict gives; an unusable verdict becomes 451 4.3.0 and is
+ * logged. */
+static void resolve(struct smtp *m, enum hook_stage st, const struct verdict *v, struct reply *r)
 {
     const struct stage_def *d = &stages[st];
     int code = v->code;
 
     if (code == VERDICT_ACCEPT) {
         code = d->accept_code;
-        *enh_r = d->accept_enh;
-        *text_r = d->accept_text;
+        r->enh = d->accept_enh;
+        r->text = d->accept_text;
     } else if (code == VERDICT_REJECT && d->reject_code) {
         code = d->reject_code;
-        *enh_r = d->reject_enh;
-        *text_r = d->reject_text;
+        r->enh = d->reject_enh;
+        r->text = d->reject_text;
     } else if (code_fits(st, code)) {
         if (code == d->accept_code) {
-            *enh_r = d->accept_enh;
-            *text_r = d->accept_text;
+            r->enh = d->accept_enh;
+            r->text = d->accept_text;
         } else if (code == d->reject_code) {
-            *enh_r = d->reject_enh;
-            *text_r = d->reject_text;
+            r->enh = d->reject_enh;
+            r->text = d->reject_text;
         } else {
             static const char *const cls[] = { "2.0.0", "4.0.0", "5.0.0" };
-            *enh_r = (st == HOOK_CONNECT || (st == HOOK_HELO && code < 300)) ? NULL
+            r->enh = (st == HOOK_CONNECT || (st == HOOK_HELO && code < 300)) ? NULL
                      : cls[code >= 500 ? 2 : code >= 400 ? 1 : 0];
-            *text_r = standard_text(code);
+            r->text = standard_text(code);
         }
     } else {
-        log_msg(LOG_WARN, s->id, "hook %s: invalid reply code %d; answering 451",
+        log_msg(LOG_WARN, m->id, "hook %s: invalid reply code %d; answering 451",
                 hook_stage_name(st), v->code);
-        *enh_r = st == HOOK_CONNECT ? NULL : "4.3.0";
-        *text_r = "Temporary server error, try again later";
-        return 451;
+        r->code = 451;
+        r->enh = st == HOOK_CONNECT ? NULL : "4.3.0";
+        r->text = "Temporary server error, try again later";
+        return;
     }
+    r->code = code;
     if (v->text[0] != '\0')
-        *text_r = v->text;
-    if (v->enhanced[0] != '\0' && *enh_r != NULL)
-        *enh_r = v->enhanced;
-    return code;
+        r->text = v->text;
+    if (v->enhanced[0] != '\0' && r->enh != NULL)
+        r->enh = v->enhanced;
 }
 
 /* STARTTLS is offered on a plaintext session of a server with a certificate. */
-static bool starttls_offered(const struct session *s)
+static bool starttls_offered(const struct smtp *m)
 {
-    return s->srv->tls != NULL && s->tls_state == STLS_NONE;
+    return session_tls_possible(m->s) && session_tls_state(m->s) == STLS_NONE;
 }
 
 /* AUTH is offered when the script decides it, over TLS unless allowed
  * without (RFC 4954 section 4 asks for a protected channel for PLAIN). */
-static bool auth_offered(const struct session *s)
+static bool auth_offered(const struct smtp *m)
 {
-    const struct hooks *h = s->srv->hooks;
-    return (s->tls_state == STLS_ON || s->srv->cfg->allow_insecure_auth) &&
+    const struct hooks *h = m->hooks;
+    return (session_tls_state(m->s) == STLS_ON || m->cfg->allow_insecure_auth) &&
            h->defines(h->ctx, HOOK_AUTH);
 }
 
-static void send_ehlo(struct session *s, const char *greet)
+static void send_ehlo(struct smtp *m, const char *greet)
 {
-    const struct config *cfg = s->srv->cfg;
-    bool auth = auth_offered(s);
+    const struct config *cfg = m->cfg;
+    bool auth = auth_offered(m);
     char text[REPLY_LINE_MAX * 2];
     /* the first line is cut at REPLY_LINE_MAX anyway: the greeting text
      * never pushes the keywords out */
     snprintf(text, sizeof(text),
              "%s%s%.256s%s\nSIZE %lld\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s%s%s\nHELP",
-             hostname(s), *greet ? " " : "", greet, cfg->pipelining ? "\nPIPELINING" : "",
-             cfg->max_size, starttls_offered(s) ? "\nSTARTTLS" : "",
+             hostname(m), *greet ? " " : "", greet, cfg->pipelining ? "\nPIPELINING" : "",
+             cfg->max_size, starttls_offered(m) ? "\nSTARTTLS" : "",
              auth ? "\nAUTH" : "", auth && (cfg->auth_methods & CONFIG_AUTH_PLAIN) ? " PLAIN" : "",
              auth && (cfg->auth_methods & CONFIG_AUTH_LOGIN) ? " LOGIN" : "");
-    reply_text(s, 250, NULL, text);
+    reply_text(m, 250, NULL, text);
 }
 
 /* An AUTH exchange failed: counted against --max-auth-failures. */
-static void auth_failed(struct session *s, int code, const char *enh, const char *text)
+static void auth_failed(struct smtp *m, int code, const char *enh, const char *text)
 {
-    s->state = ST_READY;
-    s->auth_step = AUTH_NONE;
-    reply_text(s, code, enh, text);
-    if (++s->nauth_failures >= (unsigned)s->srv->cfg->max_auth_failures) {
-        log_msg(LOG_WARN, s->id, "%u failed AUTH attempts: closing", s->nauth_failures);
-        reply_close(s, "4.7.0", "Too many authentication failures");
+    enter_state(m, ST_READY);
+    m->auth_step = AUTH_NONE;
+    reply_text(m, code, enh, text);
+    if (++m->nauth_failures >= (unsigned)m->cfg->max_auth_failures) {
+        log_msg(LOG_WARN, m->id, "%u failed AUTH attempts: closing", m->nauth_failures);
+        reply_close(m, "4.7.0", "Too many authentication failures");
     }
 }
 
-static void finish_stage(struct session *s, enum hook_stage st, const struct verdict *v)
+static void out_of_memory(struct reply *r, int code, const char *enh)
 {
-    const char *enh, *text;
-    int code = resolve(s, st, v, &enh, &text);
-    bool ok = code < 400;
-    const char *arg = s->pending_arg;
-
-    switch (st) {
-    case HOOK_CONNECT:
-        s->state = ok ? ST_INIT : ST_REFUSED;
-        if (text == stages[HOOK_CONNECT].accept_text)
-            text = s->srv->cfg->banner;
-        if (code == 220 || code == 554)
-            reply(s, code, NULL, "%s %s", hostname(s), text);
-        else
-            reply_text(s, code, NULL, text);
-        break;
-    case HOOK_HELO:
-        if (ok) {
-            char *copy = strdup(arg);
-            if (copy == NULL) {
-                reply(s, 451, "4.3.0", "Out of memory, try again later");
-                break;
-            }
-            free(s->helo);
-            s->helo = copy;
-            s->state = ST_READY;
-            if (s->esmtp)
-                send_ehlo(s, text);
-            else
-                reply(s, 250, NULL, "%s%s%s", hostname(s), *text ? " " : "", text);
-        } else {
-            free(s->helo);
-            s->helo = NULL;
-            s->state = ST_INIT;
-            reply_text(s, code, enh, text);
-        }
-        break;
-    case HOOK_MAIL:
-        if (ok && (s->sender = strdup(arg)) == NULL) {
-            code = 451, enh = "4.3.0", text = "Out of memory, try again later";
-            ok = false;
-        }
-        if (ok)
-            s->state = ST_MAIL;
-        else
-            s->smtputf8 = false;
-        reply_text(s, code, enh, text);
-        break;
-    case HOOK_RCPT:
-        if (ok && add_recipient(s, arg) < 0) {
-            code = 451, enh = "4.3.0", text = "Out of memory, try again later";
-            ok = false;
-        }
-        if (ok)
-            s->state = ST_RCPT;
-        reply_text(s, code, enh, text);
-        break;
-    case HOOK_DATA:
-        if (ok) {
-            s->state = ST_DATA;
-            smtp_data_init(&s->data);
-        }
-        reply_text(s, code, enh, text);
-        break;
-    case HOOK_MESSAGE:
-        if (ok) {
-            s->nmessages++;
-            /* Addresses are validated: no control characters to escape. */
-            log_msg(LOG_INFO, s->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", s->msgid,
-                    s->sender, s->rcpts[0], s->nrcpts > 1 ? ",..." : "", buf_len(&s->msg), code);
-            if (text == stages[HOOK_MESSAGE].accept_text)
-                reply(s, code, enh, "%s %s", text, s->msgid);
-            else
-                reply_text(s, code, enh, text);
-        } else {
-            log_msg(LOG_INFO, s->id, "message %s rejected: %d", s->msgid, code);
-            reply_text(s, code, enh, text);
-        }
-        reset_transaction(s);
-        if (s->draining && code != 421)
-            reply_close(s, "4.3.2", "Service shutting down");
-        break;
-    case HOOK_AUTH:
-        if (ok && (s->user = strdup(arg)) == NULL) {
-            code = 454, enh = "4.7.0", text = "Out of memory, try again later";
-            ok = false;
-        }
-        if (log_enabled(LOG_INFO)) {
-            char esc[AUTH_USER_MAX * 4 + 1];
-            log_msg(LOG_INFO, s->id, "AUTH user=<%s>: %d", log_escape(esc, sizeof(esc), arg, strlen(arg)),
-                    code);
-        }
-        if (ok) {
-            s->state = ST_READY;
-            reply_text(s, code, enh, text);
-        } else {
-            auth_failed(s, code, enh, text);
-        }
-        break;
-    case HOOK_VRFY:
-    case HOOK_EXPN:
-        if (text == stages[st].accept_text)
-            text = arg;
-        reply_text(s, code, enh, text);
-        break;
-    case HOOK_RSET:
-    case HOOK_STAGE_COUNT:
-        reply_text(s, code, enh, text);
-        break;
-    }
-    if ((code == 421 || v->disconnect) && !s->closing)
-        s->closing = true;
+    r->code = code;
+    r->enh = enh;
+    r->text = "Out of memory, try again later";
 }
 
-/* Ask the hooks; arg (HELO name or address) is kept for finish_stage. */
-static void call_hook(struct session *s, enum hook_stage st, const struct hook_args *a,
+static void finish_connect(struct smtp *m, struct reply *r)
+{
+    enter_state(m, r->code < 400 ? ST_INIT : ST_REFUSED);
+    const char *text = r->text == stages[HOOK_CONNECT].accept_text ? m->cfg->banner : r->text;
+    if (r->code == 220 || r->code == 554)
+        reply(m, r->code, NULL, "%s %s", hostname(m), text);
+    else
+        reply_text(m, r->code, NULL, text);
+}
+
+static void finish_helo(struct smtp *m, struct reply *r)
+{
+    if (r->code >= 400) {
+        free(m->client.helo);
+        m->client.helo = NULL;
+        enter_state(m, ST_INIT);
+        reply_text(m, r->code, r->enh, r->text);
+        return;
+    }
+    char *copy = strdup(m->arg);
+    if (copy == NULL) {
+        reply(m, 451, "4.3.0", "Out of memory, try again later");
+        return;
+    }
+    free(m->client.helo);
+    m->client.helo = copy;
+    enter_state(m, ST_READY);
+    if (m->client.esmtp)
+        send_ehlo(m, r->text);
+    else
+        reply(m, 250, NULL, "%s%s%s", hostname(m), *r->text ? " " : "", r->text);
+}
+
+static void finish_mail(struct smtp *m, struct reply *r)
+{
+    if (r->code < 400 && (m->tx.sender = strdup(m->arg)) == NULL)
+        out_of_memory(r, 451, "4.3.0");
+    if (r->code < 400)
+        enter_state(m, ST_MAIL);
+    else
+        m->tx.smtputf8 = false;
+    reply_text(m, r->code, r->enh, r->text);
+}
+
+static void finish_rcpt(struct smtp *m, struct reply *r)
+{
+    if (r->code < 400 && add_recipient(m, m->arg) < 0)
+        out_of_memory(r, 451, "4.3.0");
+    if (r->code < 400)
+        enter_state(m, ST_RCPT);
+    reply_text(m, r->code, r->enh, r->text);
+}
+
+static void finish_data(struct smtp *m, struct reply *r)
+{
+    if (r->code < 400) {
+        enter_state(m, ST_DATA);
+        smtp_data_init(&m->tx.data);
+    }
+    reply_text(m, r->code, r->enh, r->text);
+}
+
+static void finish_message(struct smtp *m, struct reply *r)
+{
+    if (r->code < 400) {
+        m->nmessages++;
+        /* Addresses are validated: no control characters to escape. */
+        log_msg(LOG_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
+                m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "",
+                buf_len(&m->tx.msg), r->code);
+        if (r->text == stages[HOOK_MESSAGE].accept_text)
+            reply(m, r->code, r->enh, "%s %s", r->text, m->tx.msgid);
+        else
+            reply_text(m, r->code, r->enh, r->text);
+    } else {
+        log_msg(LOG_INFO, m->id, "message %s rejected: %d", m->tx.msgid, r->code);
+        reply_text(m, r->code, r->enh, r->text);
+    }
+    reset_transaction(m);
+    if (m->draining && r->code != 421)
+        reply_close(m, "4.3.2", "Service shutting down");
+}
+
+static void finish_auth(struct smtp *m, struct reply *r)
+{
+    if (r->code < 400 && (m->client.user = strdup(m->arg)) == NULL)
+        out_of_memory(r, 454, "4.7.0");
+    if (log_enabled(LOG_INFO)) {
+        char esc[AUTH_USER_MAX * 4 + 1];
+        log_msg(LOG_INFO, m->id, "AUTH user=<%s>: %d",
+                log_escape(esc, sizeof(esc), m->arg, strlen(m->arg)), r->code);
+    }
+    if (r->code < 400) {
+        enter_state(m, ST_READY);
+        reply_text(m, r->code, r->enh, r->text);
+    } else {
+        auth_failed(m, r->code, r->enh, r->text);
+    }
+}
+
+static void finish_directory(struct smtp *m, struct reply *r)
+{
+    if (*r->text == '\0')   /* accepted with no text of its own */
+        r->text = m->arg;
+    reply_text(m, r->code, r->enh, r->text);
+}
+
+static void finish_plain(struct smtp *m, struct reply *r)
+{
+    reply_text(m, r->code, r->enh, r->text);
+}
+
+static void finish_stage(struct smtp *m, enum hook_stage st, const struct verdict *v)
+{
+    struct reply r;
+    resolve(m, st, v, &r);
+    stages[st].finish(m, &r);
+    if (r.code == 421 || v->disconnect)
+        session_close_after_flush(m->s);
+}
+
+/* Ask the hooks; arg (HELO name, address or user name) waits in m->arg
+ * for the stage's finish work. */
+static void call_hook(struct smtp *m, enum hook_stage st, const struct hook_args *a,
                       const char *arg)
 {
     struct verdict v;
-    const struct hooks *h = s->srv->hooks;
+    const struct hooks *h = m->hooks;
 
     v.code = VERDICT_ACCEPT;
     v.enhanced[0] = v.text[0] = '\0';
     v.disconnect = false;
     if (arg) {
         /* Parsed names and addresses fit: SMTP_PATH_MAX bounds both. */
-        size_t n = strnlen(arg, sizeof(s->pending_arg) - 1);
-        memcpy(s->pending_arg, arg, n);
-        s->pending_arg[n] = '\0';
+        size_t n = strnlen(arg, sizeof(m->arg) - 1);
+        memcpy(m->arg, arg, n);
+        m->arg[n] = '\0';
     }
-    if (h->call(h->ctx, s, st, a, &v) == HOOK_PENDING) {
-        s->pending = (int)st;
-        session_wait(s, true);
+    if (h->call(h->ctx, m, st, a, &v) == HOOK_PENDING) {
+        m->pending = (int)st;
+        session_pause(m->s);
         return;
     }
-    finish_stage(s, st, &v);
+    finish_stage(m, st, &v);
 }
 
-void smtp_verdict(struct session *s, const struct verdict *v)
+void smtp_verdict(struct smtp *m, const struct verdict *v)
 {
-    if (s->dead || s->pending < 0)
+    if (m->closed || m->pending < 0)
         return;
-    enum hook_stage st = (enum hook_stage)s->pending;
-    s->pending = -1;
-    session_wait(s, false);
-    finish_stage(s, st, v);
-    session_settle(s);
+    enum hook_stage st = (enum hook_stage)m->pending;
+    m->pending = -1;
+    finish_stage(m, st, v);
+    session_resume(m->s);
 }
 
 /* --- commands -------------------------------------------------------------- */
 
-static void cmd_helo(struct session *s, const struct smtp_cmd *c)
+static void cmd_helo(struct smtp *m, const struct smtp_cmd *c)
 {
     bool esmtp = c->verb == SMTP_EHLO;
     size_t n = 0;
@@ -483,47 +586,47 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *c)
     for (size_t i = 0; ok && i < n; i++)
         ok = (unsigned char)c->arg[i] >= 32 && c->arg[i] != 127;
     if (!ok) {
-        reply_error(s, 501, "5.5.4", esmtp ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
+        reply_error(m, 501, "5.5.4", esmtp ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
         return;
     }
     char name[SMTP_DOMAIN_MAX + 1];
     memcpy(name, c->arg, n);
     name[n] = '\0';
     /* RFC 5321 4.1.4: HELO/EHLO in a transaction resets it. */
-    reset_transaction(s);
-    s->esmtp = esmtp;
+    reset_transaction(m);
+    m->client.esmtp = esmtp;
     struct hook_args a = { .name = name, .esmtp = esmtp };
-    call_hook(s, HOOK_HELO, &a, name);
+    call_hook(m, HOOK_HELO, &a, name);
 }
 
-static void path_error(struct session *s, enum smtp_path_status st, bool mail)
+static void path_error(struct smtp *m, enum smtp_path_status st, bool mail)
 {
     switch (st) {
     case SMTP_PATH_BAD_PREFIX:
-        reply_error(s, 501, "5.5.4", mail ? "Syntax: MAIL FROM:<address>" : "Syntax: RCPT TO:<address>");
+        reply_error(m, 501, "5.5.4", mail ? "Syntax: MAIL FROM:<address>" : "Syntax: RCPT TO:<address>");
         break;
     case SMTP_PATH_TOO_LONG:
-        reply_error(s, 501, mail ? "5.1.7" : "5.1.3", "Address too long");
+        reply_error(m, 501, mail ? "5.1.7" : "5.1.3", "Address too long");
         break;
     case SMTP_PATH_BAD_PARAMS:
-        reply_error(s, 501, "5.5.4", "Bad parameter syntax");
+        reply_error(m, 501, "5.5.4", "Bad parameter syntax");
         break;
     default:
-        reply_error(s, 501, mail ? "5.1.7" : "5.1.3",
+        reply_error(m, 501, mail ? "5.1.7" : "5.1.3",
                     mail ? "Bad sender address syntax" : "Bad recipient address syntax");
         break;
     }
 }
 
-static void reply_unsupported(struct session *s, const struct smtp_param *p)
+static void reply_unsupported(struct smtp *m, const struct smtp_param *p)
 {
     char text[REPLY_LINE_MAX];
     snprintf(text, sizeof(text), "Unsupported parameter %.*s", (int)p->keylen, p->key);
-    reply_error(s, 555, "5.5.4", text);
+    reply_error(m, 555, "5.5.4", text);
 }
 
 /* MAIL parameters: SIZE, BODY, SMTPUTF8.  0, or -1 after replying. */
-static int mail_params(struct session *s, const struct smtp_params *ps)
+static int mail_params(struct smtp *m, const struct smtp_params *ps)
 {
     char text[REPLY_LINE_MAX];
     for (size_t i = 0; i < ps->n; i++) {
@@ -531,7 +634,7 @@ static int mail_params(struct session *s, const struct smtp_params *ps)
         for (size_t j = 0; j < i; j++) {
             if (ps->p[j].keylen == p->keylen && strncasecmp(ps->p[j].key, p->key, p->keylen) == 0) {
                 snprintf(text, sizeof(text), "Duplicate parameter %.*s", (int)p->keylen, p->key);
-                reply_error(s, 501, "5.5.4", text);
+                reply_error(m, 501, "5.5.4", text);
                 return -1;
             }
         }
@@ -543,71 +646,71 @@ static int mail_params(struct session *s, const struct smtp_params *ps)
                 v = v * 10 + (unsigned)(p->value[k] - '0');
             }
             if (!ok) {
-                reply_error(s, 501, "5.5.4", "Bad SIZE parameter");
+                reply_error(m, 501, "5.5.4", "Bad SIZE parameter");
                 return -1;
             }
-            if (v > (unsigned long long)s->srv->cfg->max_size) {
-                reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
-                      s->srv->cfg->max_size);
+            if (v > (unsigned long long)m->cfg->max_size) {
+                reply(m, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
+                      m->cfg->max_size);
                 return -1;
             }
         } else if (smtp_ieq(p->key, p->keylen, "BODY")) {
             if (p->value == NULL || !(smtp_ieq(p->value, p->valuelen, "7BIT") ||
                                       smtp_ieq(p->value, p->valuelen, "8BITMIME"))) {
-                reply_error(s, 555, "5.5.4", "Unsupported BODY value (7BIT or 8BITMIME)");
+                reply_error(m, 555, "5.5.4", "Unsupported BODY value (7BIT or 8BITMIME)");
                 return -1;
             }
         } else if (smtp_ieq(p->key, p->keylen, "SMTPUTF8")) {
             if (p->value != NULL) {
-                reply_error(s, 555, "5.5.4", "SMTPUTF8 takes no value");
+                reply_error(m, 555, "5.5.4", "SMTPUTF8 takes no value");
                 return -1;
             }
-            s->smtputf8 = true;
+            m->tx.smtputf8 = true;
         } else {
-            reply_unsupported(s, p);
+            reply_unsupported(m, p);
             return -1;
         }
     }
     return 0;
 }
 
-static void cmd_mail(struct session *s, const struct smtp_cmd *c)
+static void cmd_mail(struct smtp *m, const struct smtp_cmd *c)
 {
     struct smtp_path path;
-    long long maxm = s->srv->cfg->max_messages;
+    long long maxm = m->cfg->max_messages;
 
-    if (s->draining) {
-        reply_close(s, "4.3.2", "Service shutting down");
+    if (m->draining) {
+        reply_close(m, "4.3.2", "Service shutting down");
         return;
     }
-    if (maxm > 0 && s->nmessages >= (unsigned long long)maxm) {
-        reply_close(s, "4.7.0", "Too many messages in one session");
+    if (maxm > 0 && m->nmessages >= (unsigned long long)maxm) {
+        reply_close(m, "4.7.0", "Too many messages in one session");
         return;
     }
-    if (s->srv->cfg->require_tls && s->tls_state != STLS_ON) {
-        reply_error(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+    if (m->cfg->require_tls && session_tls_state(m->s) != STLS_ON) {
+        reply_error(m, 530, "5.7.0", "Must issue a STARTTLS command first");
         return;
     }
-    if (s->srv->cfg->require_auth && s->user == NULL) {
-        reply_error(s, 530, "5.7.0", "Authentication required");
+    if (m->cfg->require_auth && m->client.user == NULL) {
+        reply_error(m, 530, "5.7.0", "Authentication required");
         return;
     }
     enum smtp_path_status st = smtp_parse_path(c->arg, c->arglen, "FROM:", SMTP_PATH_NULL_OK, &path);
     if (st != SMTP_PATH_OK) {
-        path_error(s, st, true);
+        path_error(m, st, true);
         return;
     }
-    s->smtputf8 = false;
-    if (mail_params(s, &path.params) < 0) {
-        s->smtputf8 = false;
+    m->tx.smtputf8 = false;
+    if (mail_params(m, &path.params) < 0) {
+        m->tx.smtputf8 = false;
         return;
     }
-    if (path.utf8 && !s->smtputf8) {
-        reply_error(s, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+    if (path.utf8 && !m->tx.smtputf8) {
+        reply_error(m, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         return;
     }
     struct hook_args a = { .address = path.addr, .params = &path.params };
-    call_hook(s, HOOK_MAIL, &a, path.addr);
+    call_hook(m, HOOK_MAIL, &a, path.addr);
 }
 
 /*
@@ -616,207 +719,199 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
  * (or <Postmaster>) is accepted without asking (RFC 5321 4.5.1).  True when
  * the RCPT has been answered here.
  */
-static bool rcpt_by_domain(struct session *s, const char *addr)
+static bool rcpt_by_domain(struct smtp *m, const char *addr)
 {
-    const struct config *cfg = s->srv->cfg;
+    const struct config *cfg = m->cfg;
     if (cfg->any_domain || cfg->ndomains == 0)
         return false;
     const char *at = strrchr(addr, '@');
     const char *domain = at ? at + 1 : "";
     bool ours = at == NULL || config_domain_accepted(cfg, domain, strlen(domain));
-    if (!ours && s->user == NULL) {
-        reply(s, 550, "5.7.1", "<%s>: Relaying denied: %s takes mail for its own domains only",
+    if (!ours && m->client.user == NULL) {
+        reply(m, 550, "5.7.1", "<%s>: Relaying denied: %s takes mail for its own domains only",
               addr, cfg->domains[0]);
         return true;
     }
     if (ours && (at ? (size_t)(at - addr) : strlen(addr)) == 10 && strncasecmp(addr, "postmaster", 10) == 0) {
         struct verdict v = { .code = VERDICT_ACCEPT };
-        memcpy(s->pending_arg, addr, strlen(addr) + 1);   /* parsed: fits */
-        finish_stage(s, HOOK_RCPT, &v);
+        memcpy(m->arg, addr, strlen(addr) + 1);   /* parsed: fits */
+        finish_stage(m, HOOK_RCPT, &v);
         return true;
     }
     return false;
 }
 
-static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
+static void cmd_rcpt(struct smtp *m, const struct smtp_cmd *c)
 {
     struct smtp_path path;
 
-    if (s->nrcpts >= (size_t)s->srv->cfg->max_recipients) {
-        reply(s, 452, "4.5.3", "Too many recipients");
+    if (m->tx.nrcpts >= (size_t)m->cfg->max_recipients) {
+        reply(m, 452, "4.5.3", "Too many recipients");
         return;
     }
     enum smtp_path_status st = smtp_parse_path(c->arg, c->arglen, "TO:", SMTP_PATH_POSTMASTER_OK, &path);
     if (st != SMTP_PATH_OK) {
-        path_error(s, st, false);
+        path_error(m, st, false);
         return;
     }
     if (path.params.n > 0) {   /* no RCPT parameter is offered */
-        reply_unsupported(s, &path.params.p[0]);
+        reply_unsupported(m, &path.params.p[0]);
         return;
     }
-    if (path.utf8 && !s->smtputf8) {
-        reply_error(s, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+    if (path.utf8 && !m->tx.smtputf8) {
+        reply_error(m, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         return;
     }
-    if (rcpt_by_domain(s, path.addr))
+    if (rcpt_by_domain(m, path.addr))
         return;
     struct hook_args a = { .address = path.addr, .params = &path.params };
-    call_hook(s, HOOK_RCPT, &a, path.addr);
+    call_hook(m, HOOK_RCPT, &a, path.addr);
 }
 
-static void cmd_data(struct session *s, const struct smtp_cmd *c)
+static void cmd_data(struct smtp *m, const struct smtp_cmd *c)
 {
     if (c->arglen > 0) {
-        reply_error(s, 501, "5.5.4", "Syntax: DATA");
+        reply_error(m, 501, "5.5.4", "Syntax: DATA");
         return;
     }
-    s->ntransactions++;
-    snprintf(s->msgid, sizeof(s->msgid), "%s.%lu", s->id, s->ntransactions);
+    m->ntransactions++;
+    snprintf(m->tx.msgid, sizeof(m->tx.msgid), "%s.%lu", m->id, m->ntransactions);
     struct hook_args a = { 0 };
-    call_hook(s, HOOK_DATA, &a, NULL);
+    call_hook(m, HOOK_DATA, &a, NULL);
 }
 
-static void end_of_data(struct session *s)
+static void end_of_data(struct smtp *m)
 {
-    if (s->data.overflow) {
+    if (m->tx.data.overflow) {
         /* the message buffer could not grow: past --max-size, or no memory */
-        if (s->data.size > (size_t)s->srv->cfg->max_size) {
-            log_msg(LOG_INFO, s->id, "message %s refused: %zu bytes over --max-size %lld",
-                    s->msgid, s->data.size, s->srv->cfg->max_size);
-            reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
-                  s->srv->cfg->max_size);
+        if (m->tx.data.size > (size_t)m->cfg->max_size) {
+            log_msg(LOG_INFO, m->id, "message %s refused: %zu bytes over --max-size %lld",
+                    m->tx.msgid, m->tx.data.size, m->cfg->max_size);
+            reply(m, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
+                  m->cfg->max_size);
         } else {
-            log_msg(LOG_ERROR, s->id, "message %s refused: out of memory for %zu bytes", s->msgid,
-                    s->data.size);
-            reply(s, 451, "4.3.0", "Out of memory, try again later");
+            log_msg(LOG_ERROR, m->id, "message %s refused: out of memory for %zu bytes", m->tx.msgid,
+                    m->tx.data.size);
+            reply(m, 451, "4.3.0", "Out of memory, try again later");
         }
-        reset_transaction(s);
-        if (s->draining)
-            reply_close(s, "4.3.2", "Service shutting down");
+        reset_transaction(m);
+        if (m->draining)
+            reply_close(m, "4.3.2", "Service shutting down");
         return;
     }
-    s->state = ST_READY;   /* no more message bytes, whatever the verdict */
-    struct hook_args a = { .message = buf_head(&s->msg),
-                           .size = buf_len(&s->msg) };
-    call_hook(s, HOOK_MESSAGE, &a, NULL);
+    enter_state(m, ST_READY);   /* no more message bytes, whatever the verdict */
+    struct hook_args a = { .message = buf_head(&m->tx.msg),
+                           .size = buf_len(&m->tx.msg) };
+    call_hook(m, HOOK_MESSAGE, &a, NULL);
 }
 
-static void cmd_rset(struct session *s, const struct smtp_cmd *c)
+static void cmd_rset(struct smtp *m, const struct smtp_cmd *c)
 {
     if (c->arglen > 0) {
-        reply_error(s, 501, "5.5.4", "Syntax: RSET");
+        reply_error(m, 501, "5.5.4", "Syntax: RSET");
         return;
     }
-    reset_transaction(s);
+    reset_transaction(m);
     struct hook_args a = { 0 };
-    call_hook(s, HOOK_RSET, &a, NULL);
+    call_hook(m, HOOK_RSET, &a, NULL);
 }
 
-static void cmd_noop(struct session *s, const struct smtp_cmd *c)
+static void cmd_noop(struct smtp *m, const struct smtp_cmd *c)
 {
     (void)c;
-    reply(s, 250, "2.0.0", "Ok");
+    reply(m, 250, "2.0.0", "Ok");
 }
 
-static void cmd_quit(struct session *s, const struct smtp_cmd *c)
+static void cmd_quit(struct smtp *m, const struct smtp_cmd *c)
 {
     if (c->arglen > 0) {
-        reply_error(s, 501, "5.5.4", "Syntax: QUIT");
+        reply_error(m, 501, "5.5.4", "Syntax: QUIT");
         return;
     }
-    reply(s, 221, "2.0.0", "%s Bye", hostname(s));
-    s->closing = true;
+    reply(m, 221, "2.0.0", "%s Bye", hostname(m));
+    session_close_after_flush(m->s);
 }
 
 /* VRFY and EXPN: a fixed answer, or the script's when it decides the stage. */
-static void ask_directory(struct session *s, const struct smtp_cmd *c, enum hook_stage st)
+static void ask_directory(struct smtp *m, const struct smtp_cmd *c, enum hook_stage st)
 {
-    const struct hooks *h = s->srv->hooks;
+    const struct hooks *h = m->hooks;
     bool vrfy = st == HOOK_VRFY;
     if (c->arglen == 0 || c->arglen > SMTP_PATH_MAX || !smtp_utf8_valid(c->arg, c->arglen) ||
         memchr(c->arg, '\0', c->arglen) != NULL) {
-        reply_error(s, 501, "5.5.4", vrfy ? "Syntax: VRFY address" : "Syntax: EXPN list");
+        reply_error(m, 501, "5.5.4", vrfy ? "Syntax: VRFY address" : "Syntax: EXPN list");
         return;
     }
     if (!h->defines(h->ctx, st)) {
         if (vrfy)   /* RFC 5321 3.5.3: never confirm or deny an address */
-            reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+            reply(m, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
         else
-            reply(s, 502, "5.5.1", "EXPN not available");
+            reply(m, 502, "5.5.1", "EXPN not available");
         return;
     }
     char arg[SMTP_PATH_MAX + 1];
     memcpy(arg, c->arg, c->arglen);
     arg[c->arglen] = '\0';
     struct hook_args a = { .address = arg };
-    call_hook(s, st, &a, arg);
+    call_hook(m, st, &a, arg);
 }
 
-static void cmd_vrfy(struct session *s, const struct smtp_cmd *c)
+static void cmd_vrfy(struct smtp *m, const struct smtp_cmd *c)
 {
-    ask_directory(s, c, HOOK_VRFY);
+    ask_directory(m, c, HOOK_VRFY);
 }
 
-static void cmd_expn(struct session *s, const struct smtp_cmd *c)
+static void cmd_expn(struct smtp *m, const struct smtp_cmd *c)
 {
-    ask_directory(s, c, HOOK_EXPN);
+    ask_directory(m, c, HOOK_EXPN);
 }
 
-static void cmd_help(struct session *s, const struct smtp_cmd *c)
+static void cmd_help(struct smtp *m, const struct smtp_cmd *c)
 {
     char text[REPLY_LINE_MAX];
     (void)c;
     snprintf(text, sizeof(text),
              SMTP_SOFTWARE " accepts: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP%s%s\n"
-             "See RFC 5321", starttls_offered(s) ? " STARTTLS" : "", auth_offered(s) ? " AUTH" : "");
-    reply_text(s, 214, "2.0.0", text);
+             "See RFC 5321", starttls_offered(m) ? " STARTTLS" : "", auth_offered(m) ? " AUTH" : "");
+    reply_text(m, 214, "2.0.0", text);
 }
 
-static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
+static void cmd_starttls(struct smtp *m, const struct smtp_cmd *c)
 {
-    if (s->tls_state != STLS_NONE) {
-        reply_error(s, 503, "5.5.1", "TLS already active");
+    if (session_tls_state(m->s) != STLS_NONE) {
+        reply_error(m, 503, "5.5.1", "TLS already active");
         return;
     }
-    if (s->srv->tls == NULL) {
-        reply_error(s, 502, "5.5.1", "STARTTLS not available");
+    if (!session_tls_possible(m->s)) {
+        reply_error(m, 502, "5.5.1", "STARTTLS not available");
         return;
     }
     if (c->arglen > 0) {
-        reply_error(s, 501, "5.5.4", "Syntax: STARTTLS");
+        reply_error(m, 501, "5.5.4", "Syntax: STARTTLS");
         return;
     }
-    reply(s, 220, "2.0.0", "Ready to start TLS");
-    session_starttls(s);
+    reply(m, 220, "2.0.0", "Ready to start TLS");
+    session_starttls(m->s);
 }
 
-void smtp_tls_ready(struct session *s, bool implicit)
+/* The STARTTLS handshake succeeded.  RFC 3207 section 4.2: forget all the
+ * client said before; a new EHLO is needed. */
+static void tls_ready(void *p)
 {
-    if (implicit) {
-        smtp_start(s);
-        return;
-    }
-    /* RFC 3207 section 4.2: forget all the client said before; a new EHLO
-     * is needed. */
-    reset_transaction(s);
-    free(s->helo);
-    s->helo = NULL;
-    free(s->user);
-    s->user = NULL;
-    s->esmtp = false;
-    s->state = ST_INIT;
+    struct smtp *m = p;
+    reset_transaction(m);
+    client_clear(&m->client);
+    enter_state(m, ST_INIT);
 }
 
-_Static_assert(AUTH_USER_MAX < sizeof(((struct session *)0)->pending_arg),
-               "pending_arg holds a user name");
+_Static_assert(AUTH_USER_MAX < sizeof(((struct smtp *)0)->arg), "arg holds a user name");
 
 /* Hand a user name and password to the hooks (the caller wipes the
  * password's buffer). */
-static void auth_check(struct session *s, const char *user, size_t ulen, char *pass, size_t plen)
+static void auth_check(struct smtp *m, const char *user, size_t ulen, char *pass, size_t plen)
 {
     if (!auth_text_ok(user, ulen, AUTH_USER_MAX) || !auth_text_ok(pass, plen, AUTH_PASSWORD_MAX)) {
-        auth_failed(s, 501, "5.5.2", "User name or password too long or malformed");
+        auth_failed(m, 501, "5.5.2", "User name or password too long or malformed");
         return;
     }
     char name[AUTH_USER_MAX + 1];
@@ -824,7 +919,7 @@ static void auth_check(struct session *s, const char *user, size_t ulen, char *p
     name[ulen] = '\0';
     pass[plen] = '\0';
     struct hook_args a = { .user = name, .password = pass };
-    call_hook(s, HOOK_AUTH, &a, name);
+    call_hook(m, HOOK_AUTH, &a, name);
 }
 
 /*
@@ -832,51 +927,51 @@ static void auth_check(struct session *s, const char *user, size_t ulen, char *p
  * its own.  "*" cancels (RFC 4954 section 4); PLAIN is one message, LOGIN a
  * user name then a password.
  */
-static void auth_response(struct session *s, const char *line, size_t len)
+static void auth_response(struct smtp *m, const char *line, size_t len)
 {
     char dec[AUTH_LINE_MAX];
     size_t n;
 
     if (len == 1 && line[0] == '*') {
-        auth_failed(s, 501, "5.0.0", "Authentication cancelled");
+        auth_failed(m, 501, "5.0.0", "Authentication cancelled");
         return;
     }
     if (len == 1 && line[0] == '=')
         n = 0;      /* an empty initial response */
     else if (auth_b64_decode(line, len, dec, sizeof(dec) - 1, &n) < 0) {
-        auth_failed(s, 501, "5.5.2", "Cannot decode response");
+        auth_failed(m, 501, "5.5.2", "Cannot decode response");
         return;
     }
-    switch (s->auth_step) {
+    switch (m->auth_step) {
     case AUTH_PLAIN: {
         struct auth_plain p;
         if (auth_plain_split(dec, n, &p) < 0) {
-            auth_failed(s, 501, "5.5.2", "Malformed PLAIN response");
+            auth_failed(m, 501, "5.5.2", "Malformed PLAIN response");
         } else if (p.authzid_len > 0 &&
                    (p.authzid_len != p.user_len || memcmp(p.authzid, p.user, p.user_len) != 0)) {
             /* acting for another identity is not offered */
-            auth_failed(s, 535, "5.7.8", "Authorization identity not allowed");
+            auth_failed(m, 535, "5.7.8", "Authorization identity not allowed");
         } else {
-            s->auth_step = AUTH_NONE;
-            auth_check(s, p.user, p.user_len, (char *)p.password, p.password_len);
+            m->auth_step = AUTH_NONE;
+            auth_check(m, p.user, p.user_len, (char *)p.password, p.password_len);
         }
         break;
     }
     case AUTH_LOGIN_USER:
-        /* the name waits in pending_arg for the password */
+        /* the name waits in login_user for the password */
         if (n == 0 || !auth_text_ok(dec, n, AUTH_USER_MAX)) {
-            auth_failed(s, 501, "5.5.2", "Malformed user name");
+            auth_failed(m, 501, "5.5.2", "Malformed user name");
             break;
         }
-        memcpy(s->pending_arg, dec, n);
-        s->pending_arg[n] = '\0';
-        s->auth_step = AUTH_LOGIN_PASSWORD;
-        s->state = ST_AUTH;
-        reply(s, 334, NULL, "UGFzc3dvcmQ6");   /* "Password:" */
+        memcpy(m->login_user, dec, n);
+        m->login_user[n] = '\0';
+        m->auth_step = AUTH_LOGIN_PASSWORD;
+        enter_state(m, ST_AUTH);
+        reply(m, 334, NULL, "UGFzc3dvcmQ6");   /* "Password:" */
         break;
     case AUTH_LOGIN_PASSWORD:
-        s->auth_step = AUTH_NONE;
-        auth_check(s, s->pending_arg, strlen(s->pending_arg), dec, n);
+        m->auth_step = AUTH_NONE;
+        auth_check(m, m->login_user, strlen(m->login_user), dec, n);
         break;
     case AUTH_NONE:
         break;
@@ -884,51 +979,51 @@ static void auth_response(struct session *s, const char *line, size_t len)
     explicit_bzero(dec, sizeof(dec));
 }
 
-static void cmd_auth(struct session *s, const struct smtp_cmd *c)
+static void cmd_auth(struct smtp *m, const struct smtp_cmd *c)
 {
-    const struct hooks *h = s->srv->hooks;
+    const struct hooks *h = m->hooks;
     if (!h->defines(h->ctx, HOOK_AUTH)) {
-        reply_error(s, 502, "5.5.1", "AUTH not available");
+        reply_error(m, 502, "5.5.1", "AUTH not available");
         return;
     }
-    if (!auth_offered(s)) {
-        reply_error(s, 538, "5.7.11", "Encryption required: use STARTTLS first");
+    if (!auth_offered(m)) {
+        reply_error(m, 538, "5.7.11", "Encryption required: use STARTTLS first");
         return;
     }
-    if (s->user != NULL) {
-        reply_error(s, 503, "5.5.1", "Already authenticated");
+    if (m->client.user != NULL) {
+        reply_error(m, 503, "5.5.1", "Already authenticated");
         return;
     }
-    size_t m = 0;
-    while (m < c->arglen && c->arg[m] != ' ')
-        m++;
-    const char *ir = m < c->arglen ? c->arg + m + 1 : NULL;
-    size_t irlen = ir ? c->arglen - m - 1 : 0;
-    unsigned methods = (unsigned)s->srv->cfg->auth_methods;
-    if (smtp_ieq(c->arg, m, "PLAIN") && (methods & CONFIG_AUTH_PLAIN)) {
-        s->auth_step = AUTH_PLAIN;
-    } else if (smtp_ieq(c->arg, m, "LOGIN") && (methods & CONFIG_AUTH_LOGIN)) {
-        s->auth_step = AUTH_LOGIN_USER;
+    size_t k = 0;
+    while (k < c->arglen && c->arg[k] != ' ')
+        k++;
+    const char *ir = k < c->arglen ? c->arg + k + 1 : NULL;
+    size_t irlen = ir ? c->arglen - k - 1 : 0;
+    unsigned methods = (unsigned)m->cfg->auth_methods;
+    if (smtp_ieq(c->arg, k, "PLAIN") && (methods & CONFIG_AUTH_PLAIN)) {
+        m->auth_step = AUTH_PLAIN;
+    } else if (smtp_ieq(c->arg, k, "LOGIN") && (methods & CONFIG_AUTH_LOGIN)) {
+        m->auth_step = AUTH_LOGIN_USER;
     } else {
-        reply_error(s, m ? 504 : 501, "5.5.4", m ? "Unrecognized authentication type"
+        reply_error(m, k ? 504 : 501, "5.5.4", k ? "Unrecognized authentication type"
                                                  : "Syntax: AUTH mechanism [initial-response]");
         return;
     }
     if (ir) {
-        auth_response(s, ir, irlen);
+        auth_response(m, ir, irlen);
         return;
     }
-    s->state = ST_AUTH;
-    if (s->auth_step == AUTH_PLAIN)
-        reply_text(s, 334, NULL, "");   /* an empty challenge */
+    enter_state(m, ST_AUTH);
+    if (m->auth_step == AUTH_PLAIN)
+        reply_text(m, 334, NULL, "");   /* an empty challenge */
     else
-        reply(s, 334, NULL, "VXNlcm5hbWU6");   /* "Username:" */
+        reply(m, 334, NULL, "VXNlcm5hbWU6");   /* "Username:" */
 }
 
-static void cmd_not_implemented(struct session *s, const struct smtp_cmd *c)
+static void cmd_not_implemented(struct smtp *m, const struct smtp_cmd *c)
 {
     (void)c;
-    reply_error(s, 502, "5.5.1", "Command not implemented");
+    reply_error(m, 502, "5.5.1", "Command not implemented");
 }
 
 #define S(x) (1u << (x))
@@ -937,7 +1032,7 @@ static void cmd_not_implemented(struct session *s, const struct smtp_cmd *c)
 static const struct command {
     unsigned    states;       /* where the command is allowed */
     const char *out_of_order; /* the 503 text elsewhere */
-    void (*run)(struct session *, const struct smtp_cmd *);
+    void (*run)(struct smtp *, const struct smtp_cmd *);
 } commands[SMTP_VERB_COUNT] = {
     [SMTP_HELO]     = { S_SESSION, NULL, cmd_helo },
     [SMTP_EHLO]     = { S_SESSION, NULL, cmd_helo },
@@ -957,29 +1052,29 @@ static const struct command {
     [SMTP_TURN]     = { S_SESSION, NULL, cmd_not_implemented },
 };
 
-static const char *sequence_error(const struct session *s, enum smtp_verb verb)
+static const char *sequence_error(const struct smtp *m, enum smtp_verb verb)
 {
-    if (s->state == ST_REFUSED)
+    if (m->state == ST_REFUSED)
         return "Service refused; only QUIT is accepted";
     switch (verb) {
     case SMTP_MAIL:
-        return s->state == ST_INIT ? "Send HELO or EHLO first" : "Nested MAIL command";
+        return m->state == ST_INIT ? "Send HELO or EHLO first" : "Nested MAIL command";
     case SMTP_DATA:
-        return s->state == ST_MAIL ? "Need RCPT before DATA" : "Need MAIL before DATA";
+        return m->state == ST_MAIL ? "Need RCPT before DATA" : "Need MAIL before DATA";
     case SMTP_AUTH:   /* RFC 4954 section 4: not within a transaction */
-        return s->state == ST_INIT ? "Send EHLO first" : "AUTH not allowed in a mail transaction";
+        return m->state == ST_INIT ? "Send EHLO first" : "AUTH not allowed in a mail transaction";
     default:
         return commands[verb].out_of_order ? commands[verb].out_of_order : "Bad sequence of commands";
     }
 }
 
-static void command(struct session *s, const char *line, size_t len)
+static void command(struct smtp *m, const char *line, size_t len)
 {
     struct smtp_cmd c;
 
     smtp_parse_command(line, len, &c);
     if (len + 2 > SMTP_LINE_MAX && c.verb != SMTP_AUTH) {
-        reply_error(s, 500, "5.5.6", "Line too long");
+        reply_error(m, 500, "5.5.6", "Line too long");
         return;
     }
     if (log_enabled(LOG_DEBUG)) {
@@ -988,99 +1083,175 @@ static void command(struct session *s, const char *line, size_t len)
         const char *sp = c.verb == SMTP_AUTH ? memchr(c.arg, ' ', c.arglen) : NULL;
         if (sp)   /* never log credentials: the mechanism only */
             shown = (size_t)(sp - line);
-        log_msg(LOG_DEBUG, s->id, "< %s%s", log_escape(esc, sizeof(esc), line, shown),
+        log_msg(LOG_DEBUG, m->id, "< %s%s", log_escape(esc, sizeof(esc), line, shown),
                 shown < len ? " ***" : "");
     }
     const struct command *cmd = &commands[c.verb];
     if (cmd->run == NULL) {
-        reply_error(s, 500, "5.5.1", "Command unrecognized");
+        reply_error(m, 500, "5.5.1", "Command unrecognized");
         return;
     }
-    if (!(cmd->states & S(s->state))) {
-        reply_error(s, 503, "5.5.1", sequence_error(s, c.verb));
+    if (!(cmd->states & S(m->state))) {
+        reply_error(m, 503, "5.5.1", sequence_error(m, c.verb));
         return;
     }
-    cmd->run(s, &c);
+    cmd->run(m, &c);
 }
 
 /* --- input ----------------------------------------------------------------- */
 
-void smtp_start(struct session *s)
+static void start(void *p)
 {
+    struct smtp *m = p;
     struct hook_args a = { 0 };
-    s->state = ST_GREETING;
-    call_hook(s, HOOK_CONNECT, &a, NULL);
+    call_hook(m, HOOK_CONNECT, &a, NULL);
 }
 
-void smtp_input(struct session *s)
+static void input(void *p)
 {
-    while (session_can_take(s)) {
-        if (s->state == ST_DATA) {
-            size_t lines = s->data.lines;
+    struct smtp *m = p;
+    struct buf *in = session_input(m->s);
+    while (session_can_take(m->s)) {
+        if (m->state == ST_DATA) {
+            size_t lines = m->tx.data.lines;
             bool done;
-            size_t n = smtp_data_scan(&s->data, buf_head(&s->in), buf_len(&s->in), &s->msg, &done);
-            buf_consume(&s->in, n);
-            if (s->data.lines != lines)
-                session_touch(s);
+            size_t n = smtp_data_scan(&m->tx.data, buf_head(in), buf_len(in), &m->tx.msg, &done);
+            buf_consume(in, n);
+            if (m->tx.data.lines != lines)
+                session_touch(m->s);
             if (!done)
                 return;
-            end_of_data(s);
+            end_of_data(m);
             continue;
         }
         /* AUTH lines may be longer than other commands (RFC 4954 section
          * 4); command() holds the others to SMTP_LINE_MAX. */
         const char *line;
         size_t len;
-        switch (buf_getline(&s->in, AUTH_LINE_MAX, &line, &len)) {
+        switch (buf_getline(in, AUTH_LINE_MAX, &line, &len)) {
         case BUF_LINE_AGAIN:
             return;
         case BUF_LINE_TOO_LONG:
-            session_touch(s);
-            if (s->state == ST_AUTH)
-                auth_failed(s, 500, "5.5.6", "Line too long");
+            session_touch(m->s);
+            if (m->state == ST_AUTH)
+                auth_failed(m, 500, "5.5.6", "Line too long");
             else
-                reply_error(s, 500, "5.5.6", "Line too long");
+                reply_error(m, 500, "5.5.6", "Line too long");
             break;
         case BUF_LINE_OK:
-            session_touch(s);
-            if (s->state == ST_AUTH) {
-                log_msg(LOG_DEBUG, s->id, "< (SASL response, %zu bytes)", len);
-                auth_response(s, line, len);
+            session_touch(m->s);
+            if (m->state == ST_AUTH) {
+                log_msg(LOG_DEBUG, m->id, "< (SASL response, %zu bytes)", len);
+                auth_response(m, line, len);
             } else {
-                command(s, line, len);
+                command(m, line, len);
             }
             break;
         }
     }
 }
 
-void smtp_eof(struct session *s)
+static void eof(void *p)
 {
-    if (s->state == ST_DATA)
-        log_msg(LOG_WARN, s->id, "connection lost in DATA after %zu bytes: message %s discarded",
-                s->data.size, s->msgid);
+    struct smtp *m = p;
+    if (m->state == ST_DATA)
+        log_msg(LOG_WARN, m->id, "connection lost in DATA after %zu bytes: message %s discarded",
+                m->tx.data.size, m->tx.msgid);
 }
 
-void smtp_timeout(struct session *s, const char *why)
+static void timeout(void *p, const char *why)
 {
-    if (s->dead || s->closing)
-        return;
-    if (s->state == ST_DATA)
-        log_msg(LOG_WARN, s->id, "%s in DATA after %zu bytes: message %s discarded", why,
-                s->data.size, s->msgid);
+    struct smtp *m = p;
+    if (m->state == ST_DATA)
+        log_msg(LOG_WARN, m->id, "%s in DATA after %zu bytes: message %s discarded", why,
+                m->tx.data.size, m->tx.msgid);
     else
-        log_msg(LOG_INFO, s->id, "%s", why);
-    reply(s, 421, "4.4.2", "%s Error: %s, closing connection", hostname(s), why);
-    s->closing = true;
+        log_msg(LOG_INFO, m->id, "%s", why);
+    reply(m, 421, "4.4.2", "%s Error: %s, closing connection", hostname(m), why);
+    session_close_after_flush(m->s);
 }
 
-void smtp_shutdown(struct session *s)
+static void shutdown_(void *p)
 {
-    if (s->dead || s->closing)
-        return;
-    if (s->state == ST_DATA || s->pending == HOOK_MESSAGE) {
-        s->draining = true;   /* the message in progress may finish */
+    struct smtp *m = p;
+    if (m->state == ST_DATA || m->pending == HOOK_MESSAGE) {
+        m->draining = true;   /* the message in progress may finish */
         return;
     }
-    reply_close(s, "4.3.2", "Service shutting down");
+    reply_close(m, "4.3.2", "Service shutting down");
+}
+
+/* --- the session's protocol ------------------------------------------------- */
+
+static void *open_(const void *ctx, struct session *s)
+{
+    struct smtp *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->s = s;
+    m->id = session_id(s);
+    m->cfg = session_config(s);
+    m->hooks = ctx;
+    m->pending = -1;
+    buf_init(&m->tx.msg, (size_t)m->cfg->max_size);
+    return m;
+}
+
+static void closed(void *p, char *summary, size_t size)
+{
+    struct smtp *m = p;
+    m->closed = true;
+    m->hooks->close(m->hooks->ctx, m);
+    snprintf(summary, size, " messages=%lu", m->nmessages);
+}
+
+static void free_(void *p)
+{
+    struct smtp *m = p;
+    tx_clear(&m->tx, 0);
+    client_clear(&m->client);
+    free(m);
+}
+
+const struct proto smtp_proto = {
+    .open = open_, .start = start, .input = input, .eof = eof, .timeout = timeout,
+    .shutdown = shutdown_, .tls_ready = tls_ready, .closed = closed, .free = free_,
+};
+
+/* --- what hooks may read ---------------------------------------------------- */
+
+const char *smtp_id(const struct smtp *m) { return m->id; }
+const char *smtp_server_id(const struct smtp *m) { return m->cfg->id; }
+const char *smtp_peer_host(const struct smtp *m, int *port_r) { return session_peer_host(m->s, port_r); }
+const char *smtp_local_host(const struct smtp *m, int *port_r) { return session_local_host(m->s, port_r); }
+const char *smtp_helo(const struct smtp *m) { return m->client.helo; }
+bool smtp_esmtp(const struct smtp *m) { return m->client.esmtp; }
+const char *smtp_sender(const struct smtp *m) { return m->tx.sender; }
+size_t smtp_nrecipients(const struct smtp *m) { return m->tx.nrcpts; }
+const char *smtp_recipient(const struct smtp *m, size_t i)
+{
+    return i < m->tx.nrcpts ? m->tx.rcpts[i] : NULL;
+}
+const char *smtp_message_id(const struct smtp *m) { return m->tx.msgid; }
+const char *smtp_user(const struct smtp *m) { return m->client.user; }
+const char *smtp_tls_version(const struct smtp *m) { return session_tls_version(m->s); }
+const char *smtp_tls_cipher(const struct smtp *m) { return session_tls_cipher(m->s); }
+void smtp_tls_client(const struct smtp *m, char *subject, size_t size, bool *verified_r)
+{
+    session_tls_client(m->s, subject, size, verified_r);
+}
+void **smtp_hook_data(struct smtp *m) { return &m->hook_data; }
+
+size_t hook_nparams(const struct hook_args *a)
+{
+    return a->params ? a->params->n : 0;
+}
+
+void hook_param(const struct hook_args *a, size_t i, struct hook_param *p)
+{
+    const struct smtp_param *sp = &a->params->p[i];
+    p->key = sp->key;
+    p->keylen = sp->keylen;
+    p->value = sp->value;
+    p->valuelen = sp->valuelen;
 }

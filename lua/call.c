@@ -19,7 +19,6 @@
 
 #include "internal.h"
 #include "log.h"
-#include "smtp_parse.h"
 
 #define COUNT_STEP 1000   /* instructions between budget checks */
 #define TICK_IDLE  10     /* ticks without a call before the timer stops */
@@ -230,7 +229,7 @@ static void end_call(struct lcall *c)
 {
     struct bridge *b = c->b;
     if (c->s) {
-        struct lsession *ls = *session_hook_data(c->s);
+        struct lsession *ls = *smtp_hook_data(c->s);
         if (ls && ls->call == c)
             ls->call = NULL;
     } else {
@@ -282,7 +281,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     b->running = NULL;
     c->used += bridge_now() - start;
 
-    const char *sid = c->s ? session_id(c->s) : NULL;
+    const char *sid = c->s ? smtp_id(c->s) : NULL;
     const char *name = c->name;
     bool verdict = c->stage < CALL_CLOSE;
     const char *then = verdict ? "; answering 451" : "";
@@ -331,7 +330,7 @@ struct lcall *call_waitable(lua_State *L, const char *what)
 void call_resume(struct lcall *c)
 {
     struct verdict v;
-    struct session *s = c->s;
+    struct smtp *s = c->s;
     if (run(c, 0, &v) == HOOK_DONE && s)
         smtp_verdict(s, &v);
 }
@@ -403,7 +402,7 @@ void call_end_tasks(struct bridge *b)
 
 /* Push the arguments of a stage; returns their number. */
 static int push_args(lua_State *L, struct lsession *ls, enum hook_stage st, const struct hook_args *a,
-                     struct session *s)
+                     struct smtp *s)
 {
     int n = 0;
     switch (st) {
@@ -435,7 +434,7 @@ static int push_args(lua_State *L, struct lsession *ls, enum hook_stage st, cons
     return n + 1;
 }
 
-static void set_params(lua_State *L, struct lsession *ls, const struct smtp_params *ps);
+static void set_params(lua_State *L, struct lsession *ls, const struct hook_args *a);
 
 static bool has_hook(struct bridge *b, int stage)
 {
@@ -447,7 +446,7 @@ static bool has_hook(struct bridge *b, int stage)
 
 struct prep {
     struct bridge          *b;
-    struct session         *s;
+    struct smtp         *s;
     int                     stage;
     const struct hook_args *args;     /* NULL for on_close */
     struct lcall           *c;        /* out: the call, if the hook exists */
@@ -492,7 +491,7 @@ static int prepare(lua_State *L)
     c->coref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->co = co;
     if (p->args)
-        set_params(L, ls, p->args->params);
+        set_params(L, ls, p->args);
     push_args(L, ls, p->stage, p->args, p->s);
     if (p->stage == HOOK_MESSAGE)
         lua_pushfstring(L, "%s.mail", p->b->id);
@@ -508,7 +507,7 @@ static int prepare(lua_State *L)
 /* Start a call of hook `stage`: HOOK_DONE with v untouched when the script
  * has no such hook, or with v an error verdict when it could not start;
  * else the call runs (HOOK_DONE with its verdict, or HOOK_PENDING). */
-static enum hook_status begin(struct bridge *b, struct session *s, int stage,
+static enum hook_status begin(struct bridge *b, struct smtp *s, int stage,
                               const struct hook_args *a, struct verdict *v)
 {
     lua_State *L = b->L;
@@ -519,7 +518,7 @@ static enum hook_status begin(struct bridge *b, struct session *s, int stage,
     lua_pushlightuserdata(L, &p);
     int rc = lua_pcall(L, 1, 0, 0);
     if (rc != LUA_OK) {
-        log_msg(LOG_ERROR, session_id(s), "%s: cannot start: %s%s", hook_names[stage],
+        log_msg(LOG_ERROR, smtp_id(s), "%s: cannot start: %s%s", hook_names[stage],
                 rc == LUA_ERRMEM ? "not enough memory (--lua-memory)" : lua_tostring(L, -1),
                 stage == CALL_CLOSE ? "" : "; answering 451");
         lua_settop(L, top);
@@ -533,29 +532,31 @@ static enum hook_status begin(struct bridge *b, struct session *s, int stage,
     return run(p.c, p.nargs, v);
 }
 
-static enum hook_status lua_call_hook(void *ctx, struct session *s, enum hook_stage st,
+static enum hook_status lua_call_hook(void *ctx, struct smtp *s, enum hook_stage st,
                                       const struct hook_args *a, struct verdict *v)
 {
     return begin(ctx, s, (int)st, a, v);   /* no hook: v is VERDICT_ACCEPT already */
 }
 
 /* session.params: the ESMTP parameters of the command being decided. */
-static void set_params(lua_State *L, struct lsession *ls, const struct smtp_params *ps)
+static void set_params(lua_State *L, struct lsession *ls, const struct hook_args *a)
 {
     luaL_unref(L, LUA_REGISTRYINDEX, ls->paramsref);
     ls->paramsref = LUA_NOREF;
-    if (ps == NULL)
+    if (a->params == NULL)
         return;
-    lua_createtable(L, 0, (int)ps->n);
-    for (size_t i = 0; i < ps->n; i++) {
+    size_t n = hook_nparams(a);
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        struct hook_param p;
         char key[64];
-        size_t k = ps->p[i].keylen < sizeof(key) - 1 ? ps->p[i].keylen : sizeof(key) - 1;
+        hook_param(a, i, &p);
+        size_t k = p.keylen < sizeof(key) - 1 ? p.keylen : sizeof(key) - 1;
         for (size_t j = 0; j < k; j++)
-            key[j] = (char)((ps->p[i].key[j] >= 'a' && ps->p[i].key[j] <= 'z') ? ps->p[i].key[j] - 32
-                                                                               : ps->p[i].key[j]);
+            key[j] = (char)(p.key[j] >= 'a' && p.key[j] <= 'z' ? p.key[j] - 32 : p.key[j]);
         key[k] = '\0';
-        if (ps->p[i].value)
-            lua_pushlstring(L, ps->p[i].value, ps->p[i].valuelen);
+        if (p.value)
+            lua_pushlstring(L, p.value, p.valuelen);
         else
             lua_pushboolean(L, 1);
         lua_setfield(L, -2, key);
@@ -563,10 +564,10 @@ static void set_params(lua_State *L, struct lsession *ls, const struct smtp_para
     ls->paramsref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static void lua_close_hook(void *ctx, struct session *s)
+static void lua_close_hook(void *ctx, struct smtp *s)
 {
     struct bridge *b = ctx;
-    struct lsession *ls = *session_hook_data(s);
+    struct lsession *ls = *smtp_hook_data(s);
     struct verdict ignored;
 
     if (ls && ls->call)

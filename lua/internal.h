@@ -40,7 +40,7 @@ struct bridge {
  * coroutine of a timer's function (s NULL). */
 struct lcall {
     struct bridge  *b;
-    struct session *s;             /* NULL for a task */
+    struct smtp *s;             /* NULL for a task */
     int             stage;         /* a hook_stage, CALL_CLOSE or CALL_TASK */
     const char     *name;          /* for the log: "on_rcpt", "every" */
     struct lcall   *next, *prev;   /* in b->tasks */
@@ -69,16 +69,16 @@ struct bridge *bridge_of(lua_State *L);
 
 /* lsession.c */
 void  lsession_open_lib(lua_State *L);
-struct lsession *lsession_get(struct bridge *b, struct session *s);
+struct lsession *lsession_get(struct bridge *b, struct smtp *s);
 void  lsession_push(lua_State *L, struct lsession *ls);
-void  lsession_free(struct bridge *b, struct session *s);
+void  lsession_free(struct bridge *b, struct smtp *s);
 
 /* module.c: the `luasmtpd` module */
 int   luaopen_luasmtpd(lua_State *L);
 
 /* mail.c: push the mail table of the message s is receiving; -1 when
  * memory ran out outside the Lua state. */
-int   mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg, size_t size);
+int   mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size);
 
 /* call.c */
 void  call_hooks_init(struct bridge *b);

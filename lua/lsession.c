@@ -8,12 +8,11 @@
 #include <string.h>
 
 #include "internal.h"
-#include "tls.h"
 
 #define SESSION_MT "luasmtpd.session"
 
 struct box {
-    struct session *s;   /* NULL once the session has ended */
+    struct smtp *s;   /* NULL once the session has ended */
     struct lsession *ls;
 };
 
@@ -28,7 +27,7 @@ static struct box *check_box(lua_State *L)
 static int session_index(lua_State *L)
 {
     struct box *bx = check_box(L);
-    struct session *s = bx->s;
+    struct smtp *s = bx->s;
     const char *k = luaL_checkstring(L, 2);
     int port;
 
@@ -41,40 +40,40 @@ static int session_index(lua_State *L)
         break;
     case 'e':
         if (strcmp(k, "esmtp") == 0) {
-            lua_pushboolean(L, session_esmtp(s));
+            lua_pushboolean(L, smtp_esmtp(s));
             return 1;
         }
         break;
     case 'h':
         if (strcmp(k, "helo") == 0) {
-            lua_pushstring(L, session_helo(s));
+            lua_pushstring(L, smtp_helo(s));
             return 1;
         }
         break;
     case 'i':
         if (strcmp(k, "id") == 0) {
-            lua_pushstring(L, session_id(s));
+            lua_pushstring(L, smtp_id(s));
             return 1;
         }
         if (strcmp(k, "ip") == 0) {
-            lua_pushstring(L, session_peer_host(s, &port));
+            lua_pushstring(L, smtp_peer_host(s, &port));
             return 1;
         }
         break;
     case 'l':
         if (strcmp(k, "local_ip") == 0) {
-            lua_pushstring(L, session_local_host(s, &port));
+            lua_pushstring(L, smtp_local_host(s, &port));
             return 1;
         }
         if (strcmp(k, "local_port") == 0) {
-            session_local_host(s, &port);
+            smtp_local_host(s, &port);
             lua_pushinteger(L, port);
             return 1;
         }
         break;
     case 'p':
         if (strcmp(k, "port") == 0) {
-            session_peer_host(s, &port);
+            smtp_peer_host(s, &port);
             lua_pushinteger(L, port);
             return 1;
         }
@@ -88,10 +87,10 @@ static int session_index(lua_State *L)
         break;
     case 'r':
         if (strcmp(k, "recipients") == 0) {
-            size_t n = session_nrecipients(s);
+            size_t n = smtp_nrecipients(s);
             lua_createtable(L, (int)n, 0);
             for (size_t i = 0; i < n; i++) {
-                lua_pushstring(L, session_recipient(s, i));
+                lua_pushstring(L, smtp_recipient(s, i));
                 lua_rawseti(L, -2, (lua_Integer)i + 1);
             }
             return 1;
@@ -99,28 +98,28 @@ static int session_index(lua_State *L)
         break;
     case 's':
         if (strcmp(k, "sender") == 0) {
-            lua_pushstring(L, session_sender(s));
+            lua_pushstring(L, smtp_sender(s));
             return 1;
         }
         if (strcmp(k, "server_id") == 0) {
-            lua_pushstring(L, session_server_id(s));
+            lua_pushstring(L, smtp_server_id(s));
             return 1;
         }
         break;
     case 't':
         if (strcmp(k, "tls") == 0) {
-            lua_pushboolean(L, session_tls_version(s) != NULL);
+            lua_pushboolean(L, smtp_tls_version(s) != NULL);
             return 1;
         }
         if (strcmp(k, "tls_version") == 0) {
-            lua_pushstring(L, session_tls_version(s));
+            lua_pushstring(L, smtp_tls_version(s));
             return 1;
         }
         bool subj = strcmp(k, "tls_client_subject") == 0;
         if (subj || strcmp(k, "tls_client_verified") == 0) {
-            char subject[TLS_SUBJECT_MAX];
+            char subject[HOOK_TLS_SUBJECT_MAX];
             bool verified;
-            session_tls_client(s, subject, sizeof(subject), &verified);
+            smtp_tls_client(s, subject, sizeof(subject), &verified);
             if (subj)
                 lua_pushstring(L, subject[0] ? subject : NULL);
             else
@@ -130,13 +129,13 @@ static int session_index(lua_State *L)
         break;
     case 'u':
         if (strcmp(k, "user") == 0) {
-            lua_pushstring(L, session_user(s));
+            lua_pushstring(L, smtp_user(s));
             return 1;
         }
         break;
     case 'c':
         if (strcmp(k, "cipher") == 0) {
-            lua_pushstring(L, session_tls_cipher(s));
+            lua_pushstring(L, smtp_tls_cipher(s));
             return 1;
         }
         break;
@@ -154,7 +153,7 @@ static int session_newindex(lua_State *L)
 static int session_tostring(lua_State *L)
 {
     struct box *bx = luaL_checkudata(L, 1, SESSION_MT);
-    lua_pushfstring(L, "session %s", bx->s ? session_id(bx->s) : "(ended)");
+    lua_pushfstring(L, "session %s", bx->s ? smtp_id(bx->s) : "(ended)");
     return 1;
 }
 
@@ -173,9 +172,9 @@ void lsession_open_lib(lua_State *L)
     lua_pop(L, 1);
 }
 
-struct lsession *lsession_get(struct bridge *b, struct session *s)
+struct lsession *lsession_get(struct bridge *b, struct smtp *s)
 {
-    struct lsession *ls = *session_hook_data(s);
+    struct lsession *ls = *smtp_hook_data(s);
     if (ls)
         return ls;
     /* the Lua side first: if it raises (memory), nothing C-side is lost */
@@ -197,7 +196,7 @@ struct lsession *lsession_get(struct bridge *b, struct session *s)
     ls->udref = ref;
     bx->s = s;
     bx->ls = ls;
-    *session_hook_data(s) = ls;
+    *smtp_hook_data(s) = ls;
     return ls;
 }
 
@@ -206,9 +205,9 @@ void lsession_push(lua_State *L, struct lsession *ls)
     lua_rawgeti(L, LUA_REGISTRYINDEX, ls->udref);
 }
 
-void lsession_free(struct bridge *b, struct session *s)
+void lsession_free(struct bridge *b, struct smtp *s)
 {
-    struct lsession *ls = *session_hook_data(s);
+    struct lsession *ls = *smtp_hook_data(s);
     if (ls == NULL)
         return;
     lua_State *L = b->L;
@@ -219,5 +218,5 @@ void lsession_free(struct bridge *b, struct session *s)
     luaL_unref(L, LUA_REGISTRYINDEX, ls->udref);
     luaL_unref(L, LUA_REGISTRYINDEX, ls->paramsref);
     free(ls);
-    *session_hook_data(s) = NULL;
+    *smtp_hook_data(s) = NULL;
 }

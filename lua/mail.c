@@ -115,7 +115,7 @@ static int build_gc(lua_State *L)
 }
 
 /* The mail table of the message being received by s. */
-int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg, size_t size)
+int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size)
 {
     static const struct { const char *field, *header; } hsyco[] = {
         { "from", "from" }, { "to", "to" }, { "subject", "subject" }, { "date", "date" },
@@ -192,21 +192,21 @@ int mail_push(lua_State *L, struct bridge *b, struct session *s, const char *msg
         set_str(L, "truncated", "line length");
 
     /* the envelope and the message as received */
-    set_str(L, "sender", session_sender(s));
-    size_t nr = session_nrecipients(s);
+    set_str(L, "sender", smtp_sender(s));
+    size_t nr = smtp_nrecipients(s);
     lua_createtable(L, (int)nr, 0);
     for (size_t i = 0; i < nr; i++) {
-        lua_pushstring(L, session_recipient(s, i));
+        lua_pushstring(L, smtp_recipient(s, i));
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "recipients");
-    set_str(L, "helo", session_helo(s) ? session_helo(s) : "");
-    set_str(L, "ip", session_peer_host(s, &port));
+    set_str(L, "helo", smtp_helo(s) ? smtp_helo(s) : "");
+    set_str(L, "ip", smtp_peer_host(s, &port));
     lua_pushlstring(L, msg, size);
     lua_setfield(L, -2, "raw");
     lua_pushinteger(L, (lua_Integer)size);
     lua_setfield(L, -2, "size");
-    set_str(L, "id", session_message_id(s));
+    set_str(L, "id", smtp_message_id(s));
     lua_pushcfunction(L, build_gc);   /* done with it: free now, not at collection */
     lua_pushvalue(L, -3);
     lua_call(L, 1, 0);

@@ -39,7 +39,7 @@ static int l_log(lua_State *L)
     const char *msg = lua_tolstring(L, -1, &len);
     char esc[LOG_LINE_MAX];
     struct bridge *b = bridge_of(L);
-    log_msg((enum log_level)level, b->running && b->running->s ? session_id(b->running->s) : NULL, "script: %s",
+    log_msg((enum log_level)level, b->running && b->running->s ? smtp_id(b->running->s) : NULL, "script: %s",
             log_escape(esc, sizeof(esc), msg, len));
     return 0;
 }

@@ -19,7 +19,6 @@
 #include "log.h"
 #include "mime.h"
 #include "server.h"
-#include "session.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,7 +35,7 @@ static void decide(const char *what, struct verdict *v)
     }
 }
 
-static enum hook_status call(void *ctx, struct session *s, enum hook_stage stage,
+static enum hook_status call(void *ctx, struct smtp *s, enum hook_stage stage,
                              const struct hook_args *a, struct verdict *v)
 {
     (void)ctx;
@@ -72,7 +71,7 @@ static enum hook_status call(void *ctx, struct session *s, enum hook_stage stage
     return HOOK_DONE;
 }
 
-static void close_cb(void *ctx, struct session *s)
+static void close_cb(void *ctx, struct smtp *s)
 {
     (void)ctx;
     (void)s;
@@ -175,10 +174,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ev_io_start(loop, &c.wio);
     else
         shutdown(c.fd, SHUT_WR);
-    if (session_new(&srv, sv[0], &peer, false) < 0)
+    if (server_adopt(&srv, sv[0], &peer, false) < 0)
         abort();
     ev_run(loop, 0);
-    if (srv.sessions != NULL)
+    if (srv.sessions.sessions != NULL)
         abort();     /* the loop ended with the session still open: it hung */
     check_replies(&c.replies);
     buf_free(&c.replies);

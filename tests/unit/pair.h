@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "server.h"
-#include "session.h"
 
 static void pair_stop_cb(struct ev_loop *l, ev_timer *w, int revents)
 {
@@ -39,7 +38,7 @@ static inline int connect_client(struct server *srv)
         return -1;
     memset(&peer, 0, sizeof(peer));
     peer.ss.ss_family = AF_UNIX;
-    if (session_new(srv, sv[0], &peer, false) < 0) {
+    if (server_adopt(srv, sv[0], &peer, false) < 0) {
         close(sv[0]);
         close(sv[1]);
         return -1;

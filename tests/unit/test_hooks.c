@@ -14,7 +14,6 @@
 #include "hook.h"
 #include "log.h"
 #include "server.h"
-#include "session.h"
 #include "pair.h"
 #include "test.h"
 
@@ -34,7 +33,7 @@ static char last_address[300], last_user[300], last_password[1100];
 
 struct later {
     ev_timer timer;
-    struct session *s;
+    struct smtp *s;
     struct verdict v;
 };
 
@@ -43,12 +42,12 @@ static void later_cb(struct ev_loop *l, ev_timer *w, int revents)
     struct later *p = w->data;
     (void)l;
     (void)revents;
-    *session_hook_data(p->s) = NULL;
+    *smtp_hook_data(p->s) = NULL;
     smtp_verdict(p->s, &p->v);
     free(p);
 }
 
-static enum hook_status plan_call(void *ctx, struct session *s, enum hook_stage st,
+static enum hook_status plan_call(void *ctx, struct smtp *s, enum hook_stage st,
                                   const struct hook_args *a, struct verdict *v)
 {
     const struct answer *p = &plan[st];
@@ -72,19 +71,19 @@ static enum hook_status plan_call(void *ctx, struct session *s, enum hook_stage 
     ev_timer_init(&l->timer, later_cb, p->later, 0.);
     l->timer.data = l;
     ev_timer_start(loop, &l->timer);
-    *session_hook_data(s) = l;
+    *smtp_hook_data(s) = l;
     return HOOK_PENDING;
 }
 
-static void plan_close(void *ctx, struct session *s)
+static void plan_close(void *ctx, struct smtp *s)
 {
-    struct later *l = *session_hook_data(s);
+    struct later *l = *smtp_hook_data(s);
     (void)ctx;
     closes++;
     if (l) {   /* a verdict still to come: it never will */
         ev_timer_stop(loop, &l->timer);
         free(l);
-        *session_hook_data(s) = NULL;
+        *smtp_hook_data(s) = NULL;
     }
 }
 
@@ -153,10 +152,10 @@ static void test_client_leaves_while_pending(void)
      * the pending stage completes, then the session closes. */
     plan[HOOK_RCPT] = (struct answer){ VERDICT_ACCEPT, NULL, NULL, false, 0.2 };
     converse("HELO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\n", 0.05, out, sizeof(out));
-    CHECK(closes == 0 && srv.nsessions == 1, "still waiting for the verdict: %d", closes);
+    CHECK(closes == 0 && srv.sessions.nsessions == 1, "still waiting for the verdict: %d", closes);
     run_for(loop, 0.3);
     CHECK(closes == 1, "closed once the verdict came: %d", closes);
-    CHECK(srv.nsessions == 0, "and freed: %lu", srv.nsessions);
+    CHECK(srv.sessions.nsessions == 0, "and freed: %lu", srv.sessions.nsessions);
 }
 
 static void test_stop_while_pending(void)
@@ -171,7 +170,7 @@ static void test_stop_while_pending(void)
     char out[4096] = "";
     drain(fd, out, sizeof(out));
     CHECK(strstr(out, "421 4.3.2") != NULL, "a session waiting on a hook is told at stop: '%s'", out);
-    CHECK(closes == 1 && srv.nsessions == 0, "and closed, its pending verdict dropped: %d", closes);
+    CHECK(closes == 1 && srv.sessions.nsessions == 0, "and closed, its pending verdict dropped: %d", closes);
     close(fd);
     srv.stopping = false;
 }

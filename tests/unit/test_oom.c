@@ -182,7 +182,7 @@ static struct config cfg;
 static char received[4096];     /* the last message the hook got */
 static size_t received_len;
 
-static enum hook_status accept_all(void *ctx, struct session *s, enum hook_stage st,
+static enum hook_status accept_all(void *ctx, struct smtp *s, enum hook_stage st,
                                    const struct hook_args *a, struct verdict *v)
 {
     (void)ctx;
@@ -195,7 +195,7 @@ static enum hook_status accept_all(void *ctx, struct session *s, enum hook_stage
     return HOOK_DONE;
 }
 
-static void no_close(void *ctx, struct session *s)
+static void no_close(void *ctx, struct smtp *s)
 {
     (void)ctx;
     (void)s;
@@ -269,7 +269,7 @@ static void test_session(void)
     CHECK(lost == 0, "%ld sessions answered 250 for a message the hook did not get whole", lost);
     CHECK(hung == 0, "%ld sessions were not ended", hung);
     CHECK(too_big == 0, "%ld sessions were told their message was too big", too_big);
-    CHECK(srv.nsessions == 0, "every session ended: %lu left", srv.nsessions);
+    CHECK(srv.sessions.nsessions == 0, "every session ended: %lu left", srv.sessions.nsessions);
     server_free(&srv);
 }
 
