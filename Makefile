@@ -8,9 +8,16 @@ CC        ?= cc
 # -Werror where warnings must fail the build (CI sets CI=true).
 WERROR    ?= $(if $(CI),-Werror,)
 CFLAGS    ?= -O2 -g
-CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore -Ilua
+# core/ sees only core/ (no Lua, no lua/ header but the bridge.h that
+# main.c names by its path); lua/ sees both and Lua's headers.
+CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore
+# -MMD -MP: each object depends on the headers it includes (build/**/*.d)
 WFLAGS    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
-LDLIBS    += -lev -pthread $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto) \
+DEPFLAGS  := -MMD -MP
+# The core needs libev and OpenSSL; the actions of lua/ add libcurl and
+# libmosquitto.
+CORE_LIBS := -lev -pthread $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+LDLIBS    += $(CORE_LIBS) \
              $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
              $(shell pkg-config --libs libmosquitto 2>/dev/null || echo -lmosquitto)
 # mimalloc takes malloc's place in the server (not in the ASan build, which
@@ -25,7 +32,7 @@ LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c
-LUA_SRC   := lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/save.c lua/timer.c
+LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/save.c lua/timer.c
 MAIN_SRC  := core/main.c core/replay.c core/workers.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 
@@ -51,13 +58,18 @@ all: $(B)/luasmtpd
 
 HEADERS   := $(wildcard core/*.h lua/*.h tests/unit/*.h)
 
-$(B)/obj/%.o: %.c $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(LUA_CFLAGS) $(CFLAGS) $(WFLAGS) -c -o $@ $<
+# Only lua/ sees Lua's headers; LUADIR is where its package.path looks.
+$(B)/obj/lua/%.o $(B)/san/lua/%.o: CPPFLAGS += -Ilua $(LUA_CFLAGS) -DLUASMTPD_LUADIR='"$(LUADIR)"'
 
-$(B)/san/%.o: %.c $(HEADERS)
+$(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(LUA_CFLAGS) $(SAN_FLAGS) $(WFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(B)/san/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # The embedded Lua sources: the default script and the luasmtpd module's
 # Lua half.
@@ -82,15 +94,15 @@ $(B)/luasmtpd: $(OBJ)
 $(B)/san/luasmtpd: $(SAN_OBJ)
 	$(CC) $(SAN_FLAGS) $(LDFLAGS) -rdynamic -o $@ $^ $(LUA_LIBS) $(LDLIBS) -lm
 
-# Unit tests of the core: no Lua in them.
+# Unit tests of the core: no Lua, libcurl or libmosquitto in them.
 $(B)/test_%: $(B)/obj/tests/unit/test_%.o $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS)
 
 # test_oom fails the core's allocations one by one: it takes its calls over.
 $(B)/test_oom $(B)/san/test_oom: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 
 $(B)/san/test_%: $(B)/san/tests/unit/test_%.o $(SAN_CORE)
-	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS)
 
 asan: $(B)/san/luasmtpd
 
@@ -110,7 +122,7 @@ $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
 # the whole session: the core's every file, with its libraries
 $(B)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(CORE_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(CORE_LIBS)
 
 # luasmtpd beside smtp-sink (docs/performance.md); BENCH_ARGS="--quick" for a short run
 bench: deps all

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "smtp.h"
 
 enum opt_type {
     OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID,
@@ -153,8 +152,8 @@ void config_defaults(struct config *cfg)
     cfg->auth_methods = CONFIG_AUTH_PLAIN | CONFIG_AUTH_LOGIN;
     cfg->mqtt_keepalive = 60;
     cfg->mqtt_queue = 1000;
-    snprintf(cfg->banner, sizeof(cfg->banner), "ESMTP %s", SMTP_SOFTWARE);
-    cfg->log_level = LOG_INFO;
+    snprintf(cfg->banner, sizeof(cfg->banner), "ESMTP %s", CONFIG_SOFTWARE);
+    cfg->log_level = LV_INFO;
 }
 
 /* Other names of options, as `config` keys read best. */

@@ -12,6 +12,7 @@
 
 #include "net.h"
 
+#define CONFIG_SOFTWARE     "luasmtpd"   /* in the default banner and HELP */
 #define CONFIG_LISTEN_MAX   16
 #define CONFIG_HOSTNAME_MAX 255
 #define CONFIG_ERR_MAX      320

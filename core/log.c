@@ -7,7 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum log_level log_threshold = LOG_INFO;
+enum log_level log_threshold = LV_INFO;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 

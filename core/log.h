@@ -10,7 +10,8 @@
 
 #include <stddef.h>
 
-enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+/* LV_, not LOG_: <syslog.h> has LOG_INFO and LOG_DEBUG. */
+enum log_level { LV_ERROR, LV_WARN, LV_INFO, LV_DEBUG };
 
 #define LOG_LINE_MAX 2048
 

@@ -6,9 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge.h"
+#include "../lua/bridge.h"   /* the one header of lua/ the core sees */
 #include "config.h"
-#include "hook.h"
 #include "log.h"
 #include "replay.h"
 #include "server.h"
@@ -35,10 +34,10 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
     if (!srv.stopping) {
-        log_msg(LOG_INFO, NULL, "signal %d: stopping (again to stop at once)", w->signum);
+        log_msg(LV_INFO, NULL, "signal %d: stopping (again to stop at once)", w->signum);
         server_stop(&srv);
     } else {
-        log_msg(LOG_WARN, NULL, "signal %d: stopping at once", w->signum);
+        log_msg(LV_WARN, NULL, "signal %d: stopping at once", w->signum);
         server_free(&srv);
         ev_break(loop, EVBREAK_ALL);
     }
@@ -180,8 +179,7 @@ static int setup(int argc, char **argv, struct setup *st)
         teardown(st);
         return 2;
     }
-    const struct hooks *hooks = bridge_hooks(st->bridge);
-    if (st->cfg.require_auth && !hooks->defines(hooks->ctx, HOOK_AUTH)) {
+    if (st->cfg.require_auth && !bridge_decides_auth(st->bridge)) {
         fprintf(stderr, "luasmtpd: --require-auth: %s defines no on_auth\n", script);
         teardown(st);
         return 2;
@@ -253,7 +251,7 @@ static int run(struct setup *st)
     ev_signal_init(&sigint, signal_cb, SIGINT);
     ev_signal_start(st->loop, &sigterm);
     ev_signal_start(st->loop, &sigint);
-    log_msg(LOG_INFO, NULL, "luasmtpd %s ready as %s (id %s), script %s", LUASMTPD_VERSION,
+    log_msg(LV_INFO, NULL, "luasmtpd %s ready as %s (id %s), script %s", LUASMTPD_VERSION,
             cfg->hostname, cfg->id, st->args.script ? st->args.script : "(default)");
     workers_ready();
 
@@ -261,7 +259,7 @@ static int run(struct setup *st)
 
     server_free(&srv);
     teardown(st);
-    log_msg(LOG_INFO, NULL, "stopped");
+    log_msg(LV_INFO, NULL, "stopped");
     ev_loop_destroy(st->loop);
     return 0;
 }

@@ -133,7 +133,8 @@ static void next(struct client *c, int code)
     case R_MESSAGE:
         c->accepted = code >= 200 && code < 300;
         c->step = R_QUIT;
-        return send_line(c, "%s", "QUIT");
+        send_line(c, "%s", "QUIT");
+        return;
     case R_QUIT:
     case R_DONE:
         c->step = R_DONE;

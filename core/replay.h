@@ -10,7 +10,8 @@
 #include <ev.h>
 
 #include "config.h"
-#include "hook.h"
+
+struct hooks;
 
 #define REPLAY_MAX_TO 64
 

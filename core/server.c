@@ -25,7 +25,7 @@ static void reject_over_limit(struct server *srv, const struct listener *l, int 
         (void)w;
     }
     close(fd);
-    log_msg(LOG_WARN, NULL, "refused %s: %lu connections (--max-clients)", net_addr_str(peer, a),
+    log_msg(LV_WARN, NULL, "refused %s: %lu connections (--max-clients)", net_addr_str(peer, a),
             srv->sessions.nsessions);
 }
 
@@ -44,13 +44,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 return;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Out of resources: stop accepting for a moment rather than spin. */
-                log_msg(LOG_ERROR, NULL, "accept: %s; pausing for 1s", strerror(errno));
+                log_msg(LV_ERROR, NULL, "accept: %s; pausing for 1s", strerror(errno));
                 for (int k = 0; k < srv->nlisteners; k++)
                     ev_io_stop(loop, &srv->listeners[k].io);
                 ev_timer_start(loop, &srv->accept_retry);
                 return;
             }
-            log_msg(LOG_ERROR, NULL, "accept: %s", strerror(errno));
+            log_msg(LV_ERROR, NULL, "accept: %s", strerror(errno));
             return;
         }
         if (srv->sessions.nsessions >= (unsigned long)srv->cfg->max_clients) {
@@ -58,7 +58,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         if (server_adopt(srv, fd, &peer, l->tls) < 0) {
-            log_msg(LOG_ERROR, NULL, "out of memory for a new session");
+            log_msg(LV_ERROR, NULL, "out of memory for a new session");
             close(fd);
         }
     }
@@ -89,7 +89,7 @@ static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct server *srv = w->data;
     (void)loop;
     (void)revents;
-    log_msg(LOG_WARN, NULL, "grace period over: closing %lu remaining connection(s)",
+    log_msg(LV_WARN, NULL, "grace period over: closing %lu remaining connection(s)",
             srv->sessions.nsessions);
     while (srv->sessions.sessions) {
         struct session *s = srv->sessions.sessions;
@@ -123,7 +123,7 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
         l->tls = cfg->listen_tls[i];
         l->fd = net_listen(&cfg->listen[i], LISTEN_BACKLOG, cfg->workers > 1, err);
         if (l->fd < 0) {
-            log_msg(LOG_ERROR, NULL, "%s", err);
+            log_msg(LV_ERROR, NULL, "%s", err);
             server_free(srv);
             return -1;
         }
@@ -134,7 +134,7 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
         ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
         l->io.data = l;
         ev_io_start(loop, &l->io);
-        log_msg(LOG_INFO, NULL, "listening on %s%s", net_addr_str(&l->addr, a),
+        log_msg(LV_INFO, NULL, "listening on %s%s", net_addr_str(&l->addr, a),
                 l->tls ? " (implicit TLS)" : "");
     }
     return 0;
@@ -151,7 +151,7 @@ void server_stop(struct server *srv)
         close(srv->listeners[i].fd);
     }
     srv->nlisteners = 0;
-    log_msg(LOG_INFO, NULL, "stopping: %lu connection(s) open", srv->sessions.nsessions);
+    log_msg(LV_INFO, NULL, "stopping: %lu connection(s) open", srv->sessions.nsessions);
 
     struct session *s = srv->sessions.sessions;
     while (s) {

@@ -61,7 +61,7 @@ int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bo
     o->sessions = s;
     o->nsessions++;
 
-    log_msg(LOG_INFO, s->id, "connect from %s:%d to %s:%d%s", s->peer_host, s->peer_port,
+    log_msg(LV_INFO, s->id, "connect from %s:%d to %s:%d%s", s->peer_host, s->peer_port,
             s->local_host, s->local_port, tls ? " (TLS)" : "");
     if (cfg->session_timeout > 0)
         ev_timer_start(loop, &s->life);
@@ -95,7 +95,7 @@ void session_starttls(struct session *s)
 {
     size_t n = buf_len(&s->in);
     if (n > 0) {
-        log_msg(LOG_WARN, s->id, "discarded %zu byte(s) sent after STARTTLS before the handshake", n);
+        log_msg(LV_WARN, s->id, "discarded %zu byte(s) sent after STARTTLS before the handshake", n);
         buf_clear(&s->in);
     }
     s->tls_state = STLS_STARTING;
@@ -114,7 +114,7 @@ static void handshake(struct session *s)
         char subject[TLS_SUBJECT_MAX];
         bool verified;
         tls_client_subject(s->tls, subject, sizeof(subject), &verified);
-        log_msg(LOG_INFO, s->id, "TLS established: %s %s%s%s%s", tls_version(s->tls),
+        log_msg(LV_INFO, s->id, "TLS established: %s %s%s%s%s", tls_version(s->tls),
                 tls_cipher(s->tls), subject[0] ? ", client certificate " : "", subject,
                 subject[0] ? (verified ? " (verified)" : " (not verified)") : "");
         /* implicit TLS: the protocol starts only now */
@@ -136,7 +136,7 @@ static void handshake(struct session *s)
     case TLS_ERROR:
         break;
     }
-    log_msg(LOG_INFO, s->id, "TLS handshake failed: %s", err);
+    log_msg(LV_INFO, s->id, "TLS handshake failed: %s", err);
     session_close(s, "TLS handshake failed");
 }
 
@@ -400,7 +400,7 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     if (s->tls_state == STLS_HANDSHAKE) {
-        log_msg(LOG_INFO, s->id, "TLS handshake timed out (--tls-timeout)");
+        log_msg(LV_INFO, s->id, "TLS handshake timed out (--tls-timeout)");
         session_close(s, "TLS handshake timed out");
     } else if (s->closing) {
         session_close(s, "client does not read its replies");
@@ -449,7 +449,7 @@ void session_close(struct session *s, const char *why)
     close(s->fd);
     s->fd = -1;
     s->owner->proto->closed(s->proto, summary, sizeof(summary));
-    log_msg(LOG_INFO, s->id, "disconnect from %s:%d%s%s%s duration=%.3fs", s->peer_host,
+    log_msg(LV_INFO, s->id, "disconnect from %s:%d%s%s%s duration=%.3fs", s->peer_host,
             s->peer_port, why ? ": " : "", why ? why : "", summary, ev_now(loop) - s->started);
 }
 

@@ -81,8 +81,8 @@ static const char *state_name(enum smtp_state st)
 /* The one place the state changes. */
 static void enter_state(struct smtp *m, enum smtp_state st)
 {
-    if (st != m->state && log_enabled(LOG_DEBUG))
-        log_msg(LOG_DEBUG, m->id, "state %s -> %s", state_name(m->state), state_name(st));
+    if (st != m->state && log_enabled(LV_DEBUG))
+        log_msg(LV_DEBUG, m->id, "state %s -> %s", state_name(m->state), state_name(st));
     m->state = st;
 }
 
@@ -172,8 +172,8 @@ static void reply_text(struct smtp *m, int code, const char *enh, const char *te
             unsigned char c = (unsigned char)p[i];
             line[n++] = (c < 32 || c >= 127) ? '?' : (char)c;
         }
-        if (log_enabled(code >= 400 ? LOG_INFO : LOG_DEBUG))
-            log_msg(code >= 400 ? LOG_INFO : LOG_DEBUG, m->id, "> %.*s", (int)n, line);
+        if (log_enabled(code >= 400 ? LV_INFO : LV_DEBUG))
+            log_msg(code >= 400 ? LV_INFO : LV_DEBUG, m->id, "> %.*s", (int)n, line);
         line[n++] = '\r';
         line[n++] = '\n';
         session_write(m->s, line, n);
@@ -283,7 +283,7 @@ struct stage_def {
  * stage.  An enh of NULL means the stage's replies carry no enhanced code
  * (RFC 2034: not on the greeting; 354 is not a completion reply). */
 static const struct stage_def stages[HOOK_STAGE_COUNT] = {
-    [HOOK_CONNECT] = { 220, NULL,    "ESMTP " SMTP_SOFTWARE, 554, NULL,    "Service unavailable",
+    [HOOK_CONNECT] = { 220, NULL,    "ESMTP " CONFIG_SOFTWARE, 554, NULL,    "Service unavailable",
                        finish_connect },
     [HOOK_HELO]    = { 250, NULL,    "",                     550, "5.7.1", "Helo command rejected",
                        finish_helo },
@@ -354,7 +354,7 @@ static void resolve(struct smtp *m, enum hook_stage st, const struct verdict *v,
             r->text = standard_text(code);
         }
     } else {
-        log_msg(LOG_WARN, m->id, "hook %s: invalid reply code %d; answering 451",
+        log_msg(LV_WARN, m->id, "hook %s: invalid reply code %d; answering 451",
                 hook_stage_name(st), v->code);
         r->code = 451;
         r->enh = st == HOOK_CONNECT ? NULL : "4.3.0";
@@ -406,7 +406,7 @@ static void auth_failed(struct smtp *m, int code, const char *enh, const char *t
     m->auth_step = AUTH_NONE;
     reply_text(m, code, enh, text);
     if (++m->nauth_failures >= (unsigned)m->cfg->max_auth_failures) {
-        log_msg(LOG_WARN, m->id, "%u failed AUTH attempts: closing", m->nauth_failures);
+        log_msg(LV_WARN, m->id, "%u failed AUTH attempts: closing", m->nauth_failures);
         reply_close(m, "4.7.0", "Too many authentication failures");
     }
 }
@@ -485,7 +485,7 @@ static void finish_message(struct smtp *m, struct reply *r)
     if (r->code < 400) {
         m->nmessages++;
         /* Addresses are validated: no control characters to escape. */
-        log_msg(LOG_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
+        log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "",
                 buf_len(&m->tx.msg), r->code);
         if (r->text == stages[HOOK_MESSAGE].accept_text)
@@ -493,7 +493,7 @@ static void finish_message(struct smtp *m, struct reply *r)
         else
             reply_text(m, r->code, r->enh, r->text);
     } else {
-        log_msg(LOG_INFO, m->id, "message %s rejected: %d", m->tx.msgid, r->code);
+        log_msg(LV_INFO, m->id, "message %s rejected: %d", m->tx.msgid, r->code);
         reply_text(m, r->code, r->enh, r->text);
     }
     reset_transaction(m);
@@ -505,9 +505,9 @@ static void finish_auth(struct smtp *m, struct reply *r)
 {
     if (r->code < 400 && (m->client.user = strdup(m->arg)) == NULL)
         out_of_memory(r, 454, "4.7.0");
-    if (log_enabled(LOG_INFO)) {
+    if (log_enabled(LV_INFO)) {
         char esc[AUTH_USER_MAX * 4 + 1];
-        log_msg(LOG_INFO, m->id, "AUTH user=<%s>: %d",
+        log_msg(LV_INFO, m->id, "AUTH user=<%s>: %d",
                 log_escape(esc, sizeof(esc), m->arg, strlen(m->arg)), r->code);
     }
     if (r->code < 400) {
@@ -785,12 +785,12 @@ static void end_of_data(struct smtp *m)
     if (m->tx.data.overflow) {
         /* the message buffer could not grow: past --max-size, or no memory */
         if (m->tx.data.size > (size_t)m->cfg->max_size) {
-            log_msg(LOG_INFO, m->id, "message %s refused: %zu bytes over --max-size %lld",
+            log_msg(LV_INFO, m->id, "message %s refused: %zu bytes over --max-size %lld",
                     m->tx.msgid, m->tx.data.size, m->cfg->max_size);
             reply(m, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
                   m->cfg->max_size);
         } else {
-            log_msg(LOG_ERROR, m->id, "message %s refused: out of memory for %zu bytes", m->tx.msgid,
+            log_msg(LV_ERROR, m->id, "message %s refused: out of memory for %zu bytes", m->tx.msgid,
                     m->tx.data.size);
             reply(m, 451, "4.3.0", "Out of memory, try again later");
         }
@@ -871,7 +871,7 @@ static void cmd_help(struct smtp *m, const struct smtp_cmd *c)
     char text[REPLY_LINE_MAX];
     (void)c;
     snprintf(text, sizeof(text),
-             SMTP_SOFTWARE " accepts: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP%s%s\n"
+             CONFIG_SOFTWARE " accepts: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP%s%s\n"
              "See RFC 5321", starttls_offered(m) ? " STARTTLS" : "", auth_offered(m) ? " AUTH" : "");
     reply_text(m, 214, "2.0.0", text);
 }
@@ -1077,13 +1077,13 @@ static void command(struct smtp *m, const char *line, size_t len)
         reply_error(m, 500, "5.5.6", "Line too long");
         return;
     }
-    if (log_enabled(LOG_DEBUG)) {
+    if (log_enabled(LV_DEBUG)) {
         char esc[REPLY_LINE_MAX * 4];
         size_t shown = len;
         const char *sp = c.verb == SMTP_AUTH ? memchr(c.arg, ' ', c.arglen) : NULL;
         if (sp)   /* never log credentials: the mechanism only */
             shown = (size_t)(sp - line);
-        log_msg(LOG_DEBUG, m->id, "< %s%s", log_escape(esc, sizeof(esc), line, shown),
+        log_msg(LV_DEBUG, m->id, "< %s%s", log_escape(esc, sizeof(esc), line, shown),
                 shown < len ? " ***" : "");
     }
     const struct command *cmd = &commands[c.verb];
@@ -1141,7 +1141,7 @@ static void input(void *p)
         case BUF_LINE_OK:
             session_touch(m->s);
             if (m->state == ST_AUTH) {
-                log_msg(LOG_DEBUG, m->id, "< (SASL response, %zu bytes)", len);
+                log_msg(LV_DEBUG, m->id, "< (SASL response, %zu bytes)", len);
                 auth_response(m, line, len);
             } else {
                 command(m, line, len);
@@ -1155,7 +1155,7 @@ static void eof(void *p)
 {
     struct smtp *m = p;
     if (m->state == ST_DATA)
-        log_msg(LOG_WARN, m->id, "connection lost in DATA after %zu bytes: message %s discarded",
+        log_msg(LV_WARN, m->id, "connection lost in DATA after %zu bytes: message %s discarded",
                 m->tx.data.size, m->tx.msgid);
 }
 
@@ -1163,10 +1163,10 @@ static void timeout(void *p, const char *why)
 {
     struct smtp *m = p;
     if (m->state == ST_DATA)
-        log_msg(LOG_WARN, m->id, "%s in DATA after %zu bytes: message %s discarded", why,
+        log_msg(LV_WARN, m->id, "%s in DATA after %zu bytes: message %s discarded", why,
                 m->tx.data.size, m->tx.msgid);
     else
-        log_msg(LOG_INFO, m->id, "%s", why);
+        log_msg(LV_INFO, m->id, "%s", why);
     reply(m, 421, "4.4.2", "%s Error: %s, closing connection", hostname(m), why);
     session_close_after_flush(m->s);
 }

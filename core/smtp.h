@@ -13,8 +13,6 @@
 
 #include "session.h"
 
-#define SMTP_SOFTWARE "luasmtpd"
-
 /* The protocol of the server's sessions; its ctx is the const struct
  * hooks * that decides each stage. */
 extern const struct proto smtp_proto;

@@ -27,8 +27,8 @@ enum smtp_verb {
     SMTP_UNKNOWN = 0,
     SMTP_HELO, SMTP_EHLO, SMTP_MAIL, SMTP_RCPT, SMTP_DATA, SMTP_RSET,
     SMTP_NOOP, SMTP_QUIT, SMTP_VRFY, SMTP_EXPN, SMTP_HELP,
-    /* known, not offered by this server (yet) */
-    SMTP_STARTTLS, SMTP_AUTH, SMTP_BDAT, SMTP_ETRN, SMTP_TURN,
+    SMTP_STARTTLS, SMTP_AUTH,   /* offered when configured (a certificate, on_auth) */
+    SMTP_BDAT, SMTP_ETRN, SMTP_TURN,   /* known, answered 502 */
     SMTP_VERB_COUNT
 };
 

@@ -69,7 +69,7 @@ static bool spawn(struct worker *w, int i, const sigset_t *mask)
 {
     pid_t pid = fork();
     if (pid < 0) {
-        log_msg(LOG_ERROR, NULL, "worker %d: fork: %s; trying again in %.0fs", i + 1,
+        log_msg(LV_ERROR, NULL, "worker %d: fork: %s; trying again in %.0fs", i + 1,
                 strerror(errno), RESPAWN_DELAY);
         w->respawn_at = now() + RESPAWN_DELAY;
         return false;
@@ -88,7 +88,7 @@ static bool spawn(struct worker *w, int i, const sigset_t *mask)
     w->started = now();
     w->respawn_at = 0;
     w->ready = false;
-    log_msg(LOG_INFO, NULL, "worker %d started (pid %d)", i + 1, (int)pid);
+    log_msg(LV_INFO, NULL, "worker %d started (pid %d)", i + 1, (int)pid);
     return false;
 }
 
@@ -147,7 +147,7 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
     take_signals(&set, &mask);
     supervisor = getpid();
     *status = 0;
-    log_msg(LOG_INFO, NULL, "supervisor (pid %d) starting %d workers", (int)supervisor, n);
+    log_msg(LV_INFO, NULL, "supervisor (pid %d) starting %d workers", (int)supervisor, n);
     for (int i = 0; i < n; i++)
         cur[i].respawn_at = now();
 
@@ -160,7 +160,7 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
                 next = cur[i].respawn_at;
         }
         if (stopping && live(cur, n) + live(old, n) == 0) {
-            log_msg(LOG_INFO, NULL, "supervisor: every worker has stopped");
+            log_msg(LV_INFO, NULL, "supervisor: every worker has stopped");
             return -1;
         }
         double wait = next - now();
@@ -175,10 +175,10 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
         if (sig == READY_SIGNAL) {
             if (mark_ready(cur, n, si.si_pid)) {
                 if (starting)
-                    log_msg(LOG_INFO, NULL, "supervisor: %d workers ready", n);
+                    log_msg(LV_INFO, NULL, "supervisor: %d workers ready", n);
                 starting = false;
                 if (live(old, n)) {
-                    log_msg(LOG_INFO, NULL,
+                    log_msg(LV_INFO, NULL,
                             "supervisor: the new workers are ready; stopping the old ones");
                     signal_all(old, n, SIGTERM);
                 }
@@ -191,17 +191,17 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
                 describe(ws, how, sizeof(how));
                 if ((i = find(old, n, pid)) >= 0) {
                     old[i].pid = 0;
-                    log_msg(LOG_INFO, NULL, "old worker %d (pid %d) %s", i + 1, (int)pid, how);
+                    log_msg(LV_INFO, NULL, "old worker %d (pid %d) %s", i + 1, (int)pid, how);
                     continue;
                 }
                 if ((i = find(cur, n, pid)) < 0)
                     continue;
                 cur[i].pid = 0;
                 if (stopping) {
-                    log_msg(LOG_INFO, NULL, "worker %d (pid %d) %s", i + 1, (int)pid, how);
+                    log_msg(LV_INFO, NULL, "worker %d (pid %d) %s", i + 1, (int)pid, how);
                 } else if (starting && !cur[i].ready) {
                     /* it said why on stderr; a server that cannot start stops */
-                    log_msg(LOG_ERROR, NULL, "worker %d (pid %d) %s before it was ready: stopping",
+                    log_msg(LV_ERROR, NULL, "worker %d (pid %d) %s before it was ready: stopping",
                             i + 1, (int)pid, how);
                     *status = WIFEXITED(ws) && WEXITSTATUS(ws) ? WEXITSTATUS(ws) : 1;
                     stopping = true;
@@ -209,14 +209,14 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
                 } else {
                     double lived = now() - cur[i].started;
                     cur[i].respawn_at = now() + (lived < RESPAWN_DELAY ? RESPAWN_DELAY : 0);
-                    log_msg(LOG_WARN, NULL, "worker %d (pid %d) %s; restarting it%s", i + 1,
+                    log_msg(LV_WARN, NULL, "worker %d (pid %d) %s; restarting it%s", i + 1,
                             (int)pid, how, lived < RESPAWN_DELAY ? " in a second" : "");
                 }
             }
             break;
         case SIGTERM:
         case SIGINT:
-            log_msg(LOG_INFO, NULL, "supervisor: signal %d: %s", sig,
+            log_msg(LV_INFO, NULL, "supervisor: signal %d: %s", sig,
                     stopping ? "passed on again (the workers stop at once)"
                              : "stopping the workers (again to stop them at once)");
             stopping = true;
@@ -227,7 +227,7 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
             if (stopping)
                 break;
             if (live(old, n)) {
-                log_msg(LOG_WARN, NULL, "supervisor: SIGHUP: a reload is already under way");
+                log_msg(LV_WARN, NULL, "supervisor: SIGHUP: a reload is already under way");
                 break;
             }
             bool ok = check(arg);
@@ -236,11 +236,11 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
             take_signals(&set, &ignored);
             raise(SIGCHLD);
             if (!ok) {
-                log_msg(LOG_ERROR, NULL, "supervisor: SIGHUP: the script does not load; "
+                log_msg(LV_ERROR, NULL, "supervisor: SIGHUP: the script does not load; "
                                          "the running workers go on");
                 break;
             }
-            log_msg(LOG_INFO, NULL, "supervisor: SIGHUP: starting new workers with the script "
+            log_msg(LV_INFO, NULL, "supervisor: SIGHUP: starting new workers with the script "
                                     "as it is now");
             memcpy(old, cur, sizeof(cur[0]) * (size_t)n);
             for (i = 0; i < n; i++) {

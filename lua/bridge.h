@@ -10,10 +10,12 @@
 #include <ev.h>
 #include <stddef.h>
 
+#include <stdbool.h>
+
 #include "config.h"
-#include "hook.h"
 
 struct bridge;
+struct hooks;
 
 #define BRIDGE_ERR_MAX 1024
 
@@ -34,6 +36,8 @@ int  bridge_start(struct bridge *b, const struct config *cfg, char *err);
 /* A summary for --check: which hooks the script defines. */
 void bridge_describe(struct bridge *b, char *out, size_t outsz);
 const struct hooks *bridge_hooks(struct bridge *b);
+/* Does the script decide AUTH (on_auth)? */
+bool bridge_decides_auth(const struct bridge *b);
 void bridge_close(struct bridge **b);
 
 #endif

@@ -1,27 +1,21 @@
 /*
  * call: hook.h implemented by running the script's on_* functions.
  *
- * Each call is a coroutine of its session.  It may wait (luasmtpd.sleep):
- * the call is then HOOK_PENDING and resumed from the loop; the verdict goes
- * back through smtp_verdict().  Every call has a budget of running time,
- * enforced by a debug hook that keeps raising once the budget is spent, so
- * a script's own pcall cannot swallow it; memory is capped by the state's
- * allocator.  An error, an overrun or a return value that is no
- * verdict is logged and answered 451 4.3.0.
+ * Each call is a coroutine of its session.  It may wait on an action
+ * (call_wait): the call is then HOOK_PENDING and resumed from the loop;
+ * the verdict goes back through smtp_verdict().  Every call has a budget
+ * of running time (budget.c): past it the coroutine is suspended by a
+ * yield no pcall can catch, and the call is abandoned.  Memory is capped
+ * by the state's allocator.  An error, an overrun or a return value that
+ * is no verdict is logged and answered 451 4.3.0.
  */
-#include <errno.h>
-#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "internal.h"
 #include "log.h"
-
-#define COUNT_STEP 1000   /* instructions between budget checks */
-#define TICK_IDLE  10     /* ticks without a call before the timer stops */
 
 /* on_close has no verdict: it runs as the pseudo-stage CALL_CLOSE. */
 static const char *const hook_names[CALL_TASK] = {
@@ -34,116 +28,6 @@ static const char *const hook_names[CALL_TASK] = {
 const char *call_hook_name(int st)
 {
     return hook_names[st];
-}
-
-static void budget_hook(lua_State *L, lua_Debug *ar);
-
-/*
- * When the hook runs.  A count hook makes Lua stop at every instruction to
- * count (8% of a small message's whole cost), so a call's own coroutine
- * runs without one, and a timer signal ticks while calls run (ten times per
- * budget, at most 100 ms apart), each tick setting the hook on the running
- * call's coroutine.  The hook looks at the clock and, within the budget,
- * removes itself until the next tick.  The timer stops after TICK_IDLE ticks
- * without a call.  Coroutines a script creates itself run while their
- * creator waits in resume, out of a tick's reach: they carry the counting
- * hook from birth (see call_open_coroutines).
- */
-static lua_State *volatile tick_co;             /* the running call's coroutine */
-static volatile sig_atomic_t tick_idle = -1;    /* ticks without a call; -1: stopped */
-static timer_t tick_timer;
-static pid_t tick_pid;                          /* the process that made the timer */
-
-static void tick(int sig)
-{
-    lua_State *co = tick_co;
-    (void)sig;
-    if (co != NULL) {
-        tick_idle = 0;
-        lua_sethook(co, budget_hook, LUA_MASKCOUNT, 1);
-    } else if (tick_idle >= 0 && ++tick_idle >= TICK_IDLE) {
-        struct itimerspec stop = { 0 };
-        timer_settime(tick_timer, 0, &stop, NULL);
-        tick_idle = -1;
-    }
-}
-
-/* Start the ticks, making the timer on first use in this process (timers
- * do not survive fork).  0, or -1 with errno. */
-static int tick_start(const struct bridge *b)
-{
-    if (tick_pid != getpid()) {
-        struct sigaction sa = { .sa_handler = tick, .sa_flags = SA_RESTART };
-        struct sigevent ev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGALRM };
-        sigemptyset(&sa.sa_mask);
-        ev._sigev_un._tid = gettid();   /* the loop's thread, not a library's */
-        if (sigaction(SIGALRM, &sa, NULL) < 0 || timer_create(CLOCK_MONOTONIC, &ev, &tick_timer) < 0)
-            return -1;
-        tick_pid = getpid();
-    }
-    double every = b->budget / 10;
-    every = every > 0.1 ? 0.1 : every < 0.001 ? 0.001 : every;
-    struct timespec t = { .tv_sec = 0, .tv_nsec = (long)(every * 1e9) };
-    struct itimerspec its = { .it_interval = t, .it_value = t };
-    if (timer_settime(tick_timer, 0, &its, NULL) < 0)
-        return -1;
-    tick_idle = 0;
-    return 0;
-}
-
-/*
- * Past the budget the coroutine is suspended by a yield from this hook: no
- * pcall in the script can catch a yield, and the call is then abandoned.
- * Inside a C callback (where no yield is possible) an error is raised
- * instead, and the hook yields at the next count it can.
- */
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    struct bridge *b = bridge_of(L);
-    (void)ar;
-    if (b->running == NULL)
-        return;
-    if (!b->over_budget && bridge_now() <= b->deadline) {
-        /* a tick's look: the call's own coroutine waits for the next one */
-        if (L == b->running->co && tick_idle >= 0)
-            lua_sethook(L, NULL, 0, 0);
-        return;
-    }
-    b->over_budget = true;
-    if (lua_isyieldable(L)) {
-        lua_yield(L, 0);   /* in a hook this returns; the yield follows */
-        return;
-    }
-    luaL_error(L, "hook ran past its time budget (%.3gs)", b->budget);
-}
-
-/* coroutine.create and coroutine.wrap (upvalue 1) with the counting hook
- * set on the new coroutine (wrap's function holds it as its upvalue). */
-static int hooked_coroutine(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    if (lua_type(L, -1) == LUA_TFUNCTION)
-        lua_getupvalue(L, -1, 1);
-    else
-        lua_pushvalue(L, -1);
-    lua_sethook(lua_tothread(L, -1), budget_hook, LUA_MASKCOUNT, COUNT_STEP);
-    lua_pop(L, 1);
-    return 1;
-}
-
-void call_open_coroutines(lua_State *L)
-{
-    static const char *const names[] = { "create", "wrap" };
-    lua_getglobal(L, "coroutine");
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        lua_getfield(L, -1, names[i]);
-        lua_pushcclosure(L, hooked_coroutine, 1);
-        lua_setfield(L, -2, names[i]);
-    }
-    lua_pop(L, 1);
 }
 
 static void set_verdict_error(struct verdict *v)
@@ -239,12 +123,11 @@ static void end_call(struct lcall *c)
             b->tasks = c->next;
         if (c->next)
             c->next->prev = c->prev;
-        timer_task_ended(c);
+        if (c->ended)
+            c->ended(c->ended_data);
     }
-    if (c->waiting)
-        ev_timer_stop(b->loop, &c->wait);
-    if (c->release)
-        c->release(c);
+    ev_timer_stop(b->loop, &c->wait);
+    call_release(c);
     /* An abandoned coroutine (over budget, or its session gone) may hold
      * to-be-closed variables: close them now. */
     if (c->co && lua_status(c->co) == LUA_YIELD)
@@ -267,17 +150,9 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     b->over_budget = false;
     b->deadline = start + (b->budget - c->used);
     c->waiting = false;
-    tick_co = c->co;   /* before looking at tick_idle: a tick in between keeps it running */
-    if (tick_idle < 0 && tick_start(b) < 0) {
-        static bool told;
-        if (!told)
-            log_msg(LOG_ERROR, NULL, "cannot start the hook timer (%s): counting instead",
-                    strerror(errno));
-        told = true;
-        lua_sethook(c->co, budget_hook, LUA_MASKCOUNT, COUNT_STEP);
-    }
+    budget_enter(b, c->co);
     int rc = lua_resume(c->co, b->L, nargs, &nres);
-    tick_co = NULL;
+    budget_leave();
     b->running = NULL;
     c->used += bridge_now() - start;
 
@@ -292,22 +167,22 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     v->enhanced[0] = v->text[0] = '\0';
     v->disconnect = false;
     if (b->over_budget) {
-        log_msg(LOG_ERROR, sid, "%s: ran past its time budget of %.3gs (%s)%s", name, b->budget,
+        log_msg(LV_ERROR, sid, "%s: ran past its time budget of %.3gs (%s)%s", name, b->budget,
                 b->script, then);
         set_verdict_error(v);
     } else if (rc == LUA_YIELD) {
-        log_msg(LOG_ERROR, sid, "%s: yielded outside a luasmtpd wait (%s)%s", name, b->script, then);
+        log_msg(LV_ERROR, sid, "%s: yielded outside a luasmtpd wait (%s)%s", name, b->script, then);
         set_verdict_error(v);
     } else if (rc != LUA_OK) {
         const char *msg = lua_tostring(c->co, -1);
         if (rc == LUA_ERRMEM)
             msg = "not enough memory (--lua-memory)";
         luaL_traceback(b->L, c->co, msg ? msg : "(error object is not a string)", 0);
-        log_msg(LOG_ERROR, sid, "%s: %s%s", name, lua_tostring(b->L, -1), then);
+        log_msg(LV_ERROR, sid, "%s: %s%s", name, lua_tostring(b->L, -1), then);
         lua_pop(b->L, 1);
         set_verdict_error(v);
     } else if (verdict && to_verdict(c->co, nres, v) < 0) {
-        log_msg(LOG_ERROR, sid, "%s: invalid return value (%s)%s", name,
+        log_msg(LV_ERROR, sid, "%s: invalid return value (%s)%s", name,
                 nres ? luaL_typename(c->co, lua_gettop(c->co) - nres + 1) : "nothing", then);
         set_verdict_error(v);
     }
@@ -327,21 +202,85 @@ struct lcall *call_waitable(lua_State *L, const char *what)
     return c;
 }
 
-void call_resume(struct lcall *c)
+/* --- waiting --------------------------------------------------------------- */
+
+void call_release(struct lcall *c)
 {
-    struct verdict v;
-    struct smtp *s = c->s;
-    if (run(c, 0, &v) == HOOK_DONE && s)
-        smtp_verdict(s, &v);
+    if (c->release)
+        c->release(c->waitdata);
+    c->release = NULL;
+    c->waitdata = NULL;
 }
 
-void call_wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lcall *c = w->data;
     (void)loop;
     (void)revents;
+    c->timed_out = !c->woken;
+    call_wake(c);
+}
+
+/* A new call's wait timer. */
+static void init_wait(struct lcall *c)
+{
+    ev_init(&c->wait, wait_cb);
+    c->wait.data = c;
+}
+
+int call_wait(lua_State *L, struct lcall *c, void *data, void (*release)(void *data),
+              double timeout, lua_KFunction k)
+{
+    call_release(c);
+    c->waitdata = data;
+    c->release = release;
+    c->timeout = timeout;
+    c->woken = c->timed_out = false;
+    if (timeout >= 0) {
+        ev_timer_set(&c->wait, timeout, 0.);
+        ev_timer_start(c->b->loop, &c->wait);
+    }
+    c->waiting = true;
+    return lua_yieldk(L, 0, (lua_KContext)c, k);
+}
+
+void call_wake(struct lcall *c)
+{
+    struct verdict v;
+    struct smtp *s = c->s;
+    ev_timer_stop(c->b->loop, &c->wait);
     c->waiting = false;
-    call_resume(c);
+    if (run(c, 0, &v) == HOOK_DONE && s)
+        smtp_verdict(s, &v);
+}
+
+void call_wake_soon(struct lcall *c)
+{
+    c->woken = true;
+    ev_timer_stop(c->b->loop, &c->wait);
+    ev_timer_set(&c->wait, 0., 0.);
+    ev_timer_start(c->b->loop, &c->wait);
+}
+
+double call_opt_timeout(lua_State *L, int idx, double dflt)
+{
+    double t = dflt;
+    if (lua_getfield(L, idx, "timeout") != LUA_TNIL) {
+        t = luaL_checknumber(L, -1);
+        luaL_argcheck(L, t > 0 && t <= 86400, idx, "timeout out of range (0 to 86400)");
+    }
+    lua_pop(L, 1);
+    return t;
+}
+
+int call_fail(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+    lua_pushnil(L);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return 2;
 }
 
 /* Under lua_pcall, as prepare(): the task's call and coroutine, with the
@@ -356,6 +295,7 @@ static int prepare_task(lua_State *L)
     c->b = b;
     c->stage = CALL_TASK;
     c->coref = LUA_NOREF;
+    init_wait(c);
     c->next = b->tasks;
     if (b->tasks)
         b->tasks->prev = c;
@@ -383,7 +323,7 @@ struct lcall *call_task(struct bridge *b, const char *name, int arg)
         lua_pushvalue(L, arg);
     int rc = lua_pcall(L, arg ? 3 : 2, 0, 0);
     if (rc != LUA_OK) {
-        log_msg(LOG_ERROR, NULL, "%s: cannot start: %s", name,
+        log_msg(LV_ERROR, NULL, "%s: cannot start: %s", name,
                 rc == LUA_ERRMEM ? "not enough memory (--lua-memory)" : lua_tostring(L, -1));
         lua_settop(L, top);
         if (c)
@@ -486,6 +426,7 @@ static int prepare(lua_State *L)
     c->stage = p->stage;
     c->name = hook_names[p->stage];
     c->coref = LUA_NOREF;
+    init_wait(c);
     p->c = c;
     lua_State *co = lua_newthread(L);
     c->coref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -518,7 +459,7 @@ static enum hook_status begin(struct bridge *b, struct smtp *s, int stage,
     lua_pushlightuserdata(L, &p);
     int rc = lua_pcall(L, 1, 0, 0);
     if (rc != LUA_OK) {
-        log_msg(LOG_ERROR, smtp_id(s), "%s: cannot start: %s%s", hook_names[stage],
+        log_msg(LV_ERROR, smtp_id(s), "%s: cannot start: %s%s", hook_names[stage],
                 rc == LUA_ERRMEM ? "not enough memory (--lua-memory)" : lua_tostring(L, -1),
                 stage == CALL_CLOSE ? "" : "; answering 451");
         lua_settop(L, top);

@@ -6,8 +6,8 @@
  * and its exit seen by an ev_child watcher: the hook's coroutine waits on
  * the loop and other sessions are served meanwhile.  Returns
  * {status = n | nil, signal = n | nil, stdout = "...", stderr = "...",
- *  truncated = true | nil}, or nil and a message when the program could not
- * be run or ran past its timeout (then it is killed).
+ *  truncated = true | nil}, or nil and "exec: ..." when the program could
+ * not be run or ran past its timeout (then it is killed).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,9 +35,8 @@ struct exec {
     char     *input;              /* stdin text (a copy) and how much is written */
     size_t    input_len, input_off;
     struct buf outbuf, errbuf;
-    bool      truncated, exited, timed_out;
+    bool      truncated, exited;
     int       wstatus;
-    double    timeout;
 };
 
 static void close_io(struct ev_loop *loop, ev_io *w)
@@ -49,13 +48,11 @@ static void close_io(struct ev_loop *loop, ev_io *w)
     w->fd = -1;
 }
 
-/* Stop everything and free (the call ends, or waits again). */
-static void exec_release(struct lcall *c)
+/* Stop everything and free (the wait is over, or the call ended). */
+static void exec_release(void *data)
 {
-    struct exec *ex = c->waitdata;
-    struct ev_loop *loop = c->b->loop;
-    if (ex == NULL)
-        return;
+    struct exec *ex = data;
+    struct ev_loop *loop = ex->c->b->loop;
     close_io(loop, &ex->in);
     close_io(loop, &ex->out);
     close_io(loop, &ex->err);
@@ -67,19 +64,13 @@ static void exec_release(struct lcall *c)
     buf_free(&ex->errbuf);
     free(ex->input);
     free(ex);
-    c->waitdata = NULL;
-    c->release = NULL;
 }
 
-/* Done when the program exited and its outputs are closed, or timed out. */
+/* Done when the program exited and its outputs are closed. */
 static void maybe_done(struct exec *ex)
 {
-    struct lcall *c = ex->c;
-    if (!ex->timed_out && (!ex->exited || ex->out.fd >= 0 || ex->err.fd >= 0))
-        return;
-    ev_timer_stop(c->b->loop, &c->wait);
-    c->waiting = false;
-    call_resume(c);
+    if (ex->exited && ex->out.fd < 0 && ex->err.fd < 0)
+        call_wake(ex->c);
 }
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -126,27 +117,15 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
     maybe_done(ex);
 }
 
-static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct lcall *c = w->data;
-    struct exec *ex = c->waitdata;
-    (void)loop;
-    (void)revents;
-    ex->timed_out = true;
-    maybe_done(ex);
-}
-
 /* After the wait: the result, pushed by the coroutine itself. */
 static int exec_k(lua_State *L, int status, lua_KContext ctx)
 {
     struct lcall *c = (struct lcall *)ctx;
     struct exec *ex = c->waitdata;
     (void)status;
-    if (ex->timed_out) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "timed out after %f seconds (killed)", ex->timeout);
-        exec_release(c);
-        return 2;
+    if (c->timed_out) {
+        call_release(c);
+        return call_fail(L, "exec: timed out after %f seconds (killed)", (lua_Number)c->timeout);
     }
     lua_createtable(L, 0, 5);
     if (WIFEXITED(ex->wstatus)) {
@@ -164,7 +143,7 @@ static int exec_k(lua_State *L, int status, lua_KContext ctx)
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "truncated");
     }
-    exec_release(c);
+    call_release(c);
     return 1;
 }
 
@@ -190,12 +169,10 @@ static int spawn_error(lua_State *L, const char *prog, int err, int fds[6])
     for (int i = 0; i < 6; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot run %s: %s", prog, strerror(err));
-    return 2;
+    return call_fail(L, "exec: cannot run %s: %s", prog, strerror(err));
 }
 
-int l_exec(lua_State *L)
+static int l_exec(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     struct lcall *c = call_waitable(L, "luasmtpd.exec");
@@ -217,12 +194,7 @@ int l_exec(lua_State *L)
     if (argc == 0)
         return luaL_error(L, "exec: no program given");
 
-    double timeout = EXEC_TIMEOUT;
-    if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
-        timeout = luaL_checknumber(L, -1);
-        luaL_argcheck(L, timeout > 0 && timeout <= 86400, 1, "timeout out of range (0 to 86400)");
-    }
-    lua_pop(L, 1);
+    double timeout = call_opt_timeout(L, 1, EXEC_TIMEOUT);
     size_t input_len = 0;
     const char *input = NULL;
     if (lua_getfield(L, 1, "stdin") != LUA_TNIL)
@@ -235,18 +207,14 @@ int l_exec(lua_State *L)
         env = (char **)envp;
     }
 
-    /* the state first: the release function frees it whatever happens */
-    if (c->release)
-        c->release(c);
     struct exec *ex = calloc(1, sizeof(*ex));
     char *copy = input_len ? malloc(input_len) : NULL;
     if (ex == NULL || (input_len && copy == NULL)) {
         free(ex);
         free(copy);
-        return luaL_error(L, "exec: out of memory");
+        return call_fail(L, "exec: out of memory");
     }
     ex->c = c;
-    ex->timeout = timeout;
     ex->input = copy;
     ex->input_len = input_len;
     if (input_len)
@@ -311,11 +279,13 @@ int l_exec(lua_State *L)
     ev_child_init(&ex->child, child_cb, ex->pid, 0);
     ex->child.data = ex;
     ev_child_start(loop, &ex->child);
-    ev_timer_init(&c->wait, timeout_cb, timeout, 0.);
-    c->wait.data = c;
-    ev_timer_start(loop, &c->wait);
-    c->waitdata = ex;
-    c->release = exec_release;
-    c->waiting = true;
-    return lua_yieldk(L, 0, (lua_KContext)c, exec_k);
+    return call_wait(L, c, ex, exec_release, timeout, exec_k);
 }
+
+static void exec_open(lua_State *L)
+{
+    lua_pushcfunction(L, l_exec);
+    lua_setfield(L, -2, "exec");
+}
+
+const struct action exec_action = { exec_open, NULL, NULL };

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -13,26 +12,16 @@
 #include "log.h"
 
 #ifndef LUASMTPD_LUADIR
-#define LUASMTPD_LUADIR "/usr/local/share/lua/5.4"
+#error "LUASMTPD_LUADIR: the Makefile sets it from LUADIR"
 #endif
 
 /* Compiled-in Lua (lua/default.lua, lua/prelude.lua). */
 extern const char lua_default[], lua_prelude[];
 
-double bridge_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-struct bridge *bridge_of(lua_State *L)
-{
-    lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
-    struct bridge *b = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return b;
-}
+/* Every action of the luasmtpd module (a new one: its file, and a row). */
+const struct action *const bridge_actions[] = {
+    &exec_action, &timer_action, &save_action, &http_action, &mqtt_action, NULL,
+};
 
 /* Every allocation of the state goes through here: past the cap, Lua gets
  * NULL and raises "not enough memory" in the script, never in the process. */
@@ -54,24 +43,36 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
-/* Where the project's Lua library is found: beside the binary in a source
- * tree (build/../lua), and where `make install` puts it. */
+/* Where scripts' `require` looks first: lua/ of the source tree when the
+ * binary runs from one (build/luasmtpd beside lua/prelude.lua), then LUADIR
+ * (`make install LUADIR=...`), then Lua's own path (LUA_PATH), which names
+ * LUADIR only once. */
 static void set_paths(lua_State *L)
 {
-    char exe[PATH_MAX], dir[PATH_MAX] = ".";
+    char exe[PATH_MAX], tree[PATH_MAX + 16] = "";
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(dir, sizeof(dir), "%s", exe);
-        }
+    char *slash = n > 0 ? (exe[n] = '\0', strrchr(exe, '/')) : NULL;
+    if (slash) {
+        *slash = '\0';
+        snprintf(tree, sizeof(tree), "%s/../lua", exe);
+        char probe[PATH_MAX + 32];
+        snprintf(probe, sizeof(probe), "%s/prelude.lua", tree);
+        if (access(probe, R_OK) != 0)
+            tree[0] = '\0';
     }
+    luaL_Buffer b;
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/../lua/?.lua;%s/../lua/?/init.lua;" LUASMTPD_LUADIR "/?.lua;%s",
-                    dir, dir, lua_tostring(L, -1));
+    const char *dflt = lua_tostring(L, -1);
+    luaL_buffinit(L, &b);
+    if (tree[0]) {
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", tree, tree);
+        luaL_addvalue(&b);
+    }
+    if (strstr(dflt, LUASMTPD_LUADIR "/?.lua;") == NULL)
+        luaL_addstring(&b, LUASMTPD_LUADIR "/?.lua;" LUASMTPD_LUADIR "/?/init.lua;");
+    luaL_addstring(&b, dflt);
+    luaL_pushresult(&b);
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
 }
@@ -124,7 +125,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
     }
     lua_State *L = b->L;
     luaL_openlibs(L);
-    call_open_coroutines(L);
+    budget_open_coroutines(L);
     /* most objects (each mail table) die young: the generational mode
      * collects them for less work */
     lua_gc(L, LUA_GCGEN, 0, 0);
@@ -324,7 +325,15 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
 
 int bridge_start(struct bridge *b, const struct config *cfg, char *err)
 {
-    return mqtt_start(b, cfg, err, BRIDGE_ERR_MAX);
+    for (const struct action *const *a = bridge_actions; *a; a++)
+        if ((*a)->start && (*a)->start(b, cfg, err, BRIDGE_ERR_MAX) < 0)
+            return -1;
+    return 0;
+}
+
+bool bridge_decides_auth(const struct bridge *b)
+{
+    return (b->defined >> HOOK_AUTH) & 1;
 }
 
 void bridge_describe(struct bridge *b, char *out, size_t outsz)
@@ -351,9 +360,9 @@ void bridge_close(struct bridge **bp)
         return;
     if (b->L) {
         call_end_tasks(b);
-        saver_stop(b);
-        http_free(b);
-        mqtt_stop(b);
+        for (const struct action *const *a = bridge_actions; *a; a++)
+            if ((*a)->stop)
+                (*a)->stop(b);
         lua_close(b->L);
     }
     free(b);

@@ -56,8 +56,7 @@ static void check_done(struct http *h)
         struct req *r = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         r->result = msg->data.result;
-        r->c->waiting = false;
-        call_resume(r->c);           /* http_k frees the request */
+        call_wake(r->c);             /* http_k frees the request */
     }
 }
 
@@ -143,7 +142,7 @@ static struct http *http_get(struct bridge *b)
     return h;
 }
 
-void http_free(struct bridge *b)
+static void http_free(struct bridge *b)
 {
     struct http *h = b->http;
     if (h == NULL)
@@ -155,17 +154,15 @@ void http_free(struct bridge *b)
     curl_global_cleanup();
 }
 
-static void http_release(struct lcall *c)
+static void http_release(void *data)
 {
-    struct req *r = c->waitdata;
-    curl_multi_remove_handle(c->b->http->multi, r->easy);
+    struct req *r = data;
+    curl_multi_remove_handle(r->c->b->http->multi, r->easy);
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->hdrs);
     buf_free(&r->body);
     buf_free(&r->head);
     free(r);
-    c->waitdata = NULL;
-    c->release = NULL;
 }
 
 static size_t body_cb(char *data, size_t size, size_t n, void *userp)
@@ -236,9 +233,7 @@ static int http_k(lua_State *L, int status, lua_KContext ctx)
     int n = 1;
     (void)status;
     if (r->result != CURLE_OK) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "http: %s", r->err[0] ? r->err : curl_easy_strerror(r->result));
-        n = 2;
+        n = call_fail(L, "http: %s", r->err[0] ? r->err : curl_easy_strerror(r->result));
     } else {
         long code = 0;
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -254,7 +249,7 @@ static int http_k(lua_State *L, int status, lua_KContext ctx)
             lua_setfield(L, -2, "truncated");
         }
     }
-    http_release(c);
+    call_release(c);
     return n;
 }
 
@@ -301,7 +296,7 @@ static struct curl_slist *request_headers(lua_State *L, int idx, struct curl_sli
     return list;
 }
 
-int l_http(lua_State *L)
+static int l_http(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
@@ -318,11 +313,7 @@ int l_http(lua_State *L)
     for (const char *m = method; *m; m++)
         if (!(*m >= 'A' && *m <= 'Z'))
             return luaL_error(L, "http: method '%s' is not an HTTP method name", method);
-    double timeout = HTTP_TIMEOUT;
-    if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
-        timeout = luaL_checknumber(L, -1);
-        luaL_argcheck(L, timeout > 0 && timeout <= 86400, 1, "timeout out of range (0 to 86400)");
-    }
+    double timeout = call_opt_timeout(L, 1, HTTP_TIMEOUT);
     lua_getfield(L, 1, "cafile");
     const char *cafile = lua_tostring(L, -1);
     struct curl_slist *hdrs = NULL;
@@ -337,10 +328,8 @@ int l_http(lua_State *L)
     if (e == NULL) {
         curl_slist_free_all(hdrs);
         free(r);
-        return luaL_error(L, "http: cannot start a request (out of memory)");
+        return call_fail(L, "http: cannot start a request (out of memory)");
     }
-    if (c->release)
-        c->release(c);
     r->c = c;
     r->easy = e;
     r->hdrs = hdrs;
@@ -380,14 +369,18 @@ int l_http(lua_State *L)
         curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, "");
     }
     CURLcode urc = curl_easy_setopt(e, CURLOPT_URL, url);
-    c->waitdata = r;
-    c->release = http_release;
     if (urc != CURLE_OK || curl_multi_add_handle(h->multi, e) != CURLM_OK) {
-        http_release(c);
-        lua_pushnil(L);
-        lua_pushfstring(L, "http: cannot request %s", url);
-        return 2;
+        http_release(r);
+        return call_fail(L, "http: cannot request %s", url);
     }
-    c->waiting = true;
-    return lua_yieldk(L, 0, (lua_KContext)c, http_k);
+    /* curl keeps the timeout (CURLOPT_TIMEOUT_MS) */
+    return call_wait(L, c, r, http_release, CALL_NO_TIMEOUT, http_k);
 }
+
+static void http_open(lua_State *L)
+{
+    lua_pushcfunction(L, l_http);
+    lua_setfield(L, -2, "http");
+}
+
+const struct action http_action = { http_open, NULL, http_free };

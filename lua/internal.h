@@ -5,8 +5,10 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "bridge.h"
+#include "hook.h"
 
 struct lcall;
 
@@ -44,15 +46,20 @@ struct lcall {
     int             stage;         /* a hook_stage, CALL_CLOSE or CALL_TASK */
     const char     *name;          /* for the log: "on_rcpt", "every" */
     struct lcall   *next, *prev;   /* in b->tasks */
-    struct ltimer  *timer;         /* a task's timer, while both exist */
+    void          (*ended)(void *data);  /* a task's: told when it ends */
+    void           *ended_data;
     lua_State      *co;
     int             coref;         /* registry reference keeping co alive */
     double          used;          /* running time so far */
-    ev_timer        wait;          /* luasmtpd.sleep; the timeout of other waits */
-    bool            waiting;       /* suspended until something on the loop resumes it */
-    void          (*release)(struct lcall *c);  /* frees waitdata, stopping the wait */
-    void           *waitdata;      /* the state of the last wait (exec), kept until
-                                      the call ends or waits again */
+    /* the wait in progress (call_wait) */
+    ev_timer        wait;          /* its timeout */
+    double          timeout;       /* seconds, or CALL_NO_TIMEOUT */
+    bool            waiting;       /* suspended until call_wake() */
+    bool            woken;         /* call_wake_soon() came before the timeout */
+    bool            timed_out;     /* the timeout ended it */
+    void          (*release)(void *data);  /* frees waitdata, stopping what it waits on */
+    void           *waitdata;      /* the action's state, kept until call_release(),
+                                      the next wait or the end of the call */
 };
 
 /* The script-side state of a session (session_hook_data points here). */
@@ -63,9 +70,35 @@ struct lsession {
     int             paramsref;     /* registry: params of the current command */
 };
 
-double bridge_now(void);
+/* Seconds on a monotonic clock. */
+static inline double bridge_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* The bridge a state belongs to (from C functions called by scripts). */
-struct bridge *bridge_of(lua_State *L);
+static inline struct bridge *bridge_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");
+    struct bridge *b = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/*
+ * An action: one file of lua/ adding fields to the luasmtpd table, with
+ * what it starts and stops.  host.c lists them all in bridge_actions.
+ */
+struct action {
+    void (*open)(lua_State *L);   /* set its fields in the table on top */
+    /* with the server's options, before serving: 0, or -1 with err */
+    int  (*start)(struct bridge *b, const struct config *cfg, char *err, size_t errsz);
+    void (*stop)(struct bridge *b);   /* the bridge closes: finish, free */
+};
+extern const struct action *const bridge_actions[];
+extern const struct action exec_action, timer_action, save_action, http_action, mqtt_action;
 
 /* lsession.c */
 void  lsession_open_lib(lua_State *L);
@@ -82,15 +115,31 @@ int   mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg,
 
 /* call.c */
 void  call_hooks_init(struct bridge *b);
-/* coroutine.create/wrap giving new coroutines the time budget's hook. */
-void  call_open_coroutines(lua_State *L);
-/* Resume a call's coroutine (its wait is over). */
-void  call_resume(struct lcall *c);
-/* An ev_timer callback resuming the call in w->data (sleep, timeouts). */
-void  call_wake_cb(struct ev_loop *loop, ev_timer *w, int revents);
-/* The call a C function may suspend (it then returns lua_yield*() with
- * c->waiting set); raises when `what` cannot wait here. */
+/* The call a C function may suspend with call_wait(); raises when `what`
+ * cannot wait here. */
 struct lcall *call_waitable(lua_State *L, const char *what);
+
+/*
+ * The one way an action waits: suspend the running call c (from
+ * call_waitable) until call_wake(c), or until `timeout` seconds have
+ * passed (c->timed_out is then set).  data is the action's state: release
+ * frees it when the call ends, waits again or calls call_release().  After
+ * the wait, k runs in the coroutine and pushes the results (NULL: none).
+ * Use as `return call_wait(...)`.
+ */
+#define CALL_NO_TIMEOUT (-1.0)   /* the action keeps its own */
+int   call_wait(lua_State *L, struct lcall *c, void *data, void (*release)(void *data),
+                double timeout, lua_KFunction k);
+/* The wait is over: resume the call now, or from the loop (soon), for a
+ * library's callback that must not be re-entered. */
+void  call_wake(struct lcall *c);
+void  call_wake_soon(struct lcall *c);
+void  call_release(struct lcall *c);
+/* The `timeout` field of the options table at idx (seconds, more than 0
+ * and at most a day), or dflt; a bad value raises. */
+double call_opt_timeout(lua_State *L, int idx, double dflt);
+/* A failure at run time: pushes nil and "module: reason"; returns 2. */
+int   call_fail(lua_State *L, const char *fmt, ...);
 
 /* Run the function on top of b->L as a task named `name` ("after"),
  * with `arg` (a stack index, or 0 for none) as its argument.  Pops the
@@ -101,28 +150,11 @@ struct lcall *call_task(struct bridge *b, const char *name, int arg);
 void  call_end_tasks(struct bridge *b);
 const char *call_hook_name(int st);
 
-/* exec.c: luasmtpd.exec */
-int   l_exec(lua_State *L);
-
-/* timer.c: luasmtpd.after, luasmtpd.every, luasmtpd.now */
-int   l_after(lua_State *L);
-int   l_every(lua_State *L);
-int   l_now(lua_State *L);
-/* A timer's task ended (end_call). */
-void  timer_task_ended(struct lcall *c);
-
-/* save.c: luasmtpd.save; saver_stop finishes the writes queued and ends
- * the writer thread. */
-int   l_save(lua_State *L);
-void  saver_stop(struct bridge *b);
-
-/* http.c: luasmtpd.http; http_free once no request is left */
-int   l_http(lua_State *L);
-void  http_free(struct bridge *b);
-
-/* mqtt.c: the luasmtpd.mqtt table (pushed), and the broker connection */
-void  mqtt_open(lua_State *L);
-int   mqtt_start(struct bridge *b, const struct config *cfg, char *err, size_t errsz);
-void  mqtt_stop(struct bridge *b);
+/* budget.c: the time budget of calls */
+/* coroutine.create/wrap giving new coroutines the budget's hook. */
+void  budget_open_coroutines(lua_State *L);
+/* The call's coroutine co runs now, until budget_leave(). */
+void  budget_enter(struct bridge *b, lua_State *co);
+void  budget_leave(void);
 
 #endif

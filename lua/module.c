@@ -16,7 +16,7 @@ extern const char lua_luasmtpd[];
  * level is "error", "warn", "info" (default) or "debug". */
 static int l_log(lua_State *L)
 {
-    int first = 1, level = LOG_INFO, n = lua_gettop(L);
+    int first = 1, level = LV_INFO, n = lua_gettop(L);
     if (n >= 2 && lua_type(L, 1) == LUA_TSTRING) {
         int l = log_level_parse(lua_tostring(L, 1));
         if (l >= 0) {
@@ -48,14 +48,9 @@ static int l_log(lua_State *L)
 static int l_sleep(lua_State *L)
 {
     lua_Number secs = luaL_checknumber(L, 1);
-    struct bridge *b = bridge_of(L);
     luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "seconds out of range (0 to 86400)");
     struct lcall *c = call_waitable(L, "luasmtpd.sleep");
-    ev_timer_init(&c->wait, call_wake_cb, secs, 0.);
-    c->wait.data = c;
-    ev_timer_start(b->loop, &c->wait);
-    c->waiting = true;
-    return lua_yield(L, 0);
+    return call_wait(L, c, NULL, NULL, secs, NULL);
 }
 
 int luaopen_luasmtpd(lua_State *L)
@@ -63,19 +58,13 @@ int luaopen_luasmtpd(lua_State *L)
     static const luaL_Reg funcs[] = {
         { "log", l_log },
         { "sleep", l_sleep },
-        { "exec", l_exec },
-        { "after", l_after },
-        { "every", l_every },
-        { "now", l_now },
-        { "save", l_save },
-        { "http", l_http },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);
     lua_pushliteral(L, LUASMTPD_VERSION);
     lua_setfield(L, -2, "version");
-    mqtt_open(L);
-    lua_setfield(L, -2, "mqtt");
+    for (const struct action *const *a = bridge_actions; *a; a++)
+        (*a)->open(L);
     /* the functions written in Lua (lua/luasmtpd.lua) join the table */
     if (luaL_loadbuffer(L, lua_luasmtpd, strlen(lua_luasmtpd), "=luasmtpd.lua") != LUA_OK)
         return lua_error(L);

@@ -88,7 +88,7 @@ static void connect_now(struct mqtt *m)
                         : mosquitto_connect_async(m->mosq, m->host, m->port, m->keepalive);
     m->started = true;
     if (rc != MOSQ_ERR_SUCCESS) {
-        log_msg(LOG_WARN, NULL, "mqtt: cannot connect to %s:%d: %s", m->host, m->port,
+        log_msg(LV_WARN, NULL, "mqtt: cannot connect to %s:%d: %s", m->host, m->port,
                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         schedule_retry(m);
         return;
@@ -150,7 +150,7 @@ static void flush_held(struct mqtt *m)
         if (rc == MOSQ_ERR_NO_CONN)
             return;                   /* kept for the next connection */
         if (rc != MOSQ_ERR_SUCCESS)
-            log_msg(LOG_ERROR, NULL, "mqtt: held message to '%s' refused by the library: %s; dropped",
+            log_msg(LV_ERROR, NULL, "mqtt: held message to '%s' refused by the library: %s; dropped",
                     h->topic, mosquitto_strerror(rc));
         m->held = h->next;
         if (m->held == NULL)
@@ -167,13 +167,13 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     struct mqtt *m = obj;
     (void)mosq;
     if (rc != 0) {
-        log_msg(LOG_WARN, NULL, "mqtt: %s:%d refused the connection: %s", m->host, m->port,
+        log_msg(LV_WARN, NULL, "mqtt: %s:%d refused the connection: %s", m->host, m->port,
                 mosquitto_connack_string(rc));
         return;                       /* the broker closes; on_disconnect retries */
     }
     m->connected = true;
     m->backoff = 0;
-    log_msg(LOG_INFO, NULL, "mqtt: connected to %s:%d%s", m->host, m->port,
+    log_msg(LV_INFO, NULL, "mqtt: connected to %s:%d%s", m->host, m->port,
             m->nheld ? ", sending the held messages" : "");
     flush_held(m);
 }
@@ -182,7 +182,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
 static void connection_ended(struct mqtt *m, int rc)
 {
     schedule_retry(m);
-    log_msg(LOG_WARN, NULL, "mqtt: %s %s:%d (%s); retrying in %gs",
+    log_msg(LV_WARN, NULL, "mqtt: %s %s:%d (%s); retrying in %gs",
             m->connected ? "lost" : "cannot reach", m->host, m->port,
             rc == MOSQ_ERR_ERRNO ? strerror(errno) : rc == 0 ? "closed" : mosquitto_strerror(rc),
             m->backoff);
@@ -204,10 +204,10 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid)
     for (struct pub *p = m->pubs; p; p = p->next)
         if (p->mid == mid && !p->done) {
             p->done = true;
-            /* resumed from the loop, not from inside libmosquitto */
-            ev_timer_stop(m->b->loop, &p->c->wait);
-            ev_timer_set(&p->c->wait, 0., 0.);
-            ev_timer_start(m->b->loop, &p->c->wait);
+            /* resumed from the loop, not from inside libmosquitto; a
+             * publish acknowledged before it waits returns at once */
+            if (p->c->waiting)
+                call_wake_soon(p->c);
             return;
         }
 }
@@ -217,10 +217,10 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
     (void)mosq;
     (void)obj;
     if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
-        log_msg(LOG_WARN, NULL, "mqtt: %s", str);
+        log_msg(LV_WARN, NULL, "mqtt: %s", str);
 }
 
-int mqtt_start(struct bridge *b, const struct config *cfg, char *err, size_t errsz)
+static int mqtt_start(struct bridge *b, const struct config *cfg, char *err, size_t errsz)
 {
     if (cfg->mqtt_host[0] == '\0')
         return 0;
@@ -274,7 +274,7 @@ int mqtt_start(struct bridge *b, const struct config *cfg, char *err, size_t err
     return 0;
 }
 
-void mqtt_stop(struct bridge *b)
+static void mqtt_stop(struct bridge *b)
 {
     struct mqtt *m = b->mqtt;
     if (m == NULL)
@@ -288,11 +288,11 @@ void mqtt_stop(struct bridge *b)
     ev_timer_stop(b->loop, &m->misc);
     ev_timer_stop(b->loop, &m->retry);
     if (m->nheld)
-        log_msg(LOG_WARN, NULL, "mqtt: stopping with %lld message(s) never delivered to %s:%d",
+        log_msg(LV_WARN, NULL, "mqtt: stopping with %lld message(s) never delivered to %s:%d",
                 m->nheld, m->host, m->port);
     while (m->held) {
         struct held *h = m->held;
-        log_msg(LOG_WARN, NULL, "mqtt: not delivered: topic '%s', %d bytes", h->topic, h->len);
+        log_msg(LV_WARN, NULL, "mqtt: not delivered: topic '%s', %d bytes", h->topic, h->len);
         m->held = h->next;
         free(h->topic);
         free(h->payload);
@@ -303,9 +303,9 @@ void mqtt_stop(struct bridge *b)
     mosquitto_lib_cleanup();
 }
 
-static void pub_release(struct lcall *c)
+static void pub_release(void *data)
 {
-    struct pub *p = c->waitdata;
+    struct pub *p = data;
     if (p->prev)
         p->prev->next = p->next;
     else if (p->m->pubs == p)
@@ -313,8 +313,6 @@ static void pub_release(struct lcall *c)
     if (p->next)
         p->next->prev = p->prev;
     free(p);
-    c->waitdata = NULL;
-    c->release = NULL;
 }
 
 static int publish_k(lua_State *L, int status, lua_KContext ctx)
@@ -323,14 +321,11 @@ static int publish_k(lua_State *L, int status, lua_KContext ctx)
     struct pub *p = c->waitdata;
     (void)status;
     bool done = p->done;
-    pub_release(c);
-    if (done) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lua_pushnil(L);
-    lua_pushliteral(L, "mqtt: timed out waiting for the broker (the message may still arrive)");
-    return 2;
+    call_release(c);
+    if (!done)
+        return call_fail(L, "mqtt: timed out waiting for the broker (the message may still arrive)");
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 /* Keep a message for when the broker is back: true, "queued"; or nil and
@@ -339,15 +334,12 @@ static int hold(lua_State *L, struct mqtt *m, const char *topic, const char *pay
                 int qos, bool retain)
 {
     if (m->nheld >= m->queue_max) {
-        log_msg(LOG_WARN, NULL, "mqtt: broker %s:%d away and the queue is full (%lld): '%s' not sent",
+        log_msg(LV_WARN, NULL, "mqtt: broker %s:%d away and the queue is full (%lld): '%s' not sent",
                 m->host, m->port, m->queue_max, topic);
-        lua_pushnil(L);
         if (m->queue_max == 0)
-            lua_pushliteral(L, "mqtt: broker unreachable (no queue: --mqtt-queue 0)");
-        else
-            lua_pushfstring(L, "mqtt: broker unreachable and the queue is full (%d messages)",
-                            (int)m->queue_max);
-        return 2;
+            return call_fail(L, "mqtt: broker unreachable (no queue: --mqtt-queue 0)");
+        return call_fail(L, "mqtt: broker unreachable and the queue is full (%d messages)",
+                         (int)m->queue_max);
     }
     struct held *h = calloc(1, sizeof(*h));
     char *t = strdup(topic);
@@ -356,7 +348,7 @@ static int hold(lua_State *L, struct mqtt *m, const char *topic, const char *pay
         free(h);
         free(t);
         free(pl);
-        return luaL_error(L, "mqtt: out of memory");
+        return call_fail(L, "mqtt: out of memory");
     }
     memcpy(pl, payload, len);
     h->topic = t;
@@ -390,10 +382,7 @@ static int l_publish(lua_State *L)
         luaL_argcheck(L, qos >= 0 && qos <= 2, 3, "qos must be 0, 1 or 2");
         lua_getfield(L, 3, "retain");
         retain = lua_toboolean(L, -1);
-        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
-            timeout = luaL_checknumber(L, -1);
-            luaL_argcheck(L, timeout > 0 && timeout <= 86400, 3, "timeout out of range (0 to 86400)");
-        }
+        timeout = call_opt_timeout(L, 3, MQTT_TIMEOUT);
     }
     struct lcall *c = call_waitable(L, "luasmtpd.mqtt.publish");
     struct mqtt *m = c->b->mqtt;
@@ -402,11 +391,9 @@ static int l_publish(lua_State *L)
     if (!m->connected)
         return hold(L, m, topic, payload, len, qos, retain);
 
-    if (c->release)
-        c->release(c);
     struct pub *p = calloc(1, sizeof(*p));
     if (p == NULL)
-        return luaL_error(L, "mqtt: out of memory");
+        return call_fail(L, "mqtt: out of memory");
     p->c = c;
     p->m = m;
     p->mid = -1;
@@ -414,29 +401,23 @@ static int l_publish(lua_State *L)
     if (m->pubs)
         m->pubs->prev = p;
     m->pubs = p;
-    c->waitdata = p;
-    c->release = pub_release;
-    /* the wait ends acknowledged (p->done) or timed out */
-    ev_timer_init(&c->wait, call_wake_cb, timeout, 0.);
-    c->wait.data = c;
     /* mid is set before the packet goes out: a QoS 0 publish may be
      * written, and on_publish run, inside this call */
     int rc = mosquitto_publish(m->mosq, &p->mid, topic, (int)len, payload, qos, retain);
-    if (rc == MOSQ_ERR_NO_CONN) {
-        pub_release(c);
+    bool done = p->done;
+    if (rc != MOSQ_ERR_SUCCESS || done)
+        pub_release(p);
+    if (rc == MOSQ_ERR_NO_CONN)
         return hold(L, m, topic, payload, len, qos, retain);
-    }
-    if (rc != MOSQ_ERR_SUCCESS) {
-        pub_release(c);
-        lua_pushnil(L);
-        lua_pushfstring(L, "mqtt: %s", mosquitto_strerror(rc));
-        return 2;
-    }
-    if (!p->done)
-        ev_timer_start(c->b->loop, &c->wait);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return call_fail(L, "mqtt: %s", mosquitto_strerror(rc));
     rewatch(m);
-    c->waiting = true;
-    return lua_yieldk(L, 0, (lua_KContext)c, publish_k);
+    if (done) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    /* the wait ends acknowledged (p->done) or timed out */
+    return call_wait(L, c, p, pub_release, timeout, publish_k);
 }
 
 /* luasmtpd.mqtt.connected(): is the broker connection up? */
@@ -447,7 +428,7 @@ static int l_connected(lua_State *L)
     return 1;
 }
 
-void mqtt_open(lua_State *L)
+static void mqtt_open(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         { "publish", l_publish },
@@ -455,4 +436,7 @@ void mqtt_open(lua_State *L)
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);
+    lua_setfield(L, -2, "mqtt");
 }
+
+const struct action mqtt_action = { mqtt_open, mqtt_start, mqtt_stop };

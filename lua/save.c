@@ -183,12 +183,11 @@ static void back_cb(struct ev_loop *loop, ev_async *w, int revents)
         job->delivered = true;
         if (job->c == NULL) {
             if (job->err[0])
-                log_msg(LOG_ERROR, NULL, "save: %s (its call had ended)", job->err);
+                log_msg(LV_ERROR, NULL, "save: %s (its call had ended)", job->err);
             free(job);
             continue;
         }
-        job->c->waiting = false;
-        call_resume(job->c);
+        call_wake(job->c);
     }
 }
 
@@ -228,7 +227,7 @@ static struct saver *saver_start(struct bridge *b)
     return sv;
 }
 
-void saver_stop(struct bridge *b)
+static void saver_stop(struct bridge *b)
 {
     struct saver *sv = b->saver;
     if (sv == NULL)
@@ -244,7 +243,7 @@ void saver_stop(struct bridge *b)
     for (struct job *job = sv->done; job;) {
         struct job *next = job->next;
         if (job->err[0])
-            log_msg(LOG_ERROR, NULL, "save: %s", job->err);
+            log_msg(LV_ERROR, NULL, "save: %s", job->err);
         free(job);
         job = next;
     }
@@ -254,54 +253,35 @@ void saver_stop(struct bridge *b)
     b->saver = NULL;
 }
 
-static void save_release(struct lcall *c)
+/* A job still the writer's (it may be writing its err and path right now)
+ * is let go: the loop frees it when it comes back. */
+static void save_release(void *data)
 {
-    struct job *job = c->waitdata;
+    struct job *job = data;
     if (job->delivered)
         free(job);
     else
-        job->c = NULL;            /* the loop frees it when it comes back */
-    c->waitdata = NULL;
-    c->release = NULL;
-}
-
-/* The wait is over but the job is still the writer's (it may be writing
- * its err and path right now): let it go, and say so from the call. */
-static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct lcall *c = w->data;
-    (void)loop;
-    (void)revents;
-    save_release(c);
-    c->waiting = false;
-    call_resume(c);
+        job->c = NULL;
 }
 
 static int save_k(lua_State *L, int status, lua_KContext ctx)
 {
     struct lcall *c = (struct lcall *)ctx;
     struct job *job = c->waitdata;
-    (void)status;
-    ev_timer_stop(c->b->loop, &c->wait);
-    if (job == NULL) {            /* timed out */
-        lua_pushnil(L);
-        lua_pushfstring(L, "timed out after %f seconds (the write may still complete)",
-                        (lua_Number)c->wait.repeat);
-        return 2;
-    }
     int n = 1;
-    if (job->err[0]) {
-        lua_pushnil(L);
-        lua_pushstring(L, job->err);
-        n = 2;
-    } else {
+    (void)status;
+    if (c->timed_out)
+        n = call_fail(L, "save: timed out after %f seconds (the write may still complete)",
+                      (lua_Number)c->timeout);
+    else if (job->err[0])
+        n = call_fail(L, "save: %s", job->err);
+    else
         lua_pushstring(L, job->path);
-    }
-    save_release(c);
+    call_release(c);
     return n;
 }
 
-int l_save(lua_State *L)
+static int l_save(lua_State *L)
 {
     size_t len, dlen;
     const char *data;
@@ -319,24 +299,19 @@ int l_save(lua_State *L)
     double timeout = SAVE_TIMEOUT;
     if (!lua_isnil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
-            timeout = luaL_checknumber(L, -1);
-            luaL_argcheck(L, timeout > 0 && timeout <= 86400, 3, "timeout out of range (0 to 86400)");
-        }
+        timeout = call_opt_timeout(L, 3, SAVE_TIMEOUT);
     }
     struct lcall *c = call_waitable(L, "luasmtpd.save");
     struct bridge *b = c->b;
 
     if (b->saver == NULL && (b->saver = saver_start(b)) == NULL)
-        return luaL_error(L, "save: cannot start the writer thread");
-    if (c->release)
-        c->release(c);
+        return call_fail(L, "save: cannot start the writer thread");
     struct job *job = calloc(1, sizeof(*job));
     char *copy = malloc(len ? len : 1);
     if (job == NULL || copy == NULL) {
         free(job);
         free(copy);
-        return luaL_error(L, "save: out of memory");
+        return call_fail(L, "save: out of memory");
     }
     memcpy(copy, data, len);
     memcpy(job->path, dir, dlen + 1);
@@ -349,11 +324,13 @@ int l_save(lua_State *L)
     sv->queue_tail = &job->next;
     pthread_cond_signal(&sv->wake);
     pthread_mutex_unlock(&sv->lock);
-    ev_timer_init(&c->wait, timeout_cb, timeout, timeout);   /* repeat: for the message */
-    c->wait.data = c;
-    ev_timer_start(b->loop, &c->wait);
-    c->waitdata = job;
-    c->release = save_release;
-    c->waiting = true;
-    return lua_yieldk(L, 0, (lua_KContext)c, save_k);
+    return call_wait(L, c, job, save_release, timeout, save_k);
 }
+
+static void save_open(lua_State *L)
+{
+    lua_pushcfunction(L, l_save);
+    lua_setfield(L, -2, "save");
+}
+
+const struct action save_action = { save_open, NULL, saver_stop };

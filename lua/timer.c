@@ -31,6 +31,13 @@ static void disarm(struct ltimer *tm)
     tm->selfref = LUA_NOREF;
 }
 
+/* The timer's run ended. */
+static void task_ended(void *data)
+{
+    struct ltimer *tm = data;
+    tm->task = NULL;
+}
+
 static void fire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct ltimer *tm = w->data;
@@ -39,7 +46,7 @@ static void fire_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     if (tm->task) {
-        log_msg(LOG_DEBUG, NULL, "every: the previous run still waits; tick skipped");
+        log_msg(LV_DEBUG, NULL, "every: the previous run still waits; tick skipped");
         return;
     }
     /* the handle is the function's argument; keep it on the stack, since
@@ -51,16 +58,11 @@ static void fire_cb(struct ev_loop *loop, ev_timer *w, int revents)
     lua_rawgeti(L, LUA_REGISTRYINDEX, tm->fnref);
     struct lcall *c = call_task(tm->b, kind, self);
     if (c) {
-        c->timer = tm;
+        c->ended = task_ended;
+        c->ended_data = tm;
         tm->task = c;
     }
     lua_pop(L, 1);
-}
-
-void timer_task_ended(struct lcall *c)
-{
-    if (c->timer)
-        c->timer->task = NULL;
 }
 
 static int timer_cancel(lua_State *L)
@@ -78,7 +80,7 @@ static int timer_gc(lua_State *L)
     struct ltimer *tm = luaL_checkudata(L, 1, TIMER_META);
     ev_timer_stop(tm->b->loop, &tm->t);
     if (tm->task)
-        tm->task->timer = NULL;
+        tm->task->ended = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, tm->fnref);
     tm->fnref = LUA_NOREF;
     return 0;
@@ -126,19 +128,29 @@ static int new_timer(lua_State *L, bool repeat)
     return 1;
 }
 
-int l_after(lua_State *L)
+static int l_after(lua_State *L)
 {
     return new_timer(L, false);
 }
 
-int l_every(lua_State *L)
+static int l_every(lua_State *L)
 {
     return new_timer(L, true);
 }
 
 /* luasmtpd.now(): seconds on a monotonic clock, for measuring intervals. */
-int l_now(lua_State *L)
+static int l_now(lua_State *L)
 {
     lua_pushnumber(L, bridge_now());
     return 1;
 }
+
+static void timer_open(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        { "after", l_after }, { "every", l_every }, { "now", l_now }, { NULL, NULL },
+    };
+    luaL_setfuncs(L, funcs, 0);
+}
+
+const struct action timer_action = { timer_open, NULL, NULL };

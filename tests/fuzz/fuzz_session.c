@@ -145,7 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[CONFIG_ERR_MAX];
 
     if (loop == NULL) {
-        log_threshold = LOG_ERROR;
+        log_threshold = LV_ERROR;
         config_defaults(&cfg);
         config_set(&cfg, "max-size", "16K", err);
         config_set(&cfg, "max-recipients", "5", err);

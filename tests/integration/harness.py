@@ -3,8 +3,10 @@
 Server: the binary on a kernel-chosen port, its log collected from stderr.
 Client: a raw socket client for the cases real SMTP libraries refuse to send.
 """
+import atexit
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -14,6 +16,15 @@ import time
 import unittest
 
 BINARY = os.environ.get("LUASMTPD_BIN", "build/luasmtpd")
+
+# Files the tests write go into a directory of this run's own, never to a
+# fixed path that another run could be using.
+TMPDIR = tempfile.mkdtemp(prefix="luasmtpd-test-")
+atexit.register(shutil.rmtree, TMPDIR, True)
+
+
+def tmp_path(name):
+    return os.path.join(TMPDIR, name)
 
 
 class Server:

@@ -12,11 +12,11 @@ import threading
 import time
 import unittest
 
-from harness import BINARY, Broker, Server, ServerTest, free_port
+from harness import BINARY, Broker, Server, ServerTest, free_port, tmp_path
 
 
 def script(name, text):
-    path = "/tmp/luasmtpd-test-actions-%s.lua" % name
+    path = tmp_path("actions-%s.lua" % name)
     with open(path, "w") as f:
         f.write(text)
     return path
@@ -170,13 +170,13 @@ class Save(unittest.TestCase):
             self.assertIn(b"saved " + self.maildir.encode() + b"/new/", msg)
             code, msg = self.message(s, b"elsewhere")
             self.assertEqual(code, 451)
-            self.assertIn(b"cannot create /nonexistent/x/maildir", msg)
+            self.assertIn(b"save: cannot create /nonexistent/x/maildir", msg)
 
     def test_timeout_answers_and_the_write_still_completes(self):
         with smtplib.SMTP(self.srv.host, self.srv.port) as s:
             code, msg = self.message(s, b"big")
             self.assertEqual(code, 451, msg)
-            self.assertIn(b"timed out after 0.001 seconds (the write may still complete)", msg)
+            self.assertIn(b"save: timed out after 0.001 seconds (the write may still complete)", msg)
             self.assertEqual(self.message(s, b"next")[0], 250)
         deadline = time.monotonic() + 10
         while len(maildir_files(self.maildir)) < 2 and time.monotonic() < deadline:

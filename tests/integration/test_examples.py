@@ -6,7 +6,7 @@ import smtplib
 import time
 from email import message_from_bytes
 
-from harness import Broker, Server, ServerTest
+from harness import Broker, Server, ServerTest, tmp_path
 from test_actions import WebService
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,7 +78,7 @@ class Hsyco(ServerTest):
 
 
 class Trigger(ServerTest):
-    DIR = "/tmp/luasmtpd-test-trigger"
+    DIR = tmp_path("trigger")
     ARGS = (example("trigger.lua"),)
 
     def setUp(self):
@@ -151,7 +151,7 @@ class WithEnv(ServerTest):
 
 
 class Maildir(WithEnv):
-    DIR = "/tmp/luasmtpd-test-maildir-example"
+    DIR = tmp_path("maildir-example")
     ARGS = (example("maildir.lua"),)
     ENV = {"MAILDIR": os.path.join(DIR, "Maildir")}
 
@@ -172,7 +172,7 @@ class Maildir(WithEnv):
             s.rcpt("ops@site.example")
             code, msg = s.data(b"Subject: motion\r\n\r\nagain\r\n")
             self.assertEqual(code, 451)
-        self.assertTrue(self.srv.wait_log(r"not saved: cannot create"))
+        self.assertTrue(self.srv.wait_log(r"not saved: save: cannot create"))
 
 
 MOTION = (b"From: Camera 3 <cam3@site.example>\r\nTo: ops@site.example\r\n"

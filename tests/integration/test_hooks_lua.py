@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from harness import BINARY, Server, ServerTest
+from harness import BINARY, Server, ServerTest, tmp_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERDICTS = os.path.join(HERE, "scripts", "verdicts.lua")
@@ -207,7 +207,7 @@ end
 
 class IOEvent(ServerTest):
     """HSYCO's IOEvent(name, value): called for each accepted mail."""
-    ARGS = (script("/tmp/luasmtpd-test-ioevent.lua", IOEVENT), "--id", "gate.1")
+    ARGS = (script(tmp_path("ioevent.lua"), IOEVENT), "--id", "gate.1")
 
     def test_called_after_an_accepting_on_mail(self):
         c = self.session()
@@ -227,9 +227,9 @@ class IOEvent(ServerTest):
         self.assertIn('"subject":"code"', events[1])
 
     def test_check_lists_it(self):
-        p = run_bin("--check", "/tmp/luasmtpd-test-ioevent.lua")
+        p = run_bin("--check", tmp_path("ioevent.lua"))
         self.assertIn("hooks: on_mail IOEvent", p.stdout)
-        p = run_bin("--id", "bad id", "--check", "/tmp/luasmtpd-test-ioevent.lua")
+        p = run_bin("--id", "bad id", "--check", tmp_path("ioevent.lua"))
         self.assertEqual(p.returncode, 2)
         self.assertIn("--id: 'bad id' must be", p.stderr)
 
@@ -256,7 +256,7 @@ function on_close() luasmtpd.exec{"true"} end
 
 class Exec(ServerTest):
     """luasmtpd.exec: programs run while other sessions are served."""
-    ARGS = (script("/tmp/luasmtpd-test-exec.lua", EXEC),)
+    ARGS = (script(tmp_path("exec.lua"), EXEC),)
 
     def send(self, c, subject, text=b"x"):
         return self.transaction(c, body=b"Subject: " + subject + b"\r\n\r\n" + text + b"\r\n")
@@ -264,9 +264,9 @@ class Exec(ServerTest):
     def test_results(self):
         c = self.session()
         self.assertReply(self.send(c, b"io", b"hello"), 250, "status=7 signal=nil out=HELLO err=oops")
-        self.assertReply(self.send(c, b"missing"), 550, "cannot run /nonexistent/program: No such file")
+        self.assertReply(self.send(c, b"missing"), 550, "exec: cannot run /nonexistent/program: No such file")
         start = time.monotonic()
-        self.assertReply(self.send(c, b"timeout"), 550, "timed out after 0.2 seconds")
+        self.assertReply(self.send(c, b"timeout"), 550, "exec: timed out after 0.2 seconds")
         self.assertLess(time.monotonic() - start, 5)
         self.assertReply(self.send(c, b"big"), 250, "out=1048576 err= truncated=true")
         self.assertReply(self.send(c, b"badarg"), 451)
@@ -307,32 +307,32 @@ class ScriptLoading(unittest.TestCase):
                       p.stdout)
 
     def test_syntax_error_exits_2_with_file_and_line(self):
-        path = script("/tmp/luasmtpd-test-bad.lua", "function on_rcpt(a)\n  return (\nend\n")
+        path = script(tmp_path("bad.lua"), "function on_rcpt(a)\n  return (\nend\n")
         for args in (("--check", path), (path,)):
             p = self.run_bin(*args)
             self.assertEqual(p.returncode, 2)
-            self.assertRegex(p.stderr, r"luasmtpd-test-bad\.lua:3: unexpected symbol")
+            self.assertRegex(p.stderr, r"/bad\.lua:3: unexpected symbol")
 
     def test_runtime_error_at_load_exits_2(self):
-        path = script("/tmp/luasmtpd-test-bad.lua", "local x = nil\nx.y = 1\n")
+        path = script(tmp_path("bad.lua"), "local x = nil\nx.y = 1\n")
         p = self.run_bin("--check", path)
         self.assertEqual(p.returncode, 2)
-        self.assertRegex(p.stderr, r"luasmtpd-test-bad\.lua:2: attempt to index")
+        self.assertRegex(p.stderr, r"/bad\.lua:2: attempt to index")
 
     def test_unknown_config_key(self):
-        path = script("/tmp/luasmtpd-test-bad.lua", "config = { max_sise = 10 }\n")
+        path = script(tmp_path("bad.lua"), "config = { max_sise = 10 }\n")
         p = self.run_bin("--check", path)
         self.assertEqual(p.returncode, 2)
         self.assertIn("config.max_sise is not an option", p.stderr)
 
     def test_bad_config_value(self):
-        path = script("/tmp/luasmtpd-test-bad.lua", "config = { max_size = 'huge' }\n")
+        path = script(tmp_path("bad.lua"), "config = { max_size = 'huge' }\n")
         p = self.run_bin("--check", path)
         self.assertEqual(p.returncode, 2)
         self.assertIn("--max-size: 'huge' is not a size", p.stderr)
 
     def test_config_and_flag_precedence(self):
-        path = script("/tmp/luasmtpd-test-cfg.lua",
+        path = script(tmp_path("cfg.lua"),
                       'config = { max_size = "1M", hostname = "from.script", max_recipients = 2,\n'
                       '           listen = { "127.0.0.1:1" } }\n')
         srv = Server(path, "--hostname", "from.flag")  # the harness adds --listen too
@@ -350,7 +350,7 @@ class ScriptLoading(unittest.TestCase):
 
     def test_config_lists(self):
         # a comma list option takes every element; a one-value option no list
-        path = script("/tmp/luasmtpd-test-cfg.lua",
+        path = script(tmp_path("cfg.lua"),
                       'config = { allow_insecure_auth = true, auth_methods = { "PLAIN", "LOGIN" } }\n'
                       'function on_auth(user, password) return password == "pw" end\n')
         srv = Server(path)
@@ -360,13 +360,13 @@ class ScriptLoading(unittest.TestCase):
             self.assertIn("AUTH PLAIN LOGIN", lines)  # not just the last one
         finally:
             srv.stop()
-        path = script("/tmp/luasmtpd-test-bad.lua", 'config = { hostname = { "a.example", "b.example" } }\n')
+        path = script(tmp_path("bad.lua"), 'config = { hostname = { "a.example", "b.example" } }\n')
         p = self.run_bin("--check", path)
         self.assertEqual(p.returncode, 2)
         self.assertIn("config.hostname takes one value, not a list", p.stderr)
 
     def test_cjson_available(self):
-        path = script("/tmp/luasmtpd-test-cjson.lua",
+        path = script(tmp_path("cjson.lua"),
                       'local cjson = require "cjson"\nassert(cjson.encode({1}) == "[1]")\n'
                       'local l = require "luasmtpd"\nassert(type(l.version) == "string")\n')
         p = self.run_bin("--check", path)
@@ -377,9 +377,9 @@ class Replay(unittest.TestCase):
     run_bin = staticmethod(run_bin)
 
     def replay(self, *args, message=b"Subject: hi\n\n.dot\nbody\n"):
-        with open("/tmp/luasmtpd-test-replay.eml", "wb") as f:
+        with open(tmp_path("replay.eml"), "wb") as f:
             f.write(message)
-        return run_bin("--log-level", "info", "--replay", "/tmp/luasmtpd-test-replay.eml", *args)
+        return run_bin("--log-level", "info", "--replay", tmp_path("replay.eml"), *args)
 
     def test_accepted(self):
         p = self.replay("--from", "a@b.c", "--to", "r1@x.y", "--to", "r2@x.y", VERDICTS)

@@ -11,7 +11,7 @@ import smtplib
 import subprocess
 import unittest
 
-from harness import BINARY, ServerTest
+from harness import BINARY, ServerTest, tmp_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "data")
@@ -128,7 +128,7 @@ class MailTable(unittest.TestCase):
         with open(os.path.join(DATA, "plain.eml"), "rb") as f:
             raw = f.read().replace(b"Return-Path: <me@example.com>\r\n", b"")
             raw = raw.replace(b"Second line.\r\n", b"")
-        path = "/tmp/luasmtpd-test-hsyco.eml"
+        path = tmp_path("hsyco.eml")
         with open(path, "wb") as f:
             f.write(raw)
         self.assertEqual(replay(path)["hsyco"],
@@ -140,7 +140,7 @@ class MailTable(unittest.TestCase):
     def test_hsyco_json_slashes_backslashes_and_quotes(self):
         # cjson escapes "/" as "\/"; hsyco_json undoes only that, so a
         # backslash before a slash in the text survives
-        path = "/tmp/luasmtpd-test-hsyco-slashes.eml"
+        path = tmp_path("hsyco-slashes.eml")
         with open(path, "wb") as f:
             f.write(b'Subject: a\\/b "q" /c// \\\\/\r\nFrom: x/y <a@b.c>\r\n\r\n'
                     b'http://example.com/a/b\r\n\\/\\\\//\r\n\r\n')
@@ -188,17 +188,17 @@ class MailTable(unittest.TestCase):
         self.assertTrue(self.mail("nested.eml")["body"][0].startswith("Sauvegarde terminée."))
 
     def test_body_lines(self):
-        with open("/tmp/luasmtpd-test-lines.eml", "wb") as f:
+        with open(tmp_path("lines.eml"), "wb") as f:
             f.write(b"Subject: lines\r\n\r\n" + b"".join(b"line %d\r\n" % i for i in range(100)))
-        mail = replay("/tmp/luasmtpd-test-lines.eml")
+        mail = replay(tmp_path("lines.eml"))
         self.assertEqual(len(mail["body"]), 64)
         self.assertEqual(mail["text"].count("\n"), 100)
-        self.assertEqual(replay("/tmp/luasmtpd-test-lines.eml", "--body-lines", "3")["body"],
+        self.assertEqual(replay(tmp_path("lines.eml"), "--body-lines", "3")["body"],
                          ["line 0", "line 1", "line 2"])
-        self.assertEqual(replay("/tmp/luasmtpd-test-lines.eml", "--body-lines", "0")["body"], {})
-        with open("/tmp/luasmtpd-test-lines.eml", "wb") as f:
+        self.assertEqual(replay(tmp_path("lines.eml"), "--body-lines", "0")["body"], {})
+        with open(tmp_path("lines.eml"), "wb") as f:
             f.write(b"Subject: long\r\n\r\n" + "é".encode() * 5000 + b"\r\nnext\r\n")
-        mail = replay("/tmp/luasmtpd-test-lines.eml")
+        mail = replay(tmp_path("lines.eml"))
         self.assertEqual(mail["body"], ["é" * 4096, "next"])
         self.assertEqual(mail["truncated"], "line length")
         self.assertEqual(len(mail["text"]), 5001 + 5)

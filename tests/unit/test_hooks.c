@@ -352,7 +352,7 @@ static void test_auth_line_limits(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);   /* as the server's main() does */
-    log_threshold = LOG_ERROR;
+    log_threshold = LV_ERROR;
     config_defaults(&cfg);
     cfg.nlisten = 1;   /* keep config_finish from adding a listener */
     cfg.allow_insecure_auth = 1;   /* AUTH over the socketpair: no TLS here */

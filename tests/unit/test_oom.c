@@ -276,7 +276,7 @@ static void test_session(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    log_threshold = LOG_ERROR;
+    log_threshold = LV_ERROR;
     config_defaults(&cfg);
     cfg.nlisten = 1;
     char err[CONFIG_ERR_MAX];
