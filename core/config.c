@@ -329,10 +329,56 @@ static int valid_id(const char *s)
     return 1;
 }
 
+static int set_listen(struct config *cfg, const struct option_def *o, const char *value, char *err)
+{
+    char nerr[NET_ERR_MAX];
+    if (cfg->nlisten == CONFIG_LISTEN_MAX) {
+        snprintf(err, CONFIG_ERR_MAX, "--%s: at most %d listeners in all", o->name,
+                 CONFIG_LISTEN_MAX);
+        return -1;
+    }
+    if (net_parse_addr(value, &cfg->listen[cfg->nlisten], nerr) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "--%s: %s", o->name, nerr);
+        return -1;
+    }
+    cfg->listen_tls[cfg->nlisten++] = o->offset == 1;   /* offset: 1 for implicit TLS */
+    return 0;
+}
+
+static int set_text(struct config *cfg, const struct option_def *o, const char *value, char *err)
+{
+    size_t n = strlen(value);
+    if (n < (size_t)o->min || n > (size_t)o->max) {
+        snprintf(err, CONFIG_ERR_MAX, "--%s: must be %lld to %lld bytes long", o->name, o->min,
+                 o->max);
+        return -1;
+    }
+    memcpy((char *)cfg + o->offset, value, n + 1);
+    return 0;
+}
+
+static int set_domain(struct config *cfg, const char *value, char *err)
+{
+    if (strcmp(value, "*") == 0) {
+        cfg->any_domain = true;
+        return 0;
+    }
+    if (!valid_domain(value)) {
+        snprintf(err, CONFIG_ERR_MAX, "--domain: '%s' is not a domain name", value);
+        return -1;
+    }
+    if (cfg->ndomains == CONFIG_DOMAINS_MAX) {
+        snprintf(err, CONFIG_ERR_MAX, "--domain: at most %d domains", CONFIG_DOMAINS_MAX);
+        return -1;
+    }
+    for (char *d = strcpy(cfg->domains[cfg->ndomains++], value); *d; d++)
+        *d = (char)((*d >= 'A' && *d <= 'Z') ? *d + 32 : *d);
+    return 0;
+}
+
 int config_set(struct config *cfg, const char *name, const char *value, char *err)
 {
     const struct option_def *o = find_option(name);
-    char nerr[NET_ERR_MAX];
 
     if (o == NULL) {
         snprintf(err, CONFIG_ERR_MAX, "unknown option --%s (see --help)", name);
@@ -355,28 +401,10 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
     case OPT_SECONDS:
     case OPT_MILLIS:
         return parse_number(o, value, (long long *)((char *)cfg + o->offset), err);
-    case OPT_LISTEN:   /* offset: 1 for implicit TLS */
-        if (cfg->nlisten == CONFIG_LISTEN_MAX) {
-            snprintf(err, CONFIG_ERR_MAX, "--%s: at most %d listeners in all", o->name,
-                     CONFIG_LISTEN_MAX);
-            return -1;
-        }
-        if (net_parse_addr(value, &cfg->listen[cfg->nlisten], nerr) < 0) {
-            snprintf(err, CONFIG_ERR_MAX, "--%s: %s", o->name, nerr);
-            return -1;
-        }
-        cfg->listen_tls[cfg->nlisten++] = o->offset == 1;
-        return 0;
-    case OPT_TEXT: {
-        size_t n = strlen(value);
-        if (n < (size_t)o->min || n > (size_t)o->max) {
-            snprintf(err, CONFIG_ERR_MAX, "--%s: must be %lld to %lld bytes long", o->name,
-                     o->min, o->max);
-            return -1;
-        }
-        memcpy((char *)cfg + o->offset, value, n + 1);
-        return 0;
-    }
+    case OPT_LISTEN:
+        return set_listen(cfg, o, value, err);
+    case OPT_TEXT:
+        return set_text(cfg, o, value, err);
     case OPT_HOSTNAME:
         if (!valid_hostname(value)) {
             snprintf(err, CONFIG_ERR_MAX,
@@ -396,21 +424,7 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
         strcpy(cfg->id, value);
         return 0;
     case OPT_DOMAIN:
-        if (strcmp(value, "*") == 0) {
-            cfg->any_domain = true;
-            return 0;
-        }
-        if (!valid_domain(value)) {
-            snprintf(err, CONFIG_ERR_MAX, "--domain: '%s' is not a domain name", value);
-            return -1;
-        }
-        if (cfg->ndomains == CONFIG_DOMAINS_MAX) {
-            snprintf(err, CONFIG_ERR_MAX, "--domain: at most %d domains", CONFIG_DOMAINS_MAX);
-            return -1;
-        }
-        for (char *d = strcpy(cfg->domains[cfg->ndomains++], value); *d; d++)
-            *d = (char)((*d >= 'A' && *d <= 'Z') ? *d + 32 : *d);
-        return 0;
+        return set_domain(cfg, value, err);
     case OPT_AUTH_METHODS:
         return parse_auth_methods(value, &cfg->auth_methods, err);
     case OPT_LOGLEVEL: {

@@ -49,10 +49,53 @@ static int usage_error(const char *msg)
     return 2;
 }
 
+/* The server option argv[*i] ("--name[=value]", "--name value" or
+ * "--no-name"), set in cfg and remembered in a->flags: 0, or the exit
+ * status of a usage error. */
+static int parse_option(int argc, char **argv, int *i, struct config *cfg, struct args *a)
+{
+    static char names[MAX_FLAGS][64];
+    char err[CONFIG_ERR_MAX];
+    const char *arg = argv[*i], *value;
+    const char *eq = strchr(arg + 2, '=');
+    size_t n = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
+    if (n >= sizeof(names[0]) || a->nflags == MAX_FLAGS) {
+        snprintf(err, sizeof(err), "unknown option '%.40s'", arg);
+        return usage_error(err);
+    }
+    char *name = names[a->nflags];
+    memcpy(name, arg + 2, n);
+    name[n] = '\0';
+    int takes = config_takes_value(name);
+    bool negated = takes < 0 && strncmp(name, "no-", 3) == 0 && !eq &&
+                   config_takes_value(name + 3) == 0;
+    if (negated) {                /* --no-pipelining */
+        memmove(name, name + 3, n - 2);
+        takes = 0;
+    }
+    if (takes < 0) {
+        snprintf(err, sizeof(err), "unknown option --%s", name);
+        return usage_error(err);
+    }
+    if (eq) {
+        value = eq + 1;
+    } else if (!takes) {
+        value = negated ? "false" : "true";   /* a switch: --rawbody */
+    } else if (*i + 1 < argc) {
+        value = argv[++*i];
+    } else {
+        snprintf(err, sizeof(err), "--%s needs a value", name);
+        return usage_error(err);
+    }
+    if (config_set(cfg, name, value, err) < 0)
+        return usage_error(err);
+    a->flags[a->nflags++] = name;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
 {
     char err[CONFIG_ERR_MAX];
-    static char names[MAX_FLAGS][64];
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -93,40 +136,9 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
             a->script = arg;
             continue;
         }
-        const char *value;
-        const char *eq = strchr(arg + 2, '=');
-        size_t n = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
-        if (n >= sizeof(names[0]) || a->nflags == MAX_FLAGS) {
-            snprintf(err, sizeof(err), "unknown option '%.40s'", arg);
-            return usage_error(err);
-        }
-        char *name = names[a->nflags];
-        memcpy(name, arg + 2, n);
-        name[n] = '\0';
-        int takes = config_takes_value(name);
-        bool negated = takes < 0 && strncmp(name, "no-", 3) == 0 && !eq &&
-                       config_takes_value(name + 3) == 0;
-        if (negated) {                /* --no-pipelining */
-            memmove(name, name + 3, n - 2);
-            takes = 0;
-        }
-        if (takes < 0) {
-            snprintf(err, sizeof(err), "unknown option --%s", name);
-            return usage_error(err);
-        }
-        if (eq) {
-            value = eq + 1;
-        } else if (!takes) {
-            value = negated ? "false" : "true";   /* a switch: --rawbody */
-        } else if (i + 1 < argc) {
-            value = argv[++i];
-        } else {
-            snprintf(err, sizeof(err), "--%s needs a value", name);
-            return usage_error(err);
-        }
-        if (config_set(cfg, name, value, err) < 0)
-            return usage_error(err);
-        a->flags[a->nflags++] = name;
+        int rc = parse_option(argc, argv, &i, cfg, a);
+        if (rc != 0)
+            return rc;
     }
     if (a->check && a->script == NULL)
         return usage_error("--check needs a SCRIPT.lua");

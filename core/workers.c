@@ -136,30 +136,136 @@ static void describe(int ws, char *out, size_t size)
         snprintf(out, size, "exited with status %d", WEXITSTATUS(ws));
 }
 
+/* The supervisor's state between signals. */
+struct supervision {
+    struct worker  cur[WORKERS_MAX], old[WORKERS_MAX];   /* old: replaced by SIGHUP */
+    int            n;
+    bool           starting, stopping;
+    int           *status;
+    sigset_t       set, mask;
+    workers_check_fn check;
+    void          *arg;
+};
+
+static void on_ready(struct supervision *sv, pid_t pid)
+{
+    if (!mark_ready(sv->cur, sv->n, pid))
+        return;
+    if (sv->starting)
+        log_msg(LV_INFO, NULL, "supervisor: %d workers ready", sv->n);
+    sv->starting = false;
+    if (live(sv->old, sv->n)) {
+        log_msg(LV_INFO, NULL, "supervisor: the new workers are ready; stopping the old ones");
+        signal_all(sv->old, sv->n, SIGTERM);
+    }
+}
+
+/* Worker pid ended with wait status ws. */
+static void on_ended(struct supervision *sv, pid_t pid, int ws)
+{
+    char how[64];
+    int i;
+    describe(ws, how, sizeof(how));
+    if ((i = find(sv->old, sv->n, pid)) >= 0) {
+        sv->old[i].pid = 0;
+        log_msg(LV_INFO, NULL, "old worker %d (pid %d) %s", i + 1, (int)pid, how);
+        return;
+    }
+    if ((i = find(sv->cur, sv->n, pid)) < 0)
+        return;
+    struct worker *w = &sv->cur[i];
+    w->pid = 0;
+    if (sv->stopping) {
+        log_msg(LV_INFO, NULL, "worker %d (pid %d) %s", i + 1, (int)pid, how);
+    } else if (sv->starting && !w->ready) {
+        /* it said why on stderr; a server that cannot start stops */
+        log_msg(LV_ERROR, NULL, "worker %d (pid %d) %s before it was ready: stopping", i + 1,
+                (int)pid, how);
+        *sv->status = WIFEXITED(ws) && WEXITSTATUS(ws) ? WEXITSTATUS(ws) : 1;
+        sv->stopping = true;
+        signal_all(sv->cur, sv->n, SIGTERM);
+    } else {
+        double lived = now() - w->started;
+        w->respawn_at = now() + (lived < RESPAWN_DELAY ? RESPAWN_DELAY : 0);
+        log_msg(LV_WARN, NULL, "worker %d (pid %d) %s; restarting it%s", i + 1, (int)pid, how,
+                lived < RESPAWN_DELAY ? " in a second" : "");
+    }
+}
+
+static void on_stop(struct supervision *sv, int sig)
+{
+    log_msg(LV_INFO, NULL, "supervisor: signal %d: %s", sig,
+            sv->stopping ? "passed on again (the workers stop at once)"
+                         : "stopping the workers (again to stop them at once)");
+    sv->stopping = true;
+    signal_all(sv->cur, sv->n, sig);
+    signal_all(sv->old, sv->n, sig);
+}
+
+/* SIGHUP: new workers with the script as it is now, if it loads; the old
+ * ones stop when the new ones are ready. */
+static void on_reload(struct supervision *sv)
+{
+    sigset_t ignored;
+    if (sv->stopping)
+        return;
+    if (live(sv->old, sv->n)) {
+        log_msg(LV_WARN, NULL, "supervisor: SIGHUP: a reload is already under way");
+        return;
+    }
+    bool ok = sv->check(sv->arg);
+    /* the check's event loop may have let a SIGCHLD through to the
+     * handler: look for ended workers again */
+    take_signals(&sv->set, &ignored);
+    raise(SIGCHLD);
+    if (!ok) {
+        log_msg(LV_ERROR, NULL, "supervisor: SIGHUP: the script does not load; "
+                                 "the running workers go on");
+        return;
+    }
+    log_msg(LV_INFO, NULL, "supervisor: SIGHUP: starting new workers with the script as it is now");
+    memcpy(sv->old, sv->cur, sizeof(sv->cur[0]) * (size_t)sv->n);
+    for (int i = 0; i < sv->n; i++) {
+        sv->old[i].respawn_at = 0;   /* a slot waiting for a restart is new work */
+        sv->cur[i] = (struct worker){ .respawn_at = now() };
+    }
+}
+
+/* Start the workers due: the slot's number in a new worker, else -1;
+ * *next_r becomes the time of the next restart due. */
+static int spawn_due(struct supervision *sv, double *next_r)
+{
+    double t = now();
+    *next_r = t + 60;
+    for (int i = 0; i < sv->n && !sv->stopping; i++) {
+        struct worker *w = &sv->cur[i];
+        if (w->respawn_at > 0 && w->respawn_at <= t && spawn(w, i, &sv->mask))
+            return i;
+        if (w->respawn_at > 0 && w->respawn_at < *next_r)
+            *next_r = w->respawn_at;
+    }
+    return -1;
+}
+
 int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
 {
-    static struct worker cur[WORKERS_MAX], old[WORKERS_MAX];   /* old: replaced by SIGHUP */
-    sigset_t set, mask, ignored;
-    bool starting = true, stopping = false;
+    static struct supervision sv;
 
-    if (n > WORKERS_MAX)
-        n = WORKERS_MAX;
-    take_signals(&set, &mask);
+    sv = (struct supervision){ .n = n > WORKERS_MAX ? WORKERS_MAX : n, .starting = true,
+                               .status = status, .check = check, .arg = arg };
+    take_signals(&sv.set, &sv.mask);
     supervisor = getpid();
     *status = 0;
-    log_msg(LV_INFO, NULL, "supervisor (pid %d) starting %d workers", (int)supervisor, n);
-    for (int i = 0; i < n; i++)
-        cur[i].respawn_at = now();
+    log_msg(LV_INFO, NULL, "supervisor (pid %d) starting %d workers", (int)supervisor, sv.n);
+    for (int i = 0; i < sv.n; i++)
+        sv.cur[i].respawn_at = now();
 
     for (;;) {
-        double t = now(), next = t + 60;
-        for (int i = 0; i < n && !stopping; i++) {
-            if (cur[i].respawn_at > 0 && cur[i].respawn_at <= t && spawn(&cur[i], i, &mask))
-                return i;
-            if (cur[i].respawn_at > 0 && cur[i].respawn_at < next)
-                next = cur[i].respawn_at;
-        }
-        if (stopping && live(cur, n) + live(old, n) == 0) {
+        double next;
+        int worker = spawn_due(&sv, &next);
+        if (worker >= 0)
+            return worker;
+        if (sv.stopping && live(sv.cur, sv.n) + live(sv.old, sv.n) == 0) {
             log_msg(LV_INFO, NULL, "supervisor: every worker has stopped");
             return -1;
         }
@@ -167,90 +273,19 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
         struct timespec ts = { .tv_sec = wait > 0 ? (time_t)wait : 0,
                                .tv_nsec = wait > 0 ? (long)((wait - (double)(time_t)wait) * 1e9) : 0 };
         siginfo_t si;
-        int sig = sigtimedwait(&set, &si, &ts);
-        int i, ws;
-        char how[64];
+        int sig = sigtimedwait(&sv.set, &si, &ts), ws;
         pid_t pid;
-
         if (sig == READY_SIGNAL) {
-            if (mark_ready(cur, n, si.si_pid)) {
-                if (starting)
-                    log_msg(LV_INFO, NULL, "supervisor: %d workers ready", n);
-                starting = false;
-                if (live(old, n)) {
-                    log_msg(LV_INFO, NULL,
-                            "supervisor: the new workers are ready; stopping the old ones");
-                    signal_all(old, n, SIGTERM);
-                }
-            }
-            continue;
+            on_ready(&sv, si.si_pid);
+        } else if (sig == SIGCHLD) {
+            while ((pid = waitpid(-1, &ws, WNOHANG)) > 0)
+                on_ended(&sv, pid, ws);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            on_stop(&sv, sig);
+        } else if (sig == SIGHUP) {
+            on_reload(&sv);
         }
-        switch (sig) {
-        case SIGCHLD:
-            while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
-                describe(ws, how, sizeof(how));
-                if ((i = find(old, n, pid)) >= 0) {
-                    old[i].pid = 0;
-                    log_msg(LV_INFO, NULL, "old worker %d (pid %d) %s", i + 1, (int)pid, how);
-                    continue;
-                }
-                if ((i = find(cur, n, pid)) < 0)
-                    continue;
-                cur[i].pid = 0;
-                if (stopping) {
-                    log_msg(LV_INFO, NULL, "worker %d (pid %d) %s", i + 1, (int)pid, how);
-                } else if (starting && !cur[i].ready) {
-                    /* it said why on stderr; a server that cannot start stops */
-                    log_msg(LV_ERROR, NULL, "worker %d (pid %d) %s before it was ready: stopping",
-                            i + 1, (int)pid, how);
-                    *status = WIFEXITED(ws) && WEXITSTATUS(ws) ? WEXITSTATUS(ws) : 1;
-                    stopping = true;
-                    signal_all(cur, n, SIGTERM);
-                } else {
-                    double lived = now() - cur[i].started;
-                    cur[i].respawn_at = now() + (lived < RESPAWN_DELAY ? RESPAWN_DELAY : 0);
-                    log_msg(LV_WARN, NULL, "worker %d (pid %d) %s; restarting it%s", i + 1,
-                            (int)pid, how, lived < RESPAWN_DELAY ? " in a second" : "");
-                }
-            }
-            break;
-        case SIGTERM:
-        case SIGINT:
-            log_msg(LV_INFO, NULL, "supervisor: signal %d: %s", sig,
-                    stopping ? "passed on again (the workers stop at once)"
-                             : "stopping the workers (again to stop them at once)");
-            stopping = true;
-            signal_all(cur, n, sig);
-            signal_all(old, n, sig);
-            break;
-        case SIGHUP:
-            if (stopping)
-                break;
-            if (live(old, n)) {
-                log_msg(LV_WARN, NULL, "supervisor: SIGHUP: a reload is already under way");
-                break;
-            }
-            bool ok = check(arg);
-            /* the check's event loop may have let a SIGCHLD through to the
-             * handler: look for ended workers again */
-            take_signals(&set, &ignored);
-            raise(SIGCHLD);
-            if (!ok) {
-                log_msg(LV_ERROR, NULL, "supervisor: SIGHUP: the script does not load; "
-                                         "the running workers go on");
-                break;
-            }
-            log_msg(LV_INFO, NULL, "supervisor: SIGHUP: starting new workers with the script "
-                                    "as it is now");
-            memcpy(old, cur, sizeof(cur[0]) * (size_t)n);
-            for (i = 0; i < n; i++) {
-                old[i].respawn_at = 0;   /* a slot waiting for a restart is new work */
-                cur[i] = (struct worker){ .respawn_at = now() };
-            }
-            break;
-        default:   /* the timeout (a restart is due), or EINTR */
-            break;
-        }
+        /* else the timeout (a restart is due), or EINTR */
     }
 }
 

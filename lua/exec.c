@@ -172,14 +172,11 @@ static int spawn_error(lua_State *L, const char *prog, int err, int fds[6])
     return call_fail(L, "exec: cannot run %s: %s", prog, strerror(err));
 }
 
-static int l_exec(lua_State *L)
+/* The program and its arguments: argv[0..argc) (the strings stay on the
+ * stack), NULL-terminated; raises on a misuse. */
+static int read_argv(lua_State *L, const char **argv)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    struct lcall *c = call_waitable(L, "luasmtpd.exec");
-    const char *argv[EXEC_ARGS_MAX + 1], *envp[EXEC_ARGS_MAX + 1];
-    int argc = 0, envc = 0;
-
-    lua_settop(L, 1);
+    int argc = 0;
     for (lua_Integer i = 1; lua_geti(L, 1, i) != LUA_TNIL; i++) {
         if (argc == EXEC_ARGS_MAX)
             return luaL_error(L, "exec: more than %d arguments", EXEC_ARGS_MAX);
@@ -193,45 +190,13 @@ static int l_exec(lua_State *L)
     argv[argc] = NULL;
     if (argc == 0)
         return luaL_error(L, "exec: no program given");
+    return argc;
+}
 
-    double timeout = call_opt_timeout(L, 1, EXEC_TIMEOUT);
-    size_t input_len = 0;
-    const char *input = NULL;
-    if (lua_getfield(L, 1, "stdin") != LUA_TNIL)
-        input = luaL_checklstring(L, -1, &input_len);
-    char **env = environ;
-    if (lua_getfield(L, 1, "env") != LUA_TNIL) {
-        luaL_checktype(L, -1, LUA_TTABLE);
-        push_env(L, lua_gettop(L), envp, &envc);
-        envp[envc] = NULL;
-        env = (char **)envp;
-    }
-
-    struct exec *ex = calloc(1, sizeof(*ex));
-    char *copy = input_len ? malloc(input_len) : NULL;
-    if (ex == NULL || (input_len && copy == NULL)) {
-        free(ex);
-        free(copy);
-        return call_fail(L, "exec: out of memory");
-    }
-    ex->c = c;
-    ex->input = copy;
-    ex->input_len = input_len;
-    if (input_len)
-        memcpy(copy, input, input_len);
-    buf_init(&ex->outbuf, EXEC_OUTPUT_MAX);
-    buf_init(&ex->errbuf, EXEC_OUTPUT_MAX);
-    ex->in.fd = ex->out.fd = ex->err.fd = -1;
-
-    /* pipes: the child's ends become 0, 1, 2; ours are non-blocking */
-    int fds[6] = { -1, -1, -1, -1, -1, -1 };   /* in r/w, out r/w, err r/w */
-    for (int i = input ? 0 : 1; i < 3; i++)
-        if (pipe2(fds + 2 * i, O_CLOEXEC) < 0) {
-            int e = errno;
-            free(copy);
-            free(ex);
-            return spawn_error(L, argv[0], e, fds);
-        }
+/* posix_spawnp with the pipes' far ends as 0, 1 and 2 (stdin /dev/null
+ * without input): 0, or an errno. */
+static int spawn_program(struct exec *ex, const char **argv, char **env, const int fds[6])
+{
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, dfl;
@@ -239,7 +204,7 @@ static int l_exec(lua_State *L)
     sigemptyset(&dfl);
     sigaddset(&dfl, SIGPIPE);     /* the server ignores it; the program should not */
     posix_spawn_file_actions_init(&fa);
-    if (input)
+    if (ex->input)
         posix_spawn_file_actions_adddup2(&fa, fds[0], 0);
     else
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -252,18 +217,19 @@ static int l_exec(lua_State *L)
     int rc = posix_spawnp(&ex->pid, argv[0], &fa, &attr, (char *const *)argv, env);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-        free(copy);
-        free(ex);
-        return spawn_error(L, argv[0], rc, fds);
-    }
+    return rc;
+}
+
+/* The program runs: our ends of the pipes and its exit on the loop. */
+static void watch_program(struct exec *ex, const int fds[6])
+{
+    struct ev_loop *loop = ex->c->b->loop;
     /* the child's ends are its own now */
-    if (input)
+    if (ex->input)
         close(fds[0]);
     close(fds[3]);
     close(fds[5]);
-    struct ev_loop *loop = c->b->loop;
-    if (input) {
+    if (ex->input) {
         fcntl(fds[1], F_SETFL, O_NONBLOCK);
         ev_io_init(&ex->in, write_cb, fds[1], EV_WRITE);
         ex->in.data = ex;
@@ -279,6 +245,60 @@ static int l_exec(lua_State *L)
     ev_child_init(&ex->child, child_cb, ex->pid, 0);
     ex->child.data = ex;
     ev_child_start(loop, &ex->child);
+}
+
+static int l_exec(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    struct lcall *c = call_waitable(L, "luasmtpd.exec");
+    const char *argv[EXEC_ARGS_MAX + 1], *envp[EXEC_ARGS_MAX + 1];
+    int envc = 0;
+
+    lua_settop(L, 1);
+    read_argv(L, argv);
+    double timeout = call_opt_timeout(L, 1, EXEC_TIMEOUT);
+    size_t input_len = 0;
+    const char *input = NULL;
+    if (lua_getfield(L, 1, "stdin") != LUA_TNIL)
+        input = luaL_checklstring(L, -1, &input_len);
+    char **env = environ;
+    if (lua_getfield(L, 1, "env") != LUA_TNIL) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        push_env(L, lua_gettop(L), envp, &envc);
+        envp[envc] = NULL;
+        env = (char **)envp;
+    }
+
+    struct exec *ex = calloc(1, sizeof(*ex));
+    char *copy = input ? malloc(input_len ? input_len : 1) : NULL;
+    if (ex == NULL || (input && copy == NULL)) {
+        free(ex);
+        free(copy);
+        return call_fail(L, "exec: out of memory");
+    }
+    ex->c = c;
+    ex->input = copy;
+    ex->input_len = input_len;
+    if (input_len)
+        memcpy(copy, input, input_len);
+    buf_init(&ex->outbuf, EXEC_OUTPUT_MAX);
+    buf_init(&ex->errbuf, EXEC_OUTPUT_MAX);
+    ex->in.fd = ex->out.fd = ex->err.fd = -1;
+
+    /* pipes: the child's ends become 0, 1, 2; ours are non-blocking */
+    int fds[6] = { -1, -1, -1, -1, -1, -1 };   /* in r/w, out r/w, err r/w */
+    int rc = 0;
+    for (int i = input ? 0 : 1; i < 3 && rc == 0; i++)
+        if (pipe2(fds + 2 * i, O_CLOEXEC) < 0)
+            rc = errno;
+    if (rc == 0)
+        rc = spawn_program(ex, argv, env, fds);
+    if (rc != 0) {
+        free(copy);
+        free(ex);
+        return spawn_error(L, argv[0], rc, fds);
+    }
+    watch_program(ex, fds);
     return call_wait(L, c, ex, exec_release, timeout, exec_k);
 }
 

@@ -18,10 +18,6 @@
 /* Compiled-in Lua (lua/default.lua, lua/prelude.lua). */
 extern const char lua_default[], lua_prelude[];
 
-/* Every action of the luasmtpd module (a new one: its file, and a row). */
-const struct action *const bridge_actions[] = {
-    &exec_action, &timer_action, &save_action, &http_action, &mqtt_action, NULL,
-};
 
 /* Every allocation of the state goes through here: past the cap, Lua gets
  * NULL and raises "not enough memory" in the script, never in the process. */

@@ -89,7 +89,8 @@ static inline struct bridge *bridge_of(lua_State *L)
 
 /*
  * An action: one file of lua/ adding fields to the luasmtpd table, with
- * what it starts and stops.  host.c lists them all in bridge_actions.
+ * what it starts and stops.  module.c lists them all in bridge_actions;
+ * host.c starts and stops them.
  */
 struct action {
     void (*open)(lua_State *L);   /* set its fields in the table on top */
@@ -105,6 +106,8 @@ void  lsession_open_lib(lua_State *L);
 struct lsession *lsession_get(struct bridge *b, struct smtp *s);
 void  lsession_push(lua_State *L, struct lsession *ls);
 void  lsession_free(struct bridge *b, struct smtp *s);
+/* The session's recipients as a list. */
+void  lsession_push_recipients(lua_State *L, const struct smtp *s);
 
 /* module.c: the `luasmtpd` module */
 int   luaopen_luasmtpd(lua_State *L);

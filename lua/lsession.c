@@ -24,123 +24,107 @@ static struct box *check_box(lua_State *L)
     return bx;
 }
 
+void lsession_push_recipients(lua_State *L, const struct smtp *s)
+{
+    size_t n = smtp_nrecipients(s);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, smtp_recipient(s, i));
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* The fields: each pushes its value for the session of bx. */
+static void f_cipher(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_tls_cipher(bx->s)); }
+static void f_data(lua_State *L, struct box *bx) { (void)bx; lua_getiuservalue(L, 1, 1); }
+static void f_esmtp(lua_State *L, struct box *bx) { lua_pushboolean(L, smtp_esmtp(bx->s)); }
+static void f_helo(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_helo(bx->s)); }
+static void f_id(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_id(bx->s)); }
+static void f_ip(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_peer_host(bx->s, NULL)); }
+static void f_local_ip(lua_State *L, struct box *bx)
+{
+    lua_pushstring(L, smtp_local_host(bx->s, NULL));
+}
+static void f_local_port(lua_State *L, struct box *bx)
+{
+    int port;
+    smtp_local_host(bx->s, &port);
+    lua_pushinteger(L, port);
+}
+static void f_params(lua_State *L, struct box *bx)
+{
+    if (bx->ls->paramsref > 0)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, bx->ls->paramsref);
+    else
+        lua_newtable(L);
+}
+static void f_port(lua_State *L, struct box *bx)
+{
+    int port;
+    smtp_peer_host(bx->s, &port);
+    lua_pushinteger(L, port);
+}
+static void f_recipients(lua_State *L, struct box *bx) { lsession_push_recipients(L, bx->s); }
+static void f_sender(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_sender(bx->s)); }
+static void f_server_id(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_server_id(bx->s)); }
+static void f_tls(lua_State *L, struct box *bx) { lua_pushboolean(L, smtp_tls_version(bx->s) != NULL); }
+static void f_tls_client(lua_State *L, struct box *bx, bool subj)
+{
+    char subject[HOOK_TLS_SUBJECT_MAX];
+    bool verified;
+    smtp_tls_client(bx->s, subject, sizeof(subject), &verified);
+    if (subj)
+        lua_pushstring(L, subject[0] ? subject : NULL);
+    else
+        lua_pushboolean(L, verified);
+}
+static void f_tls_client_subject(lua_State *L, struct box *bx) { f_tls_client(L, bx, true); }
+static void f_tls_client_verified(lua_State *L, struct box *bx) { f_tls_client(L, bx, false); }
+static void f_tls_version(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_tls_version(bx->s)); }
+static void f_user(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_user(bx->s)); }
+
+struct field {
+    const char *name;
+    void (*push)(lua_State *L, struct box *bx);
+};
+
+/* sorted by name, for bsearch */
+static const struct field fields[] = {
+    { "cipher", f_cipher },
+    { "data", f_data },
+    { "esmtp", f_esmtp },
+    { "helo", f_helo },
+    { "id", f_id },
+    { "ip", f_ip },
+    { "local_ip", f_local_ip },
+    { "local_port", f_local_port },
+    { "params", f_params },
+    { "port", f_port },
+    { "recipients", f_recipients },
+    { "sender", f_sender },
+    { "server_id", f_server_id },
+    { "tls", f_tls },
+    { "tls_client_subject", f_tls_client_subject },
+    { "tls_client_verified", f_tls_client_verified },
+    { "tls_version", f_tls_version },
+    { "user", f_user },
+};
+
+static int field_cmp(const void *key, const void *f)
+{
+    return strcmp(key, ((const struct field *)f)->name);
+}
+
 static int session_index(lua_State *L)
 {
     struct box *bx = check_box(L);
-    struct smtp *s = bx->s;
     const char *k = luaL_checkstring(L, 2);
-    int port;
-
-    switch (k[0]) {
-    case 'd':
-        if (strcmp(k, "data") == 0) {
-            lua_getiuservalue(L, 1, 1);
-            return 1;
-        }
-        break;
-    case 'e':
-        if (strcmp(k, "esmtp") == 0) {
-            lua_pushboolean(L, smtp_esmtp(s));
-            return 1;
-        }
-        break;
-    case 'h':
-        if (strcmp(k, "helo") == 0) {
-            lua_pushstring(L, smtp_helo(s));
-            return 1;
-        }
-        break;
-    case 'i':
-        if (strcmp(k, "id") == 0) {
-            lua_pushstring(L, smtp_id(s));
-            return 1;
-        }
-        if (strcmp(k, "ip") == 0) {
-            lua_pushstring(L, smtp_peer_host(s, &port));
-            return 1;
-        }
-        break;
-    case 'l':
-        if (strcmp(k, "local_ip") == 0) {
-            lua_pushstring(L, smtp_local_host(s, &port));
-            return 1;
-        }
-        if (strcmp(k, "local_port") == 0) {
-            smtp_local_host(s, &port);
-            lua_pushinteger(L, port);
-            return 1;
-        }
-        break;
-    case 'p':
-        if (strcmp(k, "port") == 0) {
-            smtp_peer_host(s, &port);
-            lua_pushinteger(L, port);
-            return 1;
-        }
-        if (strcmp(k, "params") == 0) {
-            if (bx->ls->paramsref > 0)
-                lua_rawgeti(L, LUA_REGISTRYINDEX, bx->ls->paramsref);
-            else
-                lua_newtable(L);
-            return 1;
-        }
-        break;
-    case 'r':
-        if (strcmp(k, "recipients") == 0) {
-            size_t n = smtp_nrecipients(s);
-            lua_createtable(L, (int)n, 0);
-            for (size_t i = 0; i < n; i++) {
-                lua_pushstring(L, smtp_recipient(s, i));
-                lua_rawseti(L, -2, (lua_Integer)i + 1);
-            }
-            return 1;
-        }
-        break;
-    case 's':
-        if (strcmp(k, "sender") == 0) {
-            lua_pushstring(L, smtp_sender(s));
-            return 1;
-        }
-        if (strcmp(k, "server_id") == 0) {
-            lua_pushstring(L, smtp_server_id(s));
-            return 1;
-        }
-        break;
-    case 't':
-        if (strcmp(k, "tls") == 0) {
-            lua_pushboolean(L, smtp_tls_version(s) != NULL);
-            return 1;
-        }
-        if (strcmp(k, "tls_version") == 0) {
-            lua_pushstring(L, smtp_tls_version(s));
-            return 1;
-        }
-        bool subj = strcmp(k, "tls_client_subject") == 0;
-        if (subj || strcmp(k, "tls_client_verified") == 0) {
-            char subject[HOOK_TLS_SUBJECT_MAX];
-            bool verified;
-            smtp_tls_client(s, subject, sizeof(subject), &verified);
-            if (subj)
-                lua_pushstring(L, subject[0] ? subject : NULL);
-            else
-                lua_pushboolean(L, verified);
-            return 1;
-        }
-        break;
-    case 'u':
-        if (strcmp(k, "user") == 0) {
-            lua_pushstring(L, smtp_user(s));
-            return 1;
-        }
-        break;
-    case 'c':
-        if (strcmp(k, "cipher") == 0) {
-            lua_pushstring(L, smtp_tls_cipher(s));
-            return 1;
-        }
-        break;
-    }
-    lua_pushnil(L);
+    const struct field *f = bsearch(k, fields, sizeof(fields) / sizeof(fields[0]), sizeof(fields[0]),
+                                    field_cmp);
+    if (f)
+        f->push(L, bx);
+    else
+        lua_pushnil(L);
     return 1;
 }
 

@@ -114,46 +114,13 @@ static int build_gc(lua_State *L)
     return 0;
 }
 
-/* The mail table of the message being received by s. */
-int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size)
+/* text, html and the lines of body; *cut_r when a line was cut.  0, or -1
+ * out of memory. */
+static int push_bodies(lua_State *L, struct bridge *b, struct mime *m, const char *msg,
+                       size_t size, struct buf *tmp, bool *cut_r)
 {
-    static const struct { const char *field, *header; } hsyco[] = {
-        { "from", "from" }, { "to", "to" }, { "subject", "subject" }, { "date", "date" },
-        { "contenttype", "content-type" }, { "returnpath", "return-path" },
-    };
-    static const struct { const char *field, *header; } more[] = {
-        { "cc", "cc" }, { "reply_to", "reply-to" }, { "message_id", "message-id" },
-    };
-    int port;
-
-    struct build *bd = lua_newuserdatauv(L, sizeof(*bd), 0);
-    bd->m = NULL;
-    buf_init(&bd->tmp, 4 * size + 64);
-    if (luaL_newmetatable(L, "luasmtpd.mailbuild")) {
-        lua_pushcfunction(L, build_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    if (mime_parse(msg, size, NULL, &bd->m) < 0)
-        return -1;
-    struct mime *m = bd->m;
-    struct buf *tmp = &bd->tmp;
     const struct mime_part *root = m->root, *text, *html;
     mime_bodies(m, &text, &html);
-
-    lua_createtable(L, 0, 32);
-    for (size_t i = 0; i < sizeof(hsyco) / sizeof(hsyco[0]); i++) {
-        const char *v = mime_header(root, hsyco[i].header);
-        /* RFC 2045 5.2: no Content-Type is plain US-ASCII text */
-        if (v == NULL && strcmp(hsyco[i].header, "content-type") == 0)
-            v = "text/plain; charset=us-ascii";
-        set_str(L, hsyco[i].field, v ? v : "");
-    }
-    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
-        set_str(L, more[i].field, mime_header(root, more[i].header));
-    push_headers(L, root);
-
-    /* text, html and the lines of body */
     if (html) {
         if (push_decoded(L, m, html, true, tmp) < 0)
             return -1;
@@ -172,7 +139,7 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
         buf_clear(tmp);
     }
     /* tmp holds the text (or the HTML when there is no text) */
-    bool line_cut = push_lines(L, buf_head(tmp), buf_len(tmp), b->body_lines);
+    *cut_r = push_lines(L, buf_head(tmp), buf_len(tmp), b->body_lines);
     lua_setfield(L, -2, "body");
 
     lua_newtable(L);
@@ -185,28 +152,67 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
         lua_rawseti(L, -2, ++na);
     }
     lua_setfield(L, -2, "attachments");
+    return 0;
+}
 
-    if (m->cut != MIME_CUT_NONE)
-        set_str(L, "truncated", mime_cut_name(m->cut));
-    else if (line_cut)
-        set_str(L, "truncated", "line length");
-
-    /* the envelope and the message as received */
+/* The envelope and the message as received. */
+static void push_envelope(lua_State *L, struct smtp *s, const char *msg, size_t size)
+{
     set_str(L, "sender", smtp_sender(s));
-    size_t nr = smtp_nrecipients(s);
-    lua_createtable(L, (int)nr, 0);
-    for (size_t i = 0; i < nr; i++) {
-        lua_pushstring(L, smtp_recipient(s, i));
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
+    lsession_push_recipients(L, s);
     lua_setfield(L, -2, "recipients");
     set_str(L, "helo", smtp_helo(s) ? smtp_helo(s) : "");
-    set_str(L, "ip", smtp_peer_host(s, &port));
+    set_str(L, "ip", smtp_peer_host(s, NULL));
     lua_pushlstring(L, msg, size);
     lua_setfield(L, -2, "raw");
     lua_pushinteger(L, (lua_Integer)size);
     lua_setfield(L, -2, "size");
     set_str(L, "id", smtp_message_id(s));
+}
+
+/* The mail table of the message being received by s. */
+int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size)
+{
+    static const struct { const char *field, *header; } hsyco[] = {
+        { "from", "from" }, { "to", "to" }, { "subject", "subject" }, { "date", "date" },
+        { "contenttype", "content-type" }, { "returnpath", "return-path" },
+    };
+    static const struct { const char *field, *header; } more[] = {
+        { "cc", "cc" }, { "reply_to", "reply-to" }, { "message_id", "message-id" },
+    };
+
+    struct build *bd = lua_newuserdatauv(L, sizeof(*bd), 0);
+    bd->m = NULL;
+    buf_init(&bd->tmp, 4 * size + 64);
+    if (luaL_newmetatable(L, "luasmtpd.mailbuild")) {
+        lua_pushcfunction(L, build_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    if (mime_parse(msg, size, NULL, &bd->m) < 0)
+        return -1;
+    struct mime *m = bd->m;
+    const struct mime_part *root = m->root;
+    bool line_cut;
+
+    lua_createtable(L, 0, 32);
+    for (size_t i = 0; i < sizeof(hsyco) / sizeof(hsyco[0]); i++) {
+        const char *v = mime_header(root, hsyco[i].header);
+        /* RFC 2045 5.2: no Content-Type is plain US-ASCII text */
+        if (v == NULL && strcmp(hsyco[i].header, "content-type") == 0)
+            v = "text/plain; charset=us-ascii";
+        set_str(L, hsyco[i].field, v ? v : "");
+    }
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+        set_str(L, more[i].field, mime_header(root, more[i].header));
+    push_headers(L, root);
+    if (push_bodies(L, b, m, msg, size, &bd->tmp, &line_cut) < 0)
+        return -1;
+    if (m->cut != MIME_CUT_NONE)
+        set_str(L, "truncated", mime_cut_name(m->cut));
+    else if (line_cut)
+        set_str(L, "truncated", "line length");
+    push_envelope(L, s, msg, size);
     lua_pushcfunction(L, build_gc);   /* done with it: free now, not at collection */
     lua_pushvalue(L, -3);
     lua_call(L, 1, 0);

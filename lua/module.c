@@ -5,6 +5,11 @@
 #include "internal.h"
 #include "log.h"
 
+/* Every action of the module (a new one: its file, and a row here). */
+const struct action *const bridge_actions[] = {
+    &exec_action, &timer_action, &save_action, &http_action, &mqtt_action, NULL,
+};
+
 /* lua/luasmtpd.lua, compiled in */
 extern const char lua_luasmtpd[];
 

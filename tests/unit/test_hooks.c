@@ -103,18 +103,32 @@ static void reset_plan(void)
     closes = 0;
 }
 
-/* Send input on a new connection, run the loop, return what came back. */
-static void converse(const char *input, double seconds, char *out, size_t outsz)
+#define DEADLINE 2.0   /* seconds: what is awaited comes far sooner, or never */
+
+static bool sessions_gone(void *before)
 {
+    return srv.sessions.nsessions <= *(unsigned long *)before;
+}
+
+static bool closes_reach(void *n)
+{
+    return closes >= *(int *)n;
+}
+
+/* Send input on a new connection and return what came back once `until`
+ * is among it (NULL: once the server closed).  Then leave, and let the
+ * server see it (at most a moment: a session may wait on a verdict). */
+static void converse(const char *input, const char *until, char *out, size_t outsz)
+{
+    unsigned long before = srv.sessions.nsessions;
     int fd = connect_client(&srv);
     out[0] = '\0';
     /* This may fail: the server can have replied and closed already. */
     ssize_t w = write(fd, input, strlen(input));
     (void)w;
-    run_for(loop, seconds);
-    drain(fd, out, outsz);
+    wait_reply(loop, fd, out, outsz, until, DEADLINE);
     close(fd);
-    run_for(loop, 0.02);
+    run_until(loop, sessions_gone, &before, 0.05);
 }
 
 static void test_pending_verdict_holds_the_session(void)
@@ -125,22 +139,21 @@ static void test_pending_verdict_holds_the_session(void)
     int ca = connect_client(&srv), cb = connect_client(&srv);
     const char *ia = "EHLO a\r\nMAIL FROM:<x@y.z>\r\nNOOP\r\n";
     CHECK(write(ca, ia, strlen(ia)) > 0, "write");
-    run_for(loop, 0.05);
+    wait_reply(loop, ca, a, sizeof(a), "250 HELP\r\n", DEADLINE);
     CHECK(write(cb, "NOOP\r\n", 6) == 6, "write");
-    run_for(loop, 0.05);
+    wait_reply(loop, cb, b, sizeof(b), "250 2.0.0 Ok", DEADLINE);
     drain(ca, a, sizeof(a));
-    drain(cb, b, sizeof(b));
     CHECK(strstr(b, "250 2.0.0 Ok") != NULL, "another session is served while one waits: '%s'", b);
     CHECK(strstr(a, "550") == NULL && strstr(a, "250 2.0.0 Ok") == NULL,
           "nothing after the pending MAIL is answered yet: '%s'", a);
-    run_for(loop, 0.3);
-    drain(ca, a, sizeof(a));
+    wait_reply(loop, ca, a, sizeof(a), "250 2.0.0 Ok", DEADLINE);
     const char *r = strstr(a, "550 5.7.1 Not you\r\n");
     CHECK(r != NULL, "the late verdict is the reply, enhanced code added: '%s'", a);
     CHECK(r && strstr(r, "250 2.0.0 Ok") != NULL, "the NOOP is answered after it, in order: '%s'", a);
     close(ca);
     close(cb);
-    run_for(loop, 0.02);
+    int two = 2;
+    run_until(loop, closes_reach, &two, DEADLINE);
     CHECK(closes == 2, "close hook once per session: %d", closes);
 }
 
@@ -151,9 +164,10 @@ static void test_client_leaves_while_pending(void)
     /* The client's EOF could be a half-close still waiting for the reply:
      * the pending stage completes, then the session closes. */
     plan[HOOK_RCPT] = (struct answer){ VERDICT_ACCEPT, NULL, NULL, false, 0.2 };
-    converse("HELO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\n", 0.05, out, sizeof(out));
+    converse("HELO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\n", "250 2.1.0", out, sizeof(out));
     CHECK(closes == 0 && srv.sessions.nsessions == 1, "still waiting for the verdict: %d", closes);
-    run_for(loop, 0.3);
+    int one = 1;
+    run_until(loop, closes_reach, &one, DEADLINE);
     CHECK(closes == 1, "closed once the verdict came: %d", closes);
     CHECK(srv.sessions.nsessions == 0, "and freed: %lu", srv.sessions.nsessions);
 }
@@ -163,12 +177,11 @@ static void test_stop_while_pending(void)
     reset_plan();
     plan[HOOK_MAIL] = (struct answer){ VERDICT_ACCEPT, NULL, NULL, false, 60 };
     int fd = connect_client(&srv);
-    CHECK(write(fd, "HELO a\r\nMAIL FROM:<x@y.z>\r\n", 26) == 26, "write");
-    run_for(loop, 0.05);
-    server_stop(&srv);
-    run_for(loop, 0.05);
     char out[4096] = "";
-    drain(fd, out, sizeof(out));
+    CHECK(write(fd, "HELO a\r\nMAIL FROM:<x@y.z>\r\n", 26) == 26, "write");
+    wait_reply(loop, fd, out, sizeof(out), "250 ", DEADLINE);   /* HELO's; MAIL waits */
+    server_stop(&srv);
+    wait_reply(loop, fd, out, sizeof(out), NULL, DEADLINE);
     CHECK(strstr(out, "421 4.3.2") != NULL, "a session waiting on a hook is told at stop: '%s'", out);
     CHECK(closes == 1 && srv.sessions.nsessions == 0, "and closed, its pending verdict dropped: %d", closes);
     close(fd);
@@ -210,7 +223,7 @@ static void test_verdict_forms(void)
         char out[8192];
         reset_plan();
         plan[cases[i].stage] = cases[i].ans;
-        converse(session, 0.05, out, sizeof(out));
+        converse(session, cases[i].expect, out, sizeof(out));
         CHECK(strstr(out, cases[i].expect) != NULL, "case %zu (%s, %d): got '%s'", i,
               hook_stage_name(cases[i].stage), cases[i].ans.code, out);
     }
@@ -221,7 +234,7 @@ static void test_refused_greeting(void)
     char out[4096];
     reset_plan();
     plan[HOOK_CONNECT] = (struct answer){ VERDICT_REJECT, NULL, "No service for you" };
-    converse("EHLO a\r\nMAIL FROM:<x@y.z>\r\nQUIT\r\n", 0.05, out, sizeof(out));
+    converse("EHLO a\r\nMAIL FROM:<x@y.z>\r\nQUIT\r\n", NULL, out, sizeof(out));
     CHECK(strncmp(out, "554 ", 4) == 0 && strstr(out, "No service for you") != NULL,
           "554 greeting: '%s'", out);
     CHECK(strstr(out, "503 5.5.1 Service refused") != NULL, "then only QUIT: '%s'", out);
@@ -230,7 +243,7 @@ static void test_refused_greeting(void)
 
     reset_plan();
     plan[HOOK_CONNECT] = (struct answer){ 421, NULL, "Busy" };
-    converse("EHLO a\r\n", 0.05, out, sizeof(out));
+    converse("EHLO a\r\n", NULL, out, sizeof(out));
     CHECK(strcmp(out, "421 Busy\r\n") == 0, "421 greeting closes at once: '%s'", out);
 }
 
@@ -239,7 +252,7 @@ static void test_disconnect_flag(void)
     char out[4096];
     reset_plan();
     plan[HOOK_RCPT] = (struct answer){ 550, NULL, "Go away", true };
-    converse("EHLO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\nNOOP\r\n", 0.05, out, sizeof(out));
+    converse("EHLO a\r\nMAIL FROM:<x@y.z>\r\nRCPT TO:<r@y.z>\r\nNOOP\r\n", NULL, out, sizeof(out));
     CHECK(strstr(out, "550 5.1.1 Go away\r\n") != NULL, "reply sent: '%s'", out);
     CHECK(strstr(out, "250 2.0.0 Ok\r\n") == NULL, "nothing after a disconnecting verdict: '%s'", out);
     CHECK(closes == 1, "closed");
@@ -249,8 +262,8 @@ static void test_hook_arguments(void)
 {
     char out[4096];
     reset_plan();
-    converse("EHLO a\r\nMAIL FROM:<@relay.example:Someone@Example.COM> SIZE=10\r\n", 0.05, out,
-             sizeof(out));
+    converse("EHLO a\r\nMAIL FROM:<@relay.example:Someone@Example.COM> SIZE=10\r\n", "250 2.1.0",
+             out, sizeof(out));
     CHECK(strcmp(last_address, "Someone@Example.COM") == 0, "address without route or brackets: '%s'",
           last_address);
     CHECK(calls[HOOK_CONNECT] == 1 && calls[HOOK_HELO] == 1 && calls[HOOK_MAIL] == 1, "each stage once");
@@ -305,7 +318,7 @@ static void test_auth(void)
         last_user[0] = last_password[0] = '\0';
         plan[HOOK_AUTH] = cases[i].ans;
         snprintf(in, sizeof(in), "EHLO a\r\n%s", cases[i].input);
-        converse(in, 0.15, out, sizeof(out));
+        converse(in, cases[i].expect, out, sizeof(out));
         CHECK(strstr(out, "250-AUTH PLAIN LOGIN\r\n") != NULL, "case %zu: AUTH advertised: '%s'", i, out);
         CHECK(strstr(out, cases[i].expect) != NULL, "case %zu: got '%s'", i, out);
         if (cases[i].user)
@@ -317,7 +330,7 @@ static void test_auth(void)
     char out[8192];
     reset_plan();
     converse("HELO a\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN\r\n*\r\nNOOP\r\nAUTH PLAIN\r\n*\r\nNOOP\r\n",
-             0.1, out, sizeof(out));
+             NULL, out, sizeof(out));
     CHECK(strstr(out, "250 2.0.0 Ok\r\n334 \r\n501 5.0.0 Authentication cancelled\r\n421 4.7.0 ") != NULL,
           "the third failure closes, not counting other commands: '%s'", out);
     CHECK(strstr(out, "421 4.7.0 ") && strstr(strstr(out, "421 4.7.0 "), "250 2.0.0") == NULL,
@@ -343,7 +356,7 @@ static void test_auth_line_limits(void)
     }
     snprintf(in + o, sizeof(in) - o, "\r\nNOOP %0600d\r\n", 0);
     reset_plan();
-    converse(in, 0.1, out, sizeof(out));
+    converse(in, "500 5.5.6 Line too long", out, sizeof(out));
     CHECK(strstr(out, "235 2.7.0") != NULL && strlen(last_password) == 1000,
           "a 1,340-byte AUTH line is taken: '%s'", out);
     CHECK(strstr(out, "500 5.5.6 Line too long") != NULL, "a 600-byte NOOP is not: '%s'", out);
