@@ -33,7 +33,7 @@ CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c c
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c
 LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/save.c lua/timer.c
-MAIN_SRC  := core/main.c core/replay.c core/workers.c
+MAIN_SRC  := core/main.c core/replay.c core/watchdog.c core/workers.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 
 B         := build

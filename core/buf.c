@@ -24,6 +24,12 @@ void buf_clear(struct buf *b)
     b->skipping = false;
 }
 
+void buf_truncate(struct buf *b, size_t n)
+{
+    if (n < b->end - b->start)
+        b->end = b->start + n;
+}
+
 void buf_shrink(struct buf *b)
 {
     if (b->data != NULL && b->start == b->end)

@@ -34,6 +34,8 @@ void   buf_free(struct buf *b);
 /* Free the storage if nothing is buffered (an idle session keeps none). */
 void   buf_shrink(struct buf *b);
 void   buf_clear(struct buf *b);
+/* Keep the first n bytes (n at most buf_len). */
+void   buf_truncate(struct buf *b, size_t n);
 
 static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
 /* The buffered bytes; "" (never NULL) while no storage is allocated. */

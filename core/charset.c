@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <iconv.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "smtp_parse.h"
 
@@ -123,43 +125,113 @@ static iconv_t lookup(struct charset_cache *cc, const char *name)
     return (iconv_t)cc->slot[i].cd;
 }
 
+/* Room for `want` more bytes of out, or as many as its cap leaves: the
+ * room (0 at the cap), or -1 when memory ran out. */
+static ssize_t reserve_upto(struct buf *out, size_t want)
+{
+    size_t used = buf_len(out), most = out->max > used ? out->max - used : 0;
+    if (want > most)
+        want = most;
+    if (want > 0 && buf_reserve(out, want) < 0)
+        return -1;
+    return want > 0 ? (ssize_t)buf_room(out) : 0;
+}
+
+/* U+FFFD where a sequence does not decode: 0, 1 at out's cap, -1 OOM. */
+static int replace(struct buf *out)
+{
+    ssize_t room = reserve_upto(out, sizeof(replacement));
+    if (room < (ssize_t)sizeof(replacement))
+        return room < 0 ? -1 : 1;
+    return buf_append(out, replacement, sizeof(replacement));
+}
+
+/*
+ * Convert with iconv.  The room asked for follows what is left of the
+ * input, never the whole input again, and nothing is asked beyond out's
+ * cap: text that would grow past it (callers give 4x the input, more than
+ * any charset's worst case but a few combining ones) is cut there.  So the
+ * only failure is memory: 0, or -1.
+ */
 static int convert(iconv_t cd, const char *in, size_t len, struct buf *out)
 {
     char *ip = (char *)in;
     size_t il = len;
-    size_t want = len + len / 2 + 16;
+    size_t want = len + len / 2 + 16;   /* most text needs no more */
 
     iconv(cd, NULL, NULL, NULL, NULL);
     while (il > 0) {
-        if (buf_reserve(out, want) < 0)
+        ssize_t room = reserve_upto(out, want);
+        if (room < 0)
             return -1;
         char *start = buf_tail(out), *op = start;
-        size_t ol = buf_room(out);
-        size_t r = iconv(cd, &ip, &il, &op, &ol);
-        int err = errno;
+        size_t ol = (size_t)room;
+        size_t r = room > 0 ? iconv(cd, &ip, &il, &op, &ol) : (size_t)-1;
+        int err = room > 0 ? errno : E2BIG;
         buf_commit(out, (size_t)(op - start));
         if (r != (size_t)-1)
             break;
         if (err == E2BIG) {
+            if ((size_t)room < want)
+                return 0;               /* at the cap: the rest is cut */
             want = il * 4 + 16;
-        } else if (err == EILSEQ) {
-            if (buf_append(out, replacement, sizeof(replacement)) < 0)
-                return -1;
-            ip++;
-            il--;
-        } else {
-            /* EINVAL: the text ends inside a sequence */
-            return buf_append(out, replacement, sizeof(replacement));
+            continue;
         }
+        /* EILSEQ: skip one byte; EINVAL: the text ends inside a sequence */
+        int rc = replace(out);
+        if (rc != 0 || err != EILSEQ)
+            return rc < 0 ? -1 : 0;
+        ip++;
+        il--;
+        want = il + il / 2 + 16;
     }
     /* the shift sequence of a stateful charset, if any */
-    if (buf_reserve(out, 16) < 0)
+    ssize_t room = reserve_upto(out, 16);
+    if (room < 0)
         return -1;
     char *start = buf_tail(out), *op = start;
-    size_t ol = buf_room(out);
+    size_t ol = (size_t)room;
     iconv(cd, NULL, NULL, &op, &ol);
     buf_commit(out, (size_t)(op - start));
     return 0;
+}
+
+/* in (n bytes) into out as valid UTF-8, with U+FFFD for each byte that
+ * starts no valid sequence, cut at out's cap: 0, or -1 out of memory. */
+static int append_repaired(struct buf *out, const char *in, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    for (size_t i = 0; i < n;) {
+        size_t k = p[i] < 0x80 ? 1 : smtp_utf8_seq(p + i, n - i);
+        const char *seq = k ? in + i : replacement;
+        size_t len = k ? k : sizeof(replacement);
+        ssize_t room = reserve_upto(out, len);
+        if (room < 0)
+            return -1;
+        if ((size_t)room < len)
+            return 0;                   /* at the cap */
+        buf_append(out, seq, len);
+        i += k ? k : 1;
+    }
+    return 0;
+}
+
+/* Some of iconv's converters (UCS-4 read from any bytes) write code points
+ * UTF-8 has no place for: what convert() gave from `from` on is checked,
+ * and repaired where it is not valid UTF-8. */
+static int ensure_valid(struct buf *out, size_t from)
+{
+    size_t n = buf_len(out) - from;
+    if (smtp_utf8_valid(buf_head(out) + from, n))
+        return 0;
+    char *copy = malloc(n);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, buf_head(out) + from, n);
+    buf_truncate(out, from);
+    int rc = append_repaired(out, copy, n);
+    free(copy);
+    return rc;
 }
 
 int charset_to_utf8(struct charset_cache *cc, const char *name, size_t namelen,
@@ -176,5 +248,6 @@ int charset_to_utf8(struct charset_cache *cc, const char *name, size_t namelen,
         cd = lookup(cc, norm);
     if (cd == NULL)
         return utf8_append_valid(out, in, len);
-    return convert(cd, in, len, out);
+    size_t from = buf_len(out);
+    return convert(cd, in, len, out) < 0 ? -1 : ensure_valid(out, from);
 }

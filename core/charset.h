@@ -4,8 +4,10 @@
  * Mail declares its charsets by name (RFC 2045 charset=, RFC 2047 encoded
  * words); the names are normalised (case, common aliases, supersets such as
  * GB2312 read as GB18030) and opened with iconv.  UTF-8 and US-ASCII, the
- * common cases, take a fast path without iconv.  Conversion never fails:
- * an invalid sequence becomes U+FFFD and decoding goes on; text in an
+ * common cases, take a fast path without iconv.  Conversion never fails
+ * but for memory: an invalid sequence becomes U+FFFD and decoding goes on,
+ * what iconv writes that is not valid UTF-8 is repaired, and text that
+ * would grow past the output buffer's cap is cut there; text in an
  * unknown charset is kept where it is valid UTF-8 and replaced elsewhere.
  *
  * A charset_cache keeps the iconv descriptors opened for one message so a

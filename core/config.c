@@ -57,6 +57,10 @@ static const struct option_def options[] = {
       "messages per connection, then 421 and close; 0 = no limit (default 0)" },
     { "max-errors", OPT_INT, OFF(max_errors), 1, 1000, "N",
       "bad commands per connection before 421 and close (default 10)" },
+    { "max-junk-commands", OPT_INT, OFF(max_junk_commands), 0, 1000000, "N",
+      "NOOP, RSET, VRFY, EXPN and HELP outside a transaction per connection\n"
+      "(counted anew after each message); past it each counts as an error;\n"
+      "0 = no limit (default 100)" },
     { "timeout", OPT_SECONDS, OFF(timeout), 1, 86400, "SECONDS",
       "idle time allowed between complete lines, then 421 (default 300)" },
     { "session-timeout", OPT_SECONDS, OFF(session_timeout), 0, 86400 * 7, "SECONDS",
@@ -71,13 +75,24 @@ static const struct option_def options[] = {
     { "hook-timeout", OPT_MILLIS, OFF(hook_timeout_ms), 1, 600000, "SECONDS",
       "running time each hook call may use (waits excluded), then 451;\n"
       "decimals allowed (default 1)" },
+    { "hook-kill", OPT_MILLIS, OFF(hook_kill_ms), 0, 86400000, "SECONDS",
+      "when the event loop is held this long in one go (a script stuck in a C\n"
+      "function, say), log what held it and start the process again; 0 = 10x\n"
+      "--hook-timeout, at least 5 (default 0)" },
     { "lua-memory", OPT_SIZE, OFF(lua_memory), 1LL << 20, 1LL << 34, "BYTES",
       "memory the script's Lua state may hold; a hook past it gets 451 (default 64M)" },
+    { "hook-memory", OPT_SIZE, OFF(hook_memory), 0, 1LL << 34, "BYTES",
+      "of that, what one hook call may take (allocated while it runs, less\n"
+      "what is freed meanwhile); past it that call gets 451; 0 = half\n"
+      "of --lua-memory (default 0)" },
     { "id", OPT_ID, 0, 0, 0, "NAME",
       "the server's name (HSYCO's I/O server id): IOEvent gets each mail as\n"
       "NAME.mail; hooks see session.server_id (default smtp)" },
     { "body-lines", OPT_INT, OFF(body_lines), 0, 100000, "N",
       "lines of the text body in mail.body and the HSYCO event (default 64)" },
+    { "lua-debug", OPT_BOOL, OFF(lua_debug), 0, 1, NULL,
+      "the whole debug library for scripts (by default only debug.traceback);\n"
+      "on the command line only" },
     { "rawbody", OPT_BOOL, OFF(rawbody), 0, 1, NULL,
       "mail.body from the body as received, not the decoded text part" },
     { "tls-cert", OPT_TEXT, OFF(tls_cert), 0, CONFIG_PATH_MAX, "FILE",
@@ -102,6 +117,10 @@ static const struct option_def options[] = {
       "SASL mechanisms offered and taken, comma-separated (default PLAIN,LOGIN)" },
     { "max-auth-failures", OPT_INT, OFF(max_auth_failures), 1, 1000, "N",
       "failed AUTH attempts per connection, then 421 and close (default 3)" },
+    { "max-auth-rate", OPT_INT, OFF(max_auth_rate), 0, 1000000, "N",
+      "failed AUTH attempts per client address and hour across its\n"
+      "connections, then AUTH gets 421 until the hour is over; counted by\n"
+      "each worker; 0 = no limit (default 60)" },
     { "mqtt-host", OPT_TEXT, OFF(mqtt_host), 0, CONFIG_HOSTNAME_MAX, "HOST",
       "MQTT broker for luasmtpd.mqtt.publish (none by default); a script\n"
       "may give these as config.mqtt = {host = ..., port = ...}" },
@@ -148,6 +167,8 @@ void config_defaults(struct config *cfg)
     strcpy(cfg->tls_ciphers, "HIGH:!aNULL:!MD5:!RC4");
     cfg->tls_timeout = 30;
     cfg->max_auth_failures = 3;
+    cfg->max_junk_commands = 100;
+    cfg->max_auth_rate = 60;
     cfg->pipelining = 1;
     cfg->auth_methods = CONFIG_AUTH_PLAIN | CONFIG_AUTH_LOGIN;
     cfg->mqtt_keepalive = 60;
@@ -460,6 +481,14 @@ int config_finish(struct config *cfg, char *err)
     if (cfg->require_auth && !tls && !cfg->allow_insecure_auth) {
         snprintf(err, CONFIG_ERR_MAX, "--require-auth: AUTH is offered over TLS only; "
                  "give --tls-cert (or --allow-insecure-auth)");
+        return -1;
+    }
+    if (cfg->hook_memory == 0 || cfg->hook_memory > cfg->lua_memory)
+        cfg->hook_memory = cfg->lua_memory / 2;
+    if (cfg->hook_kill_ms == 0)
+        cfg->hook_kill_ms = cfg->hook_timeout_ms * 10 > 5000 ? cfg->hook_timeout_ms * 10 : 5000;
+    if (cfg->hook_kill_ms <= cfg->hook_timeout_ms) {
+        snprintf(err, CONFIG_ERR_MAX, "--hook-kill must be longer than --hook-timeout");
         return -1;
     }
     if (cfg->mqtt_tls_ca[0])

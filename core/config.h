@@ -48,9 +48,12 @@ struct config {
     long long session_timeout;
     long long grace;
     long long hook_timeout_ms;
+    long long hook_kill_ms;     /* the watchdog's limit; set by config_finish */
     long long lua_memory;
+    long long hook_memory;      /* per call, of lua_memory; set by config_finish */
     long long body_lines;
     long long rawbody;          /* 0 or 1 */
+    long long lua_debug;        /* 0 or 1: the whole debug library for scripts */
     char   id[CONFIG_ID_MAX + 1];   /* events are named <id>.mail */
     char   tls_cert[CONFIG_PATH_MAX + 1];
     char   tls_key[CONFIG_PATH_MAX + 1];      /* "": the key is in tls_cert */
@@ -61,6 +64,8 @@ struct config {
     long long require_auth;     /* 0 or 1 */
     long long allow_insecure_auth;  /* 0 or 1 */
     long long max_auth_failures;
+    long long max_junk_commands;
+    long long max_auth_rate;    /* failed AUTH per client address and hour */
     /* the MQTT broker of luasmtpd.mqtt.publish (lua/mqtt.c); no host: none */
     char   mqtt_host[CONFIG_HOSTNAME_MAX + 1];
     long long mqtt_port;

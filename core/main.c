@@ -1,4 +1,5 @@
 /* luasmtpd: argv, config, the script bridge, signal watchers, ev_run. */
+#include <errno.h>
 #include <ev.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -12,6 +13,7 @@
 #include "replay.h"
 #include "server.h"
 #include "tls.h"
+#include "watchdog.h"
 #include "workers.h"
 
 #ifndef LUASMTPD_VERSION
@@ -184,7 +186,7 @@ static int setup(int argc, char **argv, struct setup *st)
         return 1;
     }
     const char *script = st->args.script ? st->args.script : "the default script";
-    if (bridge_open(&st->bridge, st->loop, st->args.script, err) < 0 ||
+    if (bridge_open(&st->bridge, st->loop, st->args.script, st->cfg.lua_debug != 0, err) < 0 ||
         bridge_apply_config(st->bridge, &st->cfg, st->args.flags, err) < 0 ||
         config_finish(&st->cfg, err) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
@@ -227,8 +229,9 @@ static bool script_loads(void *arg)
     return rc == 0;
 }
 
-/* --check, --replay, or serve until stopped. */
-static int run(struct setup *st)
+/* --check, --replay, or serve until stopped; argv starts the server again
+ * when the watchdog finds it stuck (a worker exits instead). */
+static int run(struct setup *st, char **argv)
 {
     char err[BRIDGE_ERR_MAX];
     int rc = 0;
@@ -263,12 +266,16 @@ static int run(struct setup *st)
     ev_signal_init(&sigint, signal_cb, SIGINT);
     ev_signal_start(st->loop, &sigterm);
     ev_signal_start(st->loop, &sigint);
+    if (watchdog_start(st->loop, (double)cfg->hook_kill_ms / 1000.0, bridge_running, st->bridge,
+                       cfg->worker ? NULL : argv) < 0)
+        log_msg(LV_ERROR, NULL, "cannot start the watchdog: %s", strerror(errno));
     log_msg(LV_INFO, NULL, "luasmtpd %s ready as %s (id %s), script %s", LUASMTPD_VERSION,
             cfg->hostname, cfg->id, st->args.script ? st->args.script : "(default)");
     workers_ready();
 
     ev_run(st->loop, 0);
 
+    watchdog_stop();
     server_free(&srv);
     teardown(st);
     log_msg(LV_INFO, NULL, "stopped");
@@ -281,6 +288,8 @@ int main(int argc, char **argv)
     static struct setup st;
 
     signal(SIGPIPE, SIG_IGN);
+    if (watchdog_restarted())
+        log_msg(LV_WARN, NULL, "started again by the watchdog");
     int rc = setup(argc, argv, &st);
     if (rc != 0)
         return rc;
@@ -301,5 +310,5 @@ int main(int argc, char **argv)
             return rc;
         st.cfg.worker = worker + 1;
     }
-    return run(&st);
+    return run(&st, argv);
 }

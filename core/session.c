@@ -300,23 +300,30 @@ static void flush(struct session *s)
 static void settle(struct session *s)
 {
     const struct proto *p = s->owner->proto;
-    /* Take buffered input while replies can be queued, then send them all
-     * in one write: pipelined replies go out batched and in order. */
-    if (buf_len(&s->in) > 0 && session_can_take(s))
-        p->input(s->proto);
-    /* The client has finished sending: once everything it sent has been
-     * taken (the protocol not paused, no backlog holding input back), what
-     * is left is unfinished; the protocol answers, then the session closes. */
-    if (s->eof && session_can_take(s)) {
-        p->eof(s->proto);
-        s->closing = true;
-    }
-    if (!s->dead)
-        flush(s);
-    if (s->dead) {
-        session_free(s);
-        return;
-    }
+    size_t left;
+    do {
+        /* Take buffered input while replies can be queued, then send them
+         * all in one write: pipelined replies go out batched and in order. */
+        left = buf_len(&s->in);
+        if (left > 0 && session_can_take(s))
+            p->input(s->proto);
+        /* The client has finished sending: once everything it sent has
+         * been taken (the protocol not paused, no backlog holding input
+         * back), what is left is unfinished; the protocol answers, then
+         * the session closes. */
+        if (s->eof && session_can_take(s)) {
+            p->eof(s->proto);
+            s->closing = true;
+        }
+        if (!s->dead)
+            flush(s);
+        if (s->dead) {
+            session_free(s);
+            return;
+        }
+        /* A batch the backlog cut short goes on once the replies are out:
+         * the client may be sending nothing more until it has them all. */
+    } while (buf_len(&s->in) > 0 && buf_len(&s->in) < left && session_can_take(s));
     buf_shrink(&s->in);
     update_io(s);
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "auth.h"
 #include "config.h"
@@ -63,6 +64,7 @@ struct smtp {
     enum auth_step       auth_step; /* in ST_AUTH: which response comes next */
     char                 login_user[AUTH_USER_MAX + 1];  /* AUTH LOGIN, until the password */
     unsigned             nerrors, nauth_failures;
+    unsigned long        njunk;          /* see count_junk() */
     unsigned long        nmessages;      /* accepted with 250 */
     unsigned long        ntransactions;  /* DATA started: numbers message ids */
     bool                 draining;       /* server stopping: close after this message */
@@ -206,6 +208,22 @@ static void reply_close(struct smtp *m, const char *enh, const char *why)
 {
     reply(m, 421, enh, "%s %s, closing connection", hostname(m), why);
     session_close_after_flush(m->s);
+}
+
+/* NOOP, RSET, VRFY, EXPN or HELP outside a transaction: past
+ * --max-junk-commands each counts as an error (Postfix's
+ * smtpd_junk_command_limit), so one NOOP per --timeout cannot hold a
+ * connection slot for good.  An accepted message starts the count over. */
+static void count_junk(struct smtp *m)
+{
+    long long max = m->cfg->max_junk_commands;
+    if (max == 0 || ++m->njunk <= (unsigned long)max)
+        return;
+    if (++m->nerrors >= (unsigned)m->cfg->max_errors) {
+        log_msg(LV_INFO, m->id, "%lu commands that move no mail (--max-junk-commands): closing",
+                m->njunk);
+        reply_close(m, "4.7.0", "Too many commands that move no mail");
+    }
 }
 
 /* A client error: count it against --max-errors. */
@@ -399,9 +417,65 @@ static void send_ehlo(struct smtp *m, const char *greet)
     reply_text(m, 250, NULL, text);
 }
 
-/* An AUTH exchange failed: counted against --max-auth-failures. */
+/*
+ * Failed AUTH per client address across its connections, for
+ * --max-auth-rate: a table of the addresses seen failing in the last hour
+ * (per process; the oldest entry makes room).  A guesser that opens
+ * connection after connection gets its hour's attempts and no more.
+ */
+#define AUTH_SEEN_MAX    1024
+#define AUTH_RATE_WINDOW 3600.0
+
+static struct auth_seen {
+    char     host[NET_ADDRSTR_MAX];
+    unsigned failures;
+    double   since;                 /* the window's start; 0: a free slot */
+} auth_seen[AUTH_SEEN_MAX];
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + 1;   /* never 0 */
+}
+
+/* The client's entry (made when `make`), its window current; or NULL. */
+static struct auth_seen *auth_seen_of(const struct smtp *m, bool make)
+{
+    const char *host = session_peer_host(m->s, NULL);
+    double now = mono_now();
+    struct auth_seen *oldest = &auth_seen[0];
+    for (size_t i = 0; i < AUTH_SEEN_MAX; i++) {
+        struct auth_seen *a = &auth_seen[i];
+        if (a->since && strcmp(a->host, host) == 0) {
+            if (now - a->since > AUTH_RATE_WINDOW)
+                *a = (struct auth_seen){ .since = now };   /* a new hour */
+            snprintf(a->host, sizeof(a->host), "%s", host);
+            return a;
+        }
+        if (a->since < oldest->since)
+            oldest = a;
+    }
+    if (!make)
+        return NULL;
+    *oldest = (struct auth_seen){ .since = now };
+    snprintf(oldest->host, sizeof(oldest->host), "%s", host);
+    return oldest;
+}
+
+static bool auth_rate_spent(const struct smtp *m)
+{
+    long long max = m->cfg->max_auth_rate;
+    const struct auth_seen *a = max ? auth_seen_of(m, false) : NULL;
+    return a && a->failures >= (unsigned long long)max;
+}
+
+/* An AUTH exchange failed: counted against --max-auth-failures and
+ * --max-auth-rate. */
 static void auth_failed(struct smtp *m, int code, const char *enh, const char *text)
 {
+    if (m->cfg->max_auth_rate)
+        auth_seen_of(m, true)->failures++;
     enter_state(m, ST_READY);
     m->auth_step = AUTH_NONE;
     reply_text(m, code, enh, text);
@@ -484,6 +558,7 @@ static void finish_message(struct smtp *m, struct reply *r)
 {
     if (r->code < 400) {
         m->nmessages++;
+        m->njunk = 0;
         /* Addresses are validated: no control characters to escape. */
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "",
@@ -994,6 +1069,12 @@ static void cmd_auth(struct smtp *m, const struct smtp_cmd *c)
         reply_error(m, 503, "5.5.1", "Already authenticated");
         return;
     }
+    if (auth_rate_spent(m)) {
+        log_msg(LV_WARN, m->id, "AUTH refused: %lld failures from %s in the last hour "
+                "(--max-auth-rate)", m->cfg->max_auth_rate, session_peer_host(m->s, NULL));
+        reply_close(m, "4.7.0", "Too many failed authentications from your address, try later");
+        return;
+    }
     size_t k = 0;
     while (k < c->arglen && c->arg[k] != ' ')
         k++;
@@ -1033,23 +1114,24 @@ static const struct command {
     unsigned    states;       /* where the command is allowed */
     const char *out_of_order; /* the 503 text elsewhere */
     void (*run)(struct smtp *, const struct smtp_cmd *);
+    bool        junk;         /* moves no mail: counted outside a transaction */
 } commands[SMTP_VERB_COUNT] = {
-    [SMTP_HELO]     = { S_SESSION, NULL, cmd_helo },
-    [SMTP_EHLO]     = { S_SESSION, NULL, cmd_helo },
-    [SMTP_MAIL]     = { S(ST_READY), NULL, cmd_mail },
-    [SMTP_RCPT]     = { S(ST_MAIL) | S(ST_RCPT), "Need MAIL before RCPT", cmd_rcpt },
-    [SMTP_DATA]     = { S(ST_RCPT), NULL, cmd_data },
-    [SMTP_RSET]     = { S_SESSION, NULL, cmd_rset },
-    [SMTP_NOOP]     = { S_SESSION, NULL, cmd_noop },
-    [SMTP_QUIT]     = { S_SESSION | S(ST_REFUSED), NULL, cmd_quit },
-    [SMTP_VRFY]     = { S_SESSION, NULL, cmd_vrfy },
-    [SMTP_EXPN]     = { S_SESSION, NULL, cmd_expn },
-    [SMTP_HELP]     = { S_SESSION, NULL, cmd_help },
-    [SMTP_STARTTLS] = { S_SESSION, NULL, cmd_starttls },
-    [SMTP_AUTH]     = { S(ST_READY), NULL, cmd_auth },
-    [SMTP_BDAT]     = { S_SESSION, NULL, cmd_not_implemented },
-    [SMTP_ETRN]     = { S_SESSION, NULL, cmd_not_implemented },
-    [SMTP_TURN]     = { S_SESSION, NULL, cmd_not_implemented },
+    [SMTP_HELO]     = { S_SESSION, NULL, cmd_helo, false },
+    [SMTP_EHLO]     = { S_SESSION, NULL, cmd_helo, false },
+    [SMTP_MAIL]     = { S(ST_READY), NULL, cmd_mail, false },
+    [SMTP_RCPT]     = { S(ST_MAIL) | S(ST_RCPT), "Need MAIL before RCPT", cmd_rcpt, false },
+    [SMTP_DATA]     = { S(ST_RCPT), NULL, cmd_data, false },
+    [SMTP_RSET]     = { S_SESSION, NULL, cmd_rset, true },
+    [SMTP_NOOP]     = { S_SESSION, NULL, cmd_noop, true },
+    [SMTP_QUIT]     = { S_SESSION | S(ST_REFUSED), NULL, cmd_quit, false },
+    [SMTP_VRFY]     = { S_SESSION, NULL, cmd_vrfy, true },
+    [SMTP_EXPN]     = { S_SESSION, NULL, cmd_expn, true },
+    [SMTP_HELP]     = { S_SESSION, NULL, cmd_help, true },
+    [SMTP_STARTTLS] = { S_SESSION, NULL, cmd_starttls, false },
+    [SMTP_AUTH]     = { S(ST_READY), NULL, cmd_auth, false },
+    [SMTP_BDAT]     = { S_SESSION, NULL, cmd_not_implemented, false },
+    [SMTP_ETRN]     = { S_SESSION, NULL, cmd_not_implemented, false },
+    [SMTP_TURN]     = { S_SESSION, NULL, cmd_not_implemented, false },
 };
 
 static const char *sequence_error(const struct smtp *m, enum smtp_verb verb)
@@ -1095,7 +1177,10 @@ static void command(struct smtp *m, const char *line, size_t len)
         reply_error(m, 503, "5.5.1", sequence_error(m, c.verb));
         return;
     }
+    bool outside = m->state <= ST_READY;
     cmd->run(m, &c);
+    if (cmd->junk && outside)
+        count_junk(m);
 }
 
 /* --- input ----------------------------------------------------------------- */

@@ -19,9 +19,10 @@ struct hooks;
 
 #define BRIDGE_ERR_MAX 1024
 
-/* Load `script` (NULL: the embedded default).  0, or -1 with the reason in
- * err ("file:line: message" for a script error). */
-int  bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script,
+/* Load `script` (NULL: the embedded default); with debug, scripts get the
+ * whole debug library (--lua-debug).  0, or -1 with the reason in err
+ * ("file:line: message" for a script error). */
+int  bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, bool debug,
                  char *err);
 /* Apply the script's global `config` table to cfg, skipping the options
  * named in `flags` (set on the command line, which wins).  0 or -1 + err. */
@@ -33,6 +34,9 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg);
 /* Start what scripts use beyond hooks: the MQTT broker connection.
  * 0, or -1 with the reason in err. */
 int  bridge_start(struct bridge *b, const struct config *cfg, char *err);
+/* What the bridge runs now, for the watchdog's log line (called on its
+ * thread while the loop is stuck: reads only). */
+void bridge_running(void *b, char *out, size_t size);
 /* A summary for --check: which hooks the script defines. */
 void bridge_describe(struct bridge *b, char *out, size_t outsz);
 const struct hooks *bridge_hooks(struct bridge *b);

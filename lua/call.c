@@ -48,9 +48,9 @@ static int reply_text(lua_State *L, int idx, struct verdict *v)
     if (!lua_istable(L, idx))
         return -1;
     size_t o = 0;
-    lua_Integer n = luaL_len(L, idx);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
     for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, idx, i);
+        lua_rawgeti(L, idx, i);
         if (lua_type(L, -1) != LUA_TSTRING) {
             lua_pop(L, 1);
             return -1;
@@ -78,9 +78,9 @@ static int to_verdict(lua_State *co, int nres, struct verdict *v)
     int textidx = nres > 1 ? base + 1 : 0;
 
     v->code = VERDICT_ACCEPT;
-    if (t == LUA_TTABLE) {
-        lua_geti(co, first, 1);
-        lua_geti(co, first, 2);
+    if (t == LUA_TTABLE) {   /* raw: outside a protected call no metamethod may run */
+        lua_rawgeti(co, first, 1);
+        lua_rawgeti(co, first, 2);
         first = lua_gettop(co) - 1;
         textidx = lua_isnil(co, -1) ? 0 : lua_gettop(co);
         t = lua_type(co, first);
@@ -136,6 +136,36 @@ static void end_call(struct lcall *c)
     free(c);
 }
 
+/* Under lua_pcall: the traceback of coroutine 1 (light userdata) after
+ * message 2 (a light C string). */
+static int traceback(lua_State *L)
+{
+    luaL_traceback(L, lua_touserdata(L, 1), lua_touserdata(L, 2), 0);
+    return 1;
+}
+
+/*
+ * Log the error that ended call c.  The traceback is made in a protected
+ * call, as everything allocated for a call: at the --lua-memory cap it
+ * cannot be made, and the message alone is logged.
+ */
+static void log_error(struct lcall *c, int rc, const char *then)
+{
+    lua_State *L = c->b->L;
+    const char *sid = c->s ? smtp_id(c->s) : NULL;
+    const char *msg = rc == LUA_ERRMEM                       ? "not enough memory (--lua-memory)"
+                      : lua_type(c->co, -1) == LUA_TSTRING ? lua_tostring(c->co, -1)
+                                                            : "(error object is not a string)";
+    lua_pushcfunction(L, traceback);
+    lua_pushlightuserdata(L, c->co);
+    lua_pushlightuserdata(L, (void *)msg);
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK)
+        log_msg(LV_ERROR, sid, "%s: %s%s", c->name, lua_tostring(L, -1), then);
+    else
+        log_msg(LV_ERROR, sid, "%s: %s (no traceback: out of memory)%s", c->name, msg, then);
+    lua_pop(L, 1);
+}
+
 /*
  * Run the coroutine until it finishes or waits.  HOOK_DONE with v filled
  * (the call is freed), or HOOK_PENDING (it waits on the loop).
@@ -147,6 +177,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     double start = bridge_now();
 
     b->running = c;
+    b->ncalls++;
     b->over_budget = false;
     b->deadline = start + (b->budget - c->used);
     c->waiting = false;
@@ -174,12 +205,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
         log_msg(LV_ERROR, sid, "%s: yielded outside a luasmtpd wait (%s)%s", name, b->script, then);
         set_verdict_error(v);
     } else if (rc != LUA_OK) {
-        const char *msg = lua_tostring(c->co, -1);
-        if (rc == LUA_ERRMEM)
-            msg = "not enough memory (--lua-memory)";
-        luaL_traceback(b->L, c->co, msg ? msg : "(error object is not a string)", 0);
-        log_msg(LV_ERROR, sid, "%s: %s%s", name, lua_tostring(b->L, -1), then);
-        lua_pop(b->L, 1);
+        log_error(c, rc, then);
         set_verdict_error(v);
     } else if (verdict && to_verdict(c->co, nres, v) < 0) {
         log_msg(LV_ERROR, sid, "%s: invalid return value (%s)%s", name,
@@ -463,6 +489,7 @@ static enum hook_status begin(struct bridge *b, struct smtp *s, int stage,
                 rc == LUA_ERRMEM ? "not enough memory (--lua-memory)" : lua_tostring(L, -1),
                 stage == CALL_CLOSE ? "" : "; answering 451");
         lua_settop(L, top);
+        mail_abandon(b);
         if (p.c)
             end_call(p.c);
         set_verdict_error(v);

@@ -21,21 +21,44 @@ extern const char lua_default[], lua_prelude[];
 
 /* Every allocation of the state goes through here: past the cap, Lua gets
  * NULL and raises "not enough memory" in the script, never in the process. */
+/* A call's share: up by what grows, down by what is freed, never below 0. */
+static void charge(struct lcall *c, size_t old, size_t nsize)
+{
+    if (nsize >= old)
+        c->mem += nsize - old;
+    else
+        c->mem = c->mem > old - nsize ? c->mem - (old - nsize) : 0;
+}
+
+/*
+ * Every allocation of the state goes through here.  Past --lua-memory, or
+ * past --hook-memory for the call running now, Lua gets NULL and raises
+ * "not enough memory" in the script, never in the process.  A call is
+ * charged what is allocated while it runs, less what is freed meanwhile:
+ * a hook that holds much while it waits fails itself, not the hooks of
+ * other sessions.
+ */
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct bridge *b = ud;
+    struct lcall *c = b->running;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
         free(ptr);
         b->mem -= old;
+        if (c)
+            charge(c, old, 0);
         return NULL;
     }
-    if (nsize > old && b->mem_limit && b->mem - old + nsize > b->mem_limit)
+    if (nsize > old && ((b->mem_limit && b->mem - old + nsize > b->mem_limit) ||
+                        (c && b->call_limit && c->mem + (nsize - old) > b->call_limit)))
         return NULL;
     void *p = ptr ? realloc(ptr, nsize) : malloc(nsize);
     if (p == NULL)
         return NULL;
     b->mem = b->mem - old + nsize;
+    if (c)
+        charge(c, old, nsize);
     return p;
 }
 
@@ -73,6 +96,16 @@ static void set_paths(lua_State *L)
     lua_pop(L, 2);
 }
 
+/* An error outside any protected call: a bug, never a script's doing.
+ * Say so and exit (a supervisor restarts the worker) rather than abort
+ * without a word. */
+static int panic(lua_State *L)
+{
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a string)";
+    log_msg(LV_ERROR, NULL, "lua: unprotected error, exiting: %s", msg);
+    _exit(70);   /* EX_SOFTWARE */
+}
+
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -100,7 +133,54 @@ static int run_chunk(lua_State *L, int rc, int nres, char *err)
     return 0;
 }
 
-int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, char *err)
+/* string.rep (upvalue 1) that returns at once what is empty: the original
+ * runs its count out even for nothing, out of the budget's reach.  A result
+ * over --lua-memory needs no check here: the original asks for all of it
+ * first, and the capped allocator refuses before any work. */
+static int bounded_rep(lua_State *L)
+{
+    size_t l, lsep = 0;
+    luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (n <= 0 || (l == 0 && lsep == 0)) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* What scripts get of the standard library beyond Lua's own: a bounded
+ * string.rep, and of the debug library only traceback unless --lua-debug
+ * (sethook, getinfo and the rest reach past the time budget and into the
+ * bridge's own coroutines). */
+static void restrict_libs(lua_State *L, bool debug)
+{
+    lua_getglobal(L, "string");
+    lua_getfield(L, -1, "rep");
+    lua_pushcclosure(L, bounded_rep, 1);
+    lua_setfield(L, -2, "rep");
+    lua_pop(L, 1);
+    if (debug)
+        return;
+    lua_createtable(L, 0, 1);
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_setfield(L, -3, "traceback");
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "debug");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "debug");   /* require "debug" gives the same */
+    lua_pop(L, 1);
+}
+
+int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, bool debug,
+                char *err)
 {
     struct bridge *b = calloc(1, sizeof(*b));
     *b_r = NULL;
@@ -120,7 +200,9 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, c
         return -1;
     }
     lua_State *L = b->L;
+    lua_atpanic(L, panic);
     luaL_openlibs(L);
+    restrict_libs(L, debug);
     budget_open_coroutines(L);
     /* most objects (each mail table) die young: the generational mode
      * collects them for less work */
@@ -259,6 +341,11 @@ static int apply_entry(struct bridge *b, struct config *cfg, const char *const *
     }
     if (listed(flags, option))
         return 0;
+    if (strcmp(option, "lua-debug") == 0) {   /* the script has run by now */
+        snprintf(err, BRIDGE_ERR_MAX, "%s: config.%s: only on the command line (--lua-debug)",
+                 b->script, name);
+        return -1;
+    }
     bool list = lua_istable(L, -1);
     enum config_list kind = config_option_list(option);
     if (list && kind == CONFIG_LIST_NONE) {
@@ -311,6 +398,7 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
 {
     b->budget = (double)cfg->hook_timeout_ms / 1000.0;
     b->mem_limit = (size_t)cfg->lua_memory;
+    b->call_limit = (size_t)cfg->hook_memory;
     b->body_lines = cfg->body_lines;
     b->rawbody = cfg->rawbody != 0;
     snprintf(b->id, sizeof(b->id), "%s", cfg->id);
@@ -319,8 +407,43 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
         b->mem_limit = b->mem * 2;
 }
 
+/* mimalloc's, when it is linked in (not in the ASan build). */
+extern void mi_collect(bool force) __attribute__((weak));
+
+static int collect(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT);
+    return 0;
+}
+
+/*
+ * Once a second: after a burst of calls, once the next second has brought
+ * none, collect the garbage the burst left (with no allocation to come,
+ * Lua would keep it) and have the allocator give the pages back, so RSS
+ * returns near its baseline.  A full collection runs once per burst.
+ */
+static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct bridge *b = w->data;
+    (void)loop;
+    (void)revents;
+    if (b->ncalls == b->seen && b->ncalls != b->trimmed) {
+        lua_pushcfunction(b->L, collect);   /* finalizers run: protected */
+        if (lua_pcall(b->L, 0, 0, 0) != LUA_OK)
+            lua_pop(b->L, 1);
+        if (mi_collect)
+            mi_collect(true);
+        b->trimmed = b->ncalls;
+    }
+    b->seen = b->ncalls;
+}
+
 int bridge_start(struct bridge *b, const struct config *cfg, char *err)
 {
+    ev_timer_init(&b->trim, trim_cb, 1., 1.);
+    b->trim.data = b;
+    ev_timer_start(b->loop, &b->trim);
+    ev_unref(b->loop);   /* it keeps no loop running */
     for (const struct action *const *a = bridge_actions; *a; a++)
         if ((*a)->start && (*a)->start(b, cfg, err, BRIDGE_ERR_MAX) < 0)
             return -1;
@@ -344,6 +467,20 @@ void bridge_describe(struct bridge *b, char *out, size_t outsz)
         snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
 }
 
+void bridge_running(void *ctx, char *out, size_t size)
+{
+    const struct bridge *b = ctx;
+    const struct lcall *c = b->running;
+    if (c == NULL) {
+        snprintf(out, size, "no hook (the server itself, or a finalizer) in %s", b->script);
+        return;
+    }
+    bool message = c->s && c->stage == HOOK_MESSAGE;
+    snprintf(out, size, "%s in %s%s%s%s%s", c->name, b->script, c->s ? ", session " : "",
+             c->s ? smtp_id(c->s) : "", message ? ", message " : "",
+             message ? smtp_message_id(c->s) : "");
+}
+
 const struct hooks *bridge_hooks(struct bridge *b)
 {
     return &b->hooks;
@@ -355,6 +492,10 @@ void bridge_close(struct bridge **bp)
     if (b == NULL)
         return;
     if (b->L) {
+        if (ev_is_active(&b->trim)) {
+            ev_ref(b->loop);
+            ev_timer_stop(b->loop, &b->trim);
+        }
         call_end_tasks(b);
         for (const struct action *const *a = bridge_actions; *a; a++)
             if ((*a)->stop)

@@ -23,7 +23,11 @@ struct bridge {
     struct hooks    hooks;
     const char     *script;        /* path, or "(default)" */
     size_t          mem, mem_limit;
+    size_t          call_limit;    /* --hook-memory */
     double          budget;        /* seconds of running time per hook call */
+    unsigned long   ncalls;        /* calls run so far */
+    unsigned long   seen, trimmed; /* ncalls at the last tick, at the last trim */
+    ev_timer        trim;          /* gives memory back after a burst */
     double          deadline;      /* of the call running now */
     bool            over_budget;   /* the running call passed it */
     struct lcall   *running;       /* the call whose coroutine runs now */
@@ -31,6 +35,7 @@ struct bridge {
     struct saver   *saver;         /* save.c: the writer thread, once started */
     struct http    *http;          /* http.c: the curl multi handle, once used */
     struct mqtt    *mqtt;          /* mqtt.c: the broker connection, if configured */
+    struct build   *building;      /* mail.c: the mail table being made, until it is */
     int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
     long long       body_lines;    /* --body-lines */
     bool            rawbody;       /* --rawbody */
@@ -51,6 +56,7 @@ struct lcall {
     lua_State      *co;
     int             coref;         /* registry reference keeping co alive */
     double          used;          /* running time so far */
+    size_t          mem;           /* memory charged to it (host.c) */
     /* the wait in progress (call_wait) */
     ev_timer        wait;          /* its timeout */
     double          timeout;       /* seconds, or CALL_NO_TIMEOUT */
@@ -115,6 +121,9 @@ int   luaopen_luasmtpd(lua_State *L);
 /* mail.c: push the mail table of the message s is receiving; -1 when
  * memory ran out outside the Lua state. */
 int   mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size);
+/* The mail table could not be made (a protected call failed): free its C
+ * memory (MIME tree, decode buffer) now, not when Lua collects it. */
+void  mail_abandon(struct bridge *b);
 
 /* call.c */
 void  call_hooks_init(struct bridge *b);

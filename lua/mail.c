@@ -106,12 +106,23 @@ struct build {
     struct buf   tmp;
 };
 
-static int build_gc(lua_State *L)
+static void build_free(struct build *bd)
 {
-    struct build *bd = lua_touserdata(L, 1);
     buf_free(&bd->tmp);
     mime_free(&bd->m);
+}
+
+static int build_gc(lua_State *L)
+{
+    build_free(lua_touserdata(L, 1));
     return 0;
+}
+
+void mail_abandon(struct bridge *b)
+{
+    if (b->building)
+        build_free(b->building);
+    b->building = NULL;
 }
 
 /* text, html and the lines of body; *cut_r when a line was cut.  0, or -1
@@ -189,6 +200,7 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
+    b->building = bd;
     if (mime_parse(msg, size, NULL, &bd->m) < 0)
         return -1;
     struct mime *m = bd->m;
@@ -213,6 +225,7 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
     else if (line_cut)
         set_str(L, "truncated", "line length");
     push_envelope(L, s, msg, size);
+    b->building = NULL;
     lua_pushcfunction(L, build_gc);   /* done with it: free now, not at collection */
     lua_pushvalue(L, -3);
     lua_call(L, 1, 0);

@@ -130,7 +130,8 @@ class Save(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="luasmtpd-maildir-")
         self.maildir = os.path.join(self.dir, "Maildir")
         os.environ["LUASMTPD_TEST_MAILDIR"] = self.maildir
-        self.srv = Server(script("save", SAVE), "--lua-memory", "256M")
+        # its 64 MB string takes twice that while it is made
+        self.srv = Server(script("save", SAVE), "--lua-memory", "256M", "--hook-memory", "256M")
 
     def tearDown(self):
         self.assertEqual(self.srv.stop(), 0, self.srv.log()[-2000:])

@@ -7,6 +7,7 @@
 
 #include "charset.h"
 #include "mime.h"
+#include "smtp_parse.h"
 #include "test.h"
 
 static const char *data_dir = "tests/data";
@@ -542,6 +543,55 @@ static void test_corpus(void)
     CHECK(files >= 25, "only %d corpus files", files);
 }
 
+/*
+ * Decoding never fails: every charset this machine's iconv knows, given
+ * its worst inputs (all bytes invalid; every byte value; text that grows
+ * when decoded), gives valid UTF-8 within the 4x bound callers allow.
+ */
+static void test_every_charset(void)
+{
+    static char ff[1000], all[1024];
+    /* Japanese in UTF-8: read as a 7-bit or EUC charset it is all invalid */
+    static const char ja[] = "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE6\x96\x87";
+    char text[2220];
+    const struct { const char *what, *p; size_t n; } inputs[] = {
+        { "0xFF x 1000", ff, sizeof(ff) }, { "every byte value", all, sizeof(all) },
+        { "UTF-8 Japanese", text, sizeof(text) - 1 },
+    };
+    memset(ff, 0xFF, sizeof(ff));
+    for (size_t i = 0; i < sizeof(all); i++)
+        all[i] = (char)i;
+    for (size_t i = 0; i + sizeof(ja) <= sizeof(text); i += sizeof(ja) - 1)
+        memcpy(text + i, ja, sizeof(ja));
+    text[sizeof(text) - 1] = '\0';
+
+    FILE *list = popen("iconv -l 2>/dev/null", "r");
+    char line[256], failed[3][128] = { "", "", "" };
+    int names = 0;
+    while (list && fgets(line, sizeof(line), list)) {
+        for (char *name = strtok(line, ", /\n"); name; name = strtok(NULL, ", /\n")) {
+            names++;
+            for (size_t k = 0; k < 3; k++) {
+                struct charset_cache cc;
+                struct buf out;
+                charset_cache_init(&cc);
+                buf_init(&out, 4 * inputs[k].n + 64);
+                int rc = charset_to_utf8(&cc, name, strlen(name), inputs[k].p, inputs[k].n, &out);
+                if ((rc != 0 || !smtp_utf8_valid(buf_head(&out), buf_len(&out))) && !failed[k][0])
+                    snprintf(failed[k], sizeof(failed[k]), "%s (rc %d, %zu bytes)", name, rc,
+                             buf_len(&out));
+                buf_free(&out);
+                charset_cache_free(&cc);
+            }
+        }
+    }
+    if (list)
+        pclose(list);
+    CHECK(names > 100, "iconv -l lists the charsets: %d", names);
+    for (size_t k = 0; k < 3; k++)
+        CHECK(failed[k][0] == '\0', "%s decodes in every charset: not %s", inputs[k].what, failed[k]);
+}
+
 int main(void)
 {
     if (getenv("LUASMTPD_TEST_DATA"))
@@ -553,5 +603,6 @@ int main(void)
     test_transfer_encodings();
     test_limits();
     test_corpus();
+    test_every_charset();
     return test_summary("test_mime");
 }
