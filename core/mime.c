@@ -254,11 +254,19 @@ static bool parse_word(const char *s, size_t n, struct word *w)
     return true;
 }
 
+/* The decoded bytes of the encoded words in p->pending, into out.  A line
+ * break they decode to (=0D=0A) becomes a space: a header field is one
+ * line, and a rule or a log line must not see it split. */
 static int flush_pending(struct parser *p, const char *charset, size_t charset_len, struct buf *out)
 {
+    size_t from = buf_len(out);
     int rc = charset_to_utf8(&p->m->charsets, charset, charset_len, buf_head(&p->pending),
                              buf_len(&p->pending), out);
     buf_clear(&p->pending);
+    if (rc == 0 && buf_len(out) > from)
+        for (char *c = out->data + out->start + from, *e = buf_tail(out); c < e; c++)
+            if (*c == '\r' || *c == '\n')
+                *c = ' ';
     return rc;
 }
 
@@ -500,16 +508,17 @@ static bool param_value(struct parser *p, const char *hv, size_t hn, const char 
     return rc == 0;
 }
 
-/* A parameter's value as an arena string (lower-cased if asked), or NULL. */
+/* A parameter's value as an arena string (lower-cased if asked); NULL when
+ * it is missing, or empty and not `empty`. */
 static const char *param_str(struct parser *p, const char *hv, size_t hn, const char *name,
-                             bool lower)
+                             bool lower, bool empty)
 {
     if (!param_value(p, hv, hn, name))
         return NULL;
     const char *v = buf_head(&p->decoded);
     size_t n = buf_len(&p->decoded);
     trim(&v, &n);
-    return n ? arena_str(p->m, v, n, lower) : NULL;
+    return n || empty ? arena_str(p->m, v, n, lower) : NULL;
 }
 
 /* ---- header fields ---- */
@@ -543,14 +552,15 @@ static void content_type(struct parser *p, struct mime_part *part, const char *v
     if (!ok)
         return;                   /* the default stays */
     part->type = arena_str(p->m, t, tn, true);
-    part->charset = param_str(p, v, n, "charset", true);
-    const char *name = param_str(p, v, n, "name", false);
+    part->charset = param_str(p, v, n, "charset", true, false);
+    const char *name = param_str(p, v, n, "name", false, false);
     if (part->filename == NULL)
         part->filename = name;
     if (type_is(part, "multipart/")) {
-        const char *b = param_str(p, v, n, "boundary", false);
-        if (b && strlen(b) <= MIME_BOUNDARY_MAX)
-            part->boundary = b;
+        /* any length, even none: RFC 2046 asks for 1 to 70 characters,
+         * and mail readers take longer and empty ones too (the header
+         * field's own cap bounds it) */
+        part->boundary = param_str(p, v, n, "boundary", false, true);
     }
 }
 
@@ -561,7 +571,7 @@ static void content_disposition(struct parser *p, struct mime_part *part, const 
     trim(&t, &tn);
     if (tn)
         part->disposition = arena_str(p->m, t, tn, true);
-    const char *f = param_str(p, v, n, "filename", false);
+    const char *f = param_str(p, v, n, "filename", false, false);
     if (f)
         part->filename = f;
 }

@@ -30,7 +30,6 @@
 #define MIME_PARTS_MAX       1000        /* parts, the message itself included */
 #define MIME_HEADERS_MAX     10000       /* header fields in all parts */
 #define MIME_HEADER_SIZE_MAX (64 * 1024) /* one header field, its folds included */
-#define MIME_BOUNDARY_MAX    200         /* RFC 2046 allows 70 */
 
 struct mime_limits {
     unsigned depth, parts, headers;

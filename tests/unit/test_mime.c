@@ -117,6 +117,8 @@ static void test_encoded_words(void)
         { "=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?=", "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E" },
         { "=?gb2312?b?1tDOxA==?=", "\xE4\xB8\xAD\xE6\x96\x87" },
         { "=?no-such-charset?q?ok=C3=A9=FF?=", "ok\xC3\xA9\xEF\xBF\xBD" },
+        /* a decoded line break does not split the field */
+        { "=?utf-8?q?Alarm=0D=0ABcc:_x@evil?=", "Alarm  Bcc: x@evil" },
         { "=?x/../y?q?a?=", "a" },                                 /* no name for iconv */
         { "raw \xC3\xA9 and \xFF", "raw \xC3\xA9 and \xEF\xBF\xBD" },
         { "  padded  ", "padded" },
@@ -266,6 +268,22 @@ static void test_multipart(void)
     mime_bodies(m, &t, &h);
     CHECK(t == nth(m, 1) && h == nth(m, 5), "bodies");
     CHECK(m->cut == MIME_CUT_NONE, "cut %d", m->cut);
+    done(&p);
+
+    /* a boundary past RFC 2046's 70 characters, and an empty one, still
+     * delimit parts, as mail readers take them */
+    static char bnd[1001], longb[3200];
+    memset(bnd, 'x', 1000);
+    snprintf(longb, sizeof(longb), "Content-Type: multipart/mixed; boundary=\"%s\"\n\n"
+             "--%s\n\nfirst\n--%s--\n", bnd, bnd, bnd);
+    p = parse(longb);
+    CHECK(count_parts(p.m) == 2 && p.m->cut == MIME_CUT_NONE, "1,000-character boundary: %d parts",
+          count_parts(p.m));
+    CHECK_STR(body(p.m, nth(p.m, 1), true), "first");
+    done(&p);
+    p = parse("Content-Type: multipart/mixed; boundary=\"\"\n\n--\n\nfirst\n--\n\nsecond\n----\n");
+    CHECK(count_parts(p.m) == 3, "empty boundary: %d parts", count_parts(p.m));
+    CHECK_STR(body(p.m, nth(p.m, 2), true), "second");
     done(&p);
 
     /* unclosed: the last part runs to the end, less the final line break */
