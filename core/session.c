@@ -188,11 +188,6 @@ void session_close_after_flush(struct session *s)
     s->closing = true;
 }
 
-bool session_closing(const struct session *s)
-{
-    return s->dead || s->closing;
-}
-
 bool session_tls_possible(const struct session *s)
 {
     return s->owner->tls != NULL;

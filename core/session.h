@@ -118,7 +118,6 @@ void session_pause(struct session *s);
 void session_resume(struct session *s);
 /* Close once everything queued has been sent. */
 void session_close_after_flush(struct session *s);
-bool session_closing(const struct session *s);
 /* STARTTLS was answered: discard what the client sent after the command
  * (RFC 3207 section 5: it is plaintext that must not reach the TLS
  * session), read nothing more, and start the handshake once the reply is

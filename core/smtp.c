@@ -62,7 +62,7 @@ struct smtp {
     struct smtp_client   client;
     struct smtp_tx       tx;
     enum auth_step       auth_step; /* in ST_AUTH: which response comes next */
-    char                 login_user[AUTH_USER_MAX + 1];  /* AUTH LOGIN, until the password */
+    char                *login_user;    /* AUTH LOGIN: the name, until the password */
     unsigned             nerrors, nauth_failures;
     unsigned long        njunk;          /* see count_junk() */
     unsigned long        nmessages;      /* accepted with 250 */
@@ -478,6 +478,8 @@ static void auth_failed(struct smtp *m, int code, const char *enh, const char *t
         auth_seen_of(m, true)->failures++;
     enter_state(m, ST_READY);
     m->auth_step = AUTH_NONE;
+    free(m->login_user);
+    m->login_user = NULL;
     reply_text(m, code, enh, text);
     if (++m->nauth_failures >= (unsigned)m->cfg->max_auth_failures) {
         log_msg(LV_WARN, m->id, "%u failed AUTH attempts: closing", m->nauth_failures);
@@ -1038,8 +1040,11 @@ static void auth_response(struct smtp *m, const char *line, size_t len)
             auth_failed(m, 501, "5.5.2", "Malformed user name");
             break;
         }
-        memcpy(m->login_user, dec, n);
-        m->login_user[n] = '\0';
+        free(m->login_user);
+        if ((m->login_user = strndup(dec, n)) == NULL) {
+            auth_failed(m, 454, "4.7.0", "Out of memory, try again later");
+            break;
+        }
         m->auth_step = AUTH_LOGIN_PASSWORD;
         enter_state(m, ST_AUTH);
         reply(m, 334, NULL, "UGFzc3dvcmQ6");   /* "Password:" */
@@ -1047,6 +1052,8 @@ static void auth_response(struct smtp *m, const char *line, size_t len)
     case AUTH_LOGIN_PASSWORD:
         m->auth_step = AUTH_NONE;
         auth_check(m, m->login_user, strlen(m->login_user), dec, n);
+        free(m->login_user);
+        m->login_user = NULL;
         break;
     case AUTH_NONE:
         break;
@@ -1295,6 +1302,7 @@ static void free_(void *p)
     struct smtp *m = p;
     tx_clear(&m->tx, 0);
     client_clear(&m->client);
+    free(m->login_user);
     free(m);
 }
 
