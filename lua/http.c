@@ -261,9 +261,11 @@ static bool opt_bool(lua_State *L, const char *key)
     return v;
 }
 
-/* The request headers: {["Name"] = "value"} or {"Name: value", ...}. */
-static struct curl_slist *request_headers(lua_State *L, int idx, struct curl_slist *list)
+/* The request headers: {["Name"] = "value"} or {"Name: value", ...}, into
+ * *list_r: 0, or -1 out of memory (nothing kept); a misuse raises. */
+static int request_headers(lua_State *L, int idx, struct curl_slist **list_r)
 {
+    struct curl_slist *list = NULL;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         const char *line;
@@ -288,12 +290,13 @@ static struct curl_slist *request_headers(lua_State *L, int idx, struct curl_sli
         struct curl_slist *more = curl_slist_append(list, line);
         if (more == NULL) {
             curl_slist_free_all(list);
-            luaL_error(L, "http: out of memory");
+            return -1;
         }
         list = more;
         lua_pop(L, 2);
     }
-    return list;
+    *list_r = list;
+    return 0;
 }
 
 static int l_http(lua_State *L)
@@ -319,7 +322,8 @@ static int l_http(lua_State *L)
     struct curl_slist *hdrs = NULL;
     if (lua_getfield(L, 1, "headers") != LUA_TNIL) {
         luaL_checktype(L, -1, LUA_TTABLE);
-        hdrs = request_headers(L, lua_gettop(L), NULL);
+        if (request_headers(L, lua_gettop(L), &hdrs) < 0)
+            return call_fail(L, "http: out of memory");
     }
 
     struct http *h = http_get(c->b);
