@@ -40,6 +40,11 @@ int utf8_append_valid(struct buf *out, const char *in, size_t len)
     return buf_append(out, in + run, len - run);
 }
 
+/* ISO-2022-JP as Japanese mailers write it (CP50221, with NEC's row 13:
+ * №, ①): iconv has no such converter, so it is read as EUC-JP-MS, which
+ * has those characters, after the shift below. */
+#define CP50221 "x-cp50221"
+
 /* Names iconv knows under another name, or that are read as a superset the
  * way mail readers do (the subset's text is unchanged). */
 static const struct { const char *name, *use; } aliases[] = {
@@ -50,6 +55,7 @@ static const struct { const char *name, *use; } aliases[] = {
     { "cp936", "gb18030" }, { "euc-cn", "gb18030" },
     { "ks_c_5601-1987", "cp949" }, { "euc-kr", "cp949" },
     { "shift_jis", "cp932" }, { "sjis", "cp932" }, { "x-sjis", "cp932" },
+    { "iso-2022-jp", CP50221 }, { "csiso2022jp", CP50221 },
     { "windows-31j", "cp932" },
     { "iso-8859-6-i", "iso-8859-6" }, { "iso-8859-8-i", "iso-8859-8" },
 };
@@ -234,6 +240,60 @@ static int ensure_valid(struct buf *out, size_t from)
     return rc;
 }
 
+/*
+ * ISO-2022-JP (7-bit JIS with escapes) to EUC-JP: a JIS X 0208 pair gets
+ * its high bits, half-width katakana (ESC ( I, or SO ... SI) gets SS2
+ * before it, the escapes go.  Any other byte is kept for the EUC decoder to
+ * judge.  out has room for 2 * len; the length written.
+ */
+static size_t jis_to_euc(const unsigned char *in, size_t len, unsigned char *out)
+{
+    enum { ROMAN, KANJI, KANA } mode = ROMAN;
+    bool shifted = false;          /* SO: katakana until SI */
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = in[i];
+        if (c == 0x1B && i + 2 < len && (in[i + 1] == '$' || in[i + 1] == '(')) {
+            unsigned char f = in[i + 2];
+            bool two = in[i + 1] == '$';
+            if ((two && (f == 'B' || f == '@')) || (!two && (f == 'B' || f == 'J' || f == 'I'))) {
+                mode = two ? KANJI : f == 'I' ? KANA : ROMAN;
+                i += 2;
+                continue;
+            }
+        }
+        if (c == 0x0E || c == 0x0F) {
+            shifted = c == 0x0E;
+            continue;
+        }
+        if ((mode == KANA || shifted) && c >= 0x21 && c <= 0x5F) {
+            out[o++] = 0x8E;
+            out[o++] = (unsigned char)(c | 0x80);
+        } else if (mode == KANJI && c >= 0x21 && c <= 0x7E) {
+            /* half a pair stays a lone lead byte: the decoder's U+FFFD */
+            out[o++] = (unsigned char)(c | 0x80);
+            if (i + 1 < len && in[i + 1] >= 0x21 && in[i + 1] <= 0x7E)
+                out[o++] = (unsigned char)(in[++i] | 0x80);
+        } else {
+            out[o++] = c;
+        }
+    }
+    return o;
+}
+
+static int cp50221_to_utf8(struct charset_cache *cc, const char *in, size_t len, struct buf *out)
+{
+    iconv_t cd = lookup(cc, "EUC-JP-MS");
+    unsigned char *euc = cd ? malloc(2 * len) : NULL;
+    if (euc == NULL)
+        return cd ? -1 : utf8_append_valid(out, in, len);
+    size_t n = jis_to_euc((const unsigned char *)in, len, euc);
+    size_t from = buf_len(out);
+    int rc = convert(cd, (const char *)euc, n, out) < 0 ? -1 : ensure_valid(out, from);
+    free(euc);
+    return rc;
+}
+
 int charset_to_utf8(struct charset_cache *cc, const char *name, size_t namelen,
                     const char *in, size_t len, struct buf *out)
 {
@@ -244,7 +304,10 @@ int charset_to_utf8(struct charset_cache *cc, const char *name, size_t namelen,
         return 0;
     if (name == NULL)
         namelen = 0;
-    if (normalise(name ? name : "", namelen, norm) == 0 && strcmp(norm, "utf-8") != 0)
+    bool named = normalise(name ? name : "", namelen, norm) == 0;
+    if (named && strcmp(norm, CP50221) == 0)
+        return cp50221_to_utf8(cc, in, len, out);
+    if (named && strcmp(norm, "utf-8") != 0)
         cd = lookup(cc, norm);
     if (cd == NULL)
         return utf8_append_valid(out, in, len);

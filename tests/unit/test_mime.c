@@ -117,6 +117,10 @@ static void test_encoded_words(void)
         { "=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?=", "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E" },
         { "=?gb2312?b?1tDOxA==?=", "\xE4\xB8\xAD\xE6\x96\x87" },
         { "=?no-such-charset?q?ok=C3=A9=FF?=", "ok\xC3\xA9\xEF\xBF\xBD" },
+        /* ISO-2022-JP read as CP50221: NEC's row 13 (No.), half-width katakana */
+        { "=?iso-2022-jp?B?GyRCLWIbKEI=?=", "\xE2\x84\x96" },
+        { "=?ISO-2022-JP?B?GyRCRnxLXBsoQg==?=", "\xE6\x97\xA5\xE6\x9C\xAC" },
+        { "=?iso-2022-jp?B?GyhJMTIbKEI=?=", "\xEF\xBD\xB1\xEF\xBD\xB2" },
         /* a decoded line break does not split the field */
         { "=?utf-8?q?Alarm=0D=0ABcc:_x@evil?=", "Alarm  Bcc: x@evil" },
         { "=?x/../y?q?a?=", "a" },                                 /* no name for iconv */
