@@ -236,14 +236,19 @@ static void reply_error(struct smtp *m, int code, const char *enh, const char *t
 
 /* --- the transaction ------------------------------------------------------- */
 
+/* The recipients' array is kept for the next transaction: a session of
+ * many messages allocates it once. */
 static void tx_clear(struct smtp_tx *tx, size_t max_size)
 {
+    char **rcpts = tx->rcpts;
+    size_t cap = tx->rcpts_cap;
     free(tx->sender);
     for (size_t i = 0; i < tx->nrcpts; i++)
-        free(tx->rcpts[i]);
-    free(tx->rcpts);
+        free(rcpts[i]);
     buf_free(&tx->msg);
     memset(tx, 0, sizeof(*tx));
+    tx->rcpts = rcpts;
+    tx->rcpts_cap = cap;
     buf_init(&tx->msg, max_size);
 }
 
@@ -1301,6 +1306,7 @@ static void free_(void *p)
 {
     struct smtp *m = p;
     tx_clear(&m->tx, 0);
+    free(m->tx.rcpts);
     client_clear(&m->client);
     free(m->login_user);
     free(m);
