@@ -14,12 +14,13 @@ CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore
 # -MMD -MP: each object depends on the headers it includes (build/**/*.d)
 WFLAGS    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
 DEPFLAGS  := -MMD -MP
-# The core needs libev and OpenSSL; the actions of lua/ add libcurl and
-# libmosquitto.
+# The core needs libev and OpenSSL; the actions of lua/ add libcurl,
+# libmosquitto and SQLite (the state database).
 CORE_LIBS := -lev -pthread $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 LDLIBS    += $(CORE_LIBS) \
              $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
-             $(shell pkg-config --libs libmosquitto 2>/dev/null || echo -lmosquitto)
+             $(shell pkg-config --libs libmosquitto 2>/dev/null || echo -lmosquitto) \
+             $(shell pkg-config --libs sqlite3 2>/dev/null || echo -lsqlite3)
 # mimalloc takes malloc's place in the server (not in the ASan build, which
 # needs its own): the Lua state allocates and frees some seventy small
 # blocks per message, and with glibc's malloc they cost a tenth of a 1 KB
@@ -32,7 +33,7 @@ LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c
-LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/save.c lua/timer.c
+LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/forward.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/queue.c lua/save.c lua/store.c lua/timer.c lua/writer.c
 MAIN_SRC  := core/main.c core/replay.c core/watchdog.c core/workers.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 
@@ -151,7 +152,7 @@ test-unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do ./$$t || exit 1; done
 
 test-integration: all
-	@python3 tests/integration/run.py --binary $(B)/luasmtpd
+	@$(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3) tests/integration/run.py --binary $(B)/luasmtpd
 
 install: all
 	install -d $(DESTDIR)$(BINDIR)

@@ -14,6 +14,7 @@ enum opt_type {
     OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID,
     OPT_LOGLEVEL, OPT_TEXT,   /* OPT_TEXT: a string of at most `max` bytes at offset */
     OPT_DOMAIN, OPT_AUTH_METHODS, OPT_WORKERS,   /* OPT_WORKERS: OPT_INT or "auto" */
+    OPT_SECONDS_PAIR,          /* "MIN,MAX": two OPT_SECONDS, the first at offset */
 };
 
 struct option_def {
@@ -142,6 +143,21 @@ static const struct option_def options[] = {
     { "mqtt-queue", OPT_INT, OFF(mqtt_queue), 0, 1000000, "N",
       "messages held while the broker is unreachable (default 1000); past\n"
       "it publish returns an error" },
+    { "state-dir", OPT_TEXT, OFF(state_dir), 1, CONFIG_PATH_MAX, "DIR",
+      "the state database (luasmtpd.store, luasmtpd.queue); default\n"
+      "$STATE_DIRECTORY when systemd sets it, else ./luasmtpd-state" },
+    { "queue-max", OPT_INT, OFF(queue_max), 1, 100000000, "N",
+      "jobs held in the queue; past it queue() fails (default 100000)" },
+    { "queue-max-bytes", OPT_SIZE, OFF(queue_max_bytes), 1024, 1LL << 40, "BYTES",
+      "bytes of messages and payloads held in the queue (default 1G)" },
+    { "queue-concurrency", OPT_INT, OFF(queue_concurrency), 1, 1000, "N",
+      "jobs delivered at once (default 10)" },
+    { "queue-retry", OPT_SECONDS_PAIR, OFF(queue_retry), 1, 31536000, "MIN,MAX",
+      "wait before the first retry, doubling up to MAX; s, m, h, d\n"
+      "suffixes (default 1m,1h)" },
+    { "queue-lifetime", OPT_SECONDS, OFF(queue_lifetime), 1, 31536000, "SECONDS",
+      "how long a job is retried before it is dead; s, m, h, d suffixes\n"
+      "(default 5d)" },
     { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
       "error, warn, info or debug (default info)" },
 };
@@ -173,6 +189,12 @@ void config_defaults(struct config *cfg)
     cfg->auth_methods = CONFIG_AUTH_PLAIN | CONFIG_AUTH_LOGIN;
     cfg->mqtt_keepalive = 60;
     cfg->mqtt_queue = 1000;
+    cfg->queue_max = 100000;
+    cfg->queue_max_bytes = 1LL << 30;
+    cfg->queue_concurrency = 10;
+    cfg->queue_retry[0] = 60;
+    cfg->queue_retry[1] = 3600;
+    cfg->queue_lifetime = 5 * 86400;
     snprintf(cfg->banner, sizeof(cfg->banner), "ESMTP %s", CONFIG_SOFTWARE);
     cfg->log_level = LV_INFO;
 }
@@ -297,6 +319,15 @@ static int parse_number(const struct option_def *o, const char *value, long long
     long long v = strtoll(value, &end, 10);
     if (end == value || errno != 0 || v < 0)
         goto bad;
+    if (o->type == OPT_SECONDS && *end != '\0' && end[1] == '\0') {
+        long long unit = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
+        if (unit == 0)
+            goto bad;
+        end++;
+        if (v > LLONG_MAX / unit)
+            goto range;
+        v *= unit;
+    }
     if (o->type == OPT_SIZE && *end != '\0') {
         int shift = 0;
         switch (*end) {
@@ -319,12 +350,37 @@ static int parse_number(const struct option_def *o, const char *value, long long
 bad:
     snprintf(err, CONFIG_ERR_MAX, "--%s: '%s' is not a %s", o->name, value,
              o->type == OPT_SIZE ? "size (e.g. 10485760 or 10M)"
-             : o->type == OPT_MILLIS ? "number of seconds" : "whole number");
+             : o->type == OPT_MILLIS ? "number of seconds"
+             : o->type == OPT_SECONDS ? "number of seconds (or 90s, 5m, 2h, 5d)" : "whole number");
     return -1;
 range:
     snprintf(err, CONFIG_ERR_MAX, "--%s: %s is out of range (%lld to %lld)", o->name, value,
              o->min, o->max);
     return -1;
+}
+
+/* "MIN,MAX": two durations, MIN at most MAX. */
+static int set_seconds_pair(struct config *cfg, const struct option_def *o, const char *value, char *err)
+{
+    struct option_def one = *o;
+    char first[64];
+    const char *comma = strchr(value, ',');
+    long long v[2];
+    one.type = OPT_SECONDS;
+    if (comma == NULL || (size_t)(comma - value) >= sizeof(first)) {
+        snprintf(err, CONFIG_ERR_MAX, "--%s: '%s' is not MIN,MAX (e.g. 1m,1h)", o->name, value);
+        return -1;
+    }
+    memcpy(first, value, (size_t)(comma - value));
+    first[comma - value] = '\0';
+    if (parse_number(&one, first, &v[0], err) < 0 || parse_number(&one, comma + 1, &v[1], err) < 0)
+        return -1;
+    if (v[0] > v[1]) {
+        snprintf(err, CONFIG_ERR_MAX, "--%s: '%s': MIN is more than MAX", o->name, value);
+        return -1;
+    }
+    memcpy((char *)cfg + o->offset, v, sizeof(v));
+    return 0;
 }
 
 static int valid_hostname(const char *s)
@@ -422,6 +478,8 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
     case OPT_SECONDS:
     case OPT_MILLIS:
         return parse_number(o, value, (long long *)((char *)cfg + o->offset), err);
+    case OPT_SECONDS_PAIR:
+        return set_seconds_pair(cfg, o, value, err);
     case OPT_LISTEN:
         return set_listen(cfg, o, value, err);
     case OPT_TEXT:

@@ -76,6 +76,13 @@ struct config {
     char   mqtt_tls_ca[CONFIG_PATH_MAX + 1];      /* "": the system's CAs */
     long long mqtt_keepalive;
     long long mqtt_queue;       /* messages held while the broker is away */
+    /* the state database (lua/store.c) and its queue of jobs */
+    char   state_dir[CONFIG_PATH_MAX + 1];   /* "": $STATE_DIRECTORY or ./luasmtpd-state */
+    long long queue_max;        /* jobs */
+    long long queue_max_bytes;
+    long long queue_concurrency;
+    long long queue_retry[2];   /* seconds: the first retry's wait, the longest */
+    long long queue_lifetime;   /* seconds a job is tried before it is dead */
     long long workers;          /* processes sharing the listeners (--workers) */
     int    worker;              /* not an option: this one's number, 1 to workers (0: none) */
     int    log_level;

@@ -27,6 +27,7 @@ static struct server srv;
 struct args {
     const char *script;
     bool check;
+    const char *queue_cmd, *queue_arg;  /* --queue-list and the like */
     struct replay_opts replay;
     const char *flags[MAX_FLAGS + 1];   /* options given as flags: they win */
     int nflags;
@@ -111,6 +112,26 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
         }
         if (strcmp(arg, "--check") == 0) {
             a->check = true;
+            continue;
+        }
+        /* --queue-list, --queue-show ID, --queue-flush ID|all, --queue-delete ID */
+        static const char *const queue_cmds[] = { "list", "show", "flush", "delete" };
+        if (strncmp(arg, "--queue-", 8) == 0 && config_option_name(arg + 2) == NULL) {
+            for (size_t q = 0; q < sizeof(queue_cmds) / sizeof(queue_cmds[0]); q++)
+                if (strcmp(arg + 8, queue_cmds[q]) == 0)
+                    a->queue_cmd = queue_cmds[q];
+            if (a->queue_cmd == NULL) {
+                snprintf(err, sizeof(err), "unknown option %s", arg);
+                return usage_error(err);
+            }
+            if (strcmp(a->queue_cmd, "list") != 0) {
+                if (i + 1 >= argc) {
+                    snprintf(err, sizeof(err), "%s needs a job id%s", arg,
+                             strcmp(a->queue_cmd, "flush") == 0 ? " or all" : "");
+                    return usage_error(err);
+                }
+                a->queue_arg = argv[++i];
+            }
             continue;
         }
         /* --replay FILE [--from ADDR] [--to ADDR]...: not server options */
@@ -238,6 +259,11 @@ static int run(struct setup *st, char **argv)
     const struct hooks *hooks = bridge_hooks(st->bridge);
     struct config *cfg = &st->cfg;
 
+    if (st->args.queue_cmd) {
+        int status = bridge_queue_command(cfg, st->args.queue_cmd, st->args.queue_arg);
+        teardown(st);
+        return status;
+    }
     /* the broker connection of luasmtpd.mqtt (not for a mere --check) */
     if (!st->args.check && bridge_start(st->bridge, cfg, err) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
@@ -293,7 +319,7 @@ int main(int argc, char **argv)
     int rc = setup(argc, argv, &st);
     if (rc != 0)
         return rc;
-    if (st.cfg.workers > 1 && !st.args.check && !st.args.replay.file) {
+    if (st.cfg.workers > 1 && !st.args.check && !st.args.replay.file && !st.args.queue_cmd) {
         /* The supervisor holds no script: each worker loads its own. */
         struct argv a = { argc, argv };
         int n = (int)st.cfg.workers;

@@ -43,5 +43,9 @@ const struct hooks *bridge_hooks(struct bridge *b);
 /* Does the script decide AUTH (on_auth)? */
 bool bridge_decides_auth(const struct bridge *b);
 void bridge_close(struct bridge **b);
+/* --queue-list, --queue-show ID, --queue-flush ID|all, --queue-delete ID:
+ * cmd is "list", "show", "flush" or "delete"; on the state directory of
+ * cfg, a server running on it or not.  The exit status. */
+int  bridge_queue_command(const struct config *cfg, const char *cmd, const char *arg);
 
 #endif

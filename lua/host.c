@@ -402,6 +402,7 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
     b->body_lines = cfg->body_lines;
     b->rawbody = cfg->rawbody != 0;
     snprintf(b->id, sizeof(b->id), "%s", cfg->id);
+    snprintf(b->hostname, sizeof(b->hostname), "%s", cfg->hostname);
     /* a cap below what the script already holds would fail at once */
     if (b->mem_limit && b->mem_limit < b->mem * 2)
         b->mem_limit = b->mem * 2;

@@ -37,8 +37,7 @@ struct hsock {
 };
 
 struct req {
-    struct lcall      *c;
-    CURL              *easy;
+    struct xfer        x;
     struct curl_slist *hdrs;
     struct buf         body, head;   /* the response */
     bool               truncated;
@@ -53,10 +52,10 @@ static void check_done(struct http *h)
     while ((msg = curl_multi_info_read(h->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
-        struct req *r = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-        r->result = msg->data.result;
-        call_wake(r->c);             /* http_k frees the request */
+        struct xfer *x = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        x->result = msg->data.result;
+        call_wake(x->c);             /* its k function frees the transfer */
     }
 }
 
@@ -154,11 +153,34 @@ static void http_free(struct bridge *b)
     curl_global_cleanup();
 }
 
+void *xfer_new(struct bridge *b, struct xfer *x)
+{
+    struct http *h = http_get(b);
+    if (h == NULL || (x->easy = curl_easy_init()) == NULL)
+        return NULL;
+    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+    return x->easy;
+}
+
+int xfer_start(struct bridge *b, struct xfer *x)
+{
+    return curl_multi_add_handle(b->http->multi, x->easy) == CURLM_OK ? 0 : -1;
+}
+
+void xfer_free(struct bridge *b, struct xfer *x)
+{
+    if (x->easy == NULL)
+        return;
+    curl_multi_remove_handle(b->http->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    x->easy = NULL;
+}
+
 static void http_release(void *data)
 {
     struct req *r = data;
-    curl_multi_remove_handle(r->c->b->http->multi, r->easy);
-    curl_easy_cleanup(r->easy);
+    xfer_free(r->x.c->b, &r->x);
     curl_slist_free_all(r->hdrs);
     buf_free(&r->body);
     buf_free(&r->head);
@@ -232,11 +254,11 @@ static int http_k(lua_State *L, int status, lua_KContext ctx)
     struct req *r = c->waitdata;
     int n = 1;
     (void)status;
-    if (r->result != CURLE_OK) {
-        n = call_fail(L, "http: %s", r->err[0] ? r->err : curl_easy_strerror(r->result));
+    if (r->x.result != CURLE_OK) {
+        n = call_fail(L, "http: %s", r->err[0] ? r->err : curl_easy_strerror((CURLcode)r->x.result));
     } else {
         long code = 0;
-        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_getinfo(r->x.easy, CURLINFO_RESPONSE_CODE, &code);
         lua_createtable(L, 0, 4);
         lua_pushinteger(L, code);
         lua_setfield(L, -2, "status");
@@ -326,22 +348,18 @@ static int l_http(lua_State *L)
             return call_fail(L, "http: out of memory");
     }
 
-    struct http *h = http_get(c->b);
     struct req *r = calloc(1, sizeof(*r));
-    CURL *e = h && r ? curl_easy_init() : NULL;
+    CURL *e = r ? xfer_new(c->b, &r->x) : NULL;
     if (e == NULL) {
         curl_slist_free_all(hdrs);
         free(r);
         return call_fail(L, "http: cannot start a request (out of memory)");
     }
-    r->c = c;
-    r->easy = e;
+    r->x.c = c;
     r->hdrs = hdrs;
     buf_init(&r->body, HTTP_BODY_MAX);
     buf_init(&r->head, HTTP_HEADERS_MAX);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->err);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "luasmtpd/" LUASMTPD_VERSION);
@@ -373,7 +391,7 @@ static int l_http(lua_State *L)
         curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, "");
     }
     CURLcode urc = curl_easy_setopt(e, CURLOPT_URL, url);
-    if (urc != CURLE_OK || curl_multi_add_handle(h->multi, e) != CURLM_OK) {
+    if (urc != CURLE_OK || xfer_start(c->b, &r->x) < 0) {
         http_release(r);
         return call_fail(L, "http: cannot request %s", url);
     }

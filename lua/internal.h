@@ -32,7 +32,10 @@ struct bridge {
     bool            over_budget;   /* the running call passed it */
     struct lcall   *running;       /* the call whose coroutine runs now */
     struct lcall   *tasks;         /* timer functions in progress (a list) */
-    struct saver   *saver;         /* save.c: the writer thread, once started */
+    struct writer  *writer;        /* writer.c: the writer thread, once started */
+    struct store   *store;         /* store.c: the state database, once opened */
+    struct queue   *queue;         /* queue.c: limits and the delivery agent */
+    char            state_dir[CONFIG_PATH_MAX + 1];  /* where it is (--state-dir) */
     struct http    *http;          /* http.c: the curl multi handle, once used */
     struct mqtt    *mqtt;          /* mqtt.c: the broker connection, if configured */
     struct build   *building;      /* mail.c: the mail table being made, until it is */
@@ -41,6 +44,7 @@ struct bridge {
     bool            rawbody;       /* --rawbody */
     bool            ioevent;       /* the script defines IOEvent: for --check */
     char            id[CONFIG_ID_MAX + 1];  /* --id: events are named <id>.mail */
+    char            hostname[CONFIG_HOSTNAME_MAX + 1];  /* --hostname: in trace fields */
 };
 
 /* One hook call in progress: a coroutine of its session; or a task, the
@@ -105,7 +109,8 @@ struct action {
     void (*stop)(struct bridge *b);   /* the bridge closes: finish, free */
 };
 extern const struct action *const bridge_actions[];
-extern const struct action exec_action, timer_action, save_action, http_action, mqtt_action;
+extern const struct action exec_action, timer_action, save_action, http_action, mqtt_action,
+    store_action, forward_action, queue_action;
 
 /* lsession.c */
 void  lsession_open_lib(lua_State *L);
@@ -124,12 +129,18 @@ int   mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg,
 /* The mail table could not be made (a protected call failed): free its C
  * memory (MIME tree, decode buffer) now, not when Lua collects it. */
 void  mail_abandon(struct bridge *b);
+/* Push the trace fields RFC 5321 4.4 has a relay (Received:) or the final
+ * delivery (Return-Path: too) put before the mail table at idx's message. */
+void  mail_push_trace(lua_State *L, int idx, bool final);
 
 /* call.c */
 void  call_hooks_init(struct bridge *b);
 /* The call a C function may suspend with call_wait(); raises when `what`
  * cannot wait here. */
 struct lcall *call_waitable(lua_State *L, const char *what);
+/* The same without raising: NULL where nothing may wait (the script's
+ * main chunk, on_close, a nested coroutine). */
+struct lcall *call_can_wait(lua_State *L);
 
 /*
  * The one way an action waits: suspend the running call c (from
@@ -161,6 +172,66 @@ struct lcall *call_task(struct bridge *b, const char *name, int arg);
 /* End every task (the bridge closes). */
 void  call_end_tasks(struct bridge *b);
 const char *call_hook_name(int st);
+
+/* writer.c: the writer thread.  A job is a struct wjob at the head of an
+ * action's own struct, allocated with malloc. */
+#define WJOB_ERR_MAX 512
+struct wjob {
+    struct wjob   *next;
+    struct lcall  *c;              /* the call waiting for it; NULL once it ended */
+    const char    *what;           /* "save", "store": for the log */
+    bool           in_tx;          /* runs in the batch's database transaction */
+    void         (*run)(struct wjob *j);        /* on the thread; a failure: wjob_fail() */
+    void         (*committed)(struct wjob *j);  /* on the thread, after its commit; or NULL */
+    void         (*free)(struct wjob *j);       /* what it holds, before it is freed; or NULL */
+    bool           back;           /* the thread is done with it */
+    bool           sync;           /* writer_run waits for it */
+    char           err[WJOB_ERR_MAX];
+};
+void  wjob_fail(struct wjob *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Queue j; c (set by the caller) is woken when it is done.  -1: no thread. */
+int   writer_submit(struct bridge *b, struct wjob *j);
+/* Run j and block until it is done (no call can wait: the main chunk, the
+ * queue commands).  The caller still owns j.  -1: no thread. */
+int   writer_run(struct bridge *b, struct wjob *j);
+/* A call's release function for a submitted job (call_wait). */
+void  writer_release(void *data);
+/* Finish what is queued, stop the thread. */
+void  writer_stop(struct bridge *b);
+
+/* store.c: the state database (for writer.c and queue.c) */
+struct sqlite3;
+/* Open it under b->state_dir; create false: only if it is there already
+ * (1 when it is not).  0, or -1 with err. */
+int   store_open(struct bridge *b, bool create, char *err, size_t errsz);
+void  store_close(struct bridge *b);
+/* Where --state-dir (or systemd's $STATE_DIRECTORY) puts it; -1: too long. */
+int   store_locate(const struct config *cfg, char *dir, size_t size);
+int   store_tx_begin(struct bridge *b, char *err, size_t errsz);
+int   store_tx_end(struct bridge *b, char *err, size_t errsz);
+bool  store_tx_open(const struct bridge *b);
+struct sqlite3 *store_db(const struct bridge *b);    /* the writer thread's */
+struct sqlite3 *store_rdb(const struct bridge *b);   /* the loop's, for reads */
+/* The shared counter of a slot (0: the queue), and moving it on. */
+unsigned long long store_gen(const struct bridge *b, unsigned slot);
+void  store_bump(struct bridge *b, unsigned slot);
+/* Move the queue's counter on from outside a server (the --queue-*
+ * commands): its agent looks again.  0, or -1 with err. */
+int   store_poke(const char *dir, char *err, size_t errsz);
+
+/* http.c: transfers through libcurl's multi interface, on the loop.  A
+ * transfer is a struct xfer at the head of the action's request: when it
+ * is done, result is its CURLcode and c is woken. */
+struct xfer {
+    struct lcall *c;
+    void         *easy;           /* CURL * */
+    int           result;
+};
+/* A new easy handle for x (NULL: out of memory); set its options, then
+ * xfer_start() (0, or -1). xfer_free() ends it, done or not. */
+void *xfer_new(struct bridge *b, struct xfer *x);
+int   xfer_start(struct bridge *b, struct xfer *x);
+void  xfer_free(struct bridge *b, struct xfer *x);
 
 /* budget.c: the time budget of calls */
 /* coroutine.create/wrap giving new coroutines the budget's hook. */

@@ -107,3 +107,142 @@ function M.debounce(key, seconds)
   windows[key] = now + seconds
   return true
 end
+
+-- The durable queue (lua/queue.c, docs/queue.md).  queue() checks a job
+-- and has it written; deliver() runs one when the agent says it is due.
+local Q = M._queue
+M._queue = nil
+local cjson   -- loaded on first use
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function json() cjson = cjson or require("cjson"); return cjson end
+-- a job's options as the jobs table holds them ("/" left as it is, for
+-- --queue-show and the sqlite3 shell)
+local function encode_args(t) return unescape_slashes(json().encode(t)) end
+
+local function expect(cond, n, what)
+  if not cond then error("bad argument #" .. n .. " to 'queue' (" .. what .. ")", 3) end
+end
+
+-- queue("forward", mail, opts) | queue("http", request) | queue("mqtt", topic, payload [, opts])
+function M.queue(kind, a, b, c)
+  local args, data
+  if kind == "forward" then
+    expect(type(a) == "table" and type(a.raw) == "string", 2, "mail table expected")
+    expect(type(b) == "table", 3, "options table expected")
+    expect(type(b.via) == "string" and b.via:match("^smtps?://"), 3, "via must be an smtp:// or smtps:// URL")
+    args = copy(b)
+    args.from = b.from or a.sender
+    args.to = b.to or a.recipients
+    if type(args.to) == "string" then args.to = { args.to } end
+    args.trace = false   -- the trace field is written now, at receipt
+    args.mail = a.id
+    data = (b.trace == false and "" or Q.trace(a)) .. a.raw
+  elseif kind == "http" then
+    expect(type(a) == "table" and type(a.url) == "string", 2, "request table with a url expected")
+    expect(a.body == nil or type(a.body) == "string", 2, "body must be a string")
+    args = copy(a)
+    args.body = nil
+    data = a.body or ""
+  elseif kind == "mqtt" then
+    expect(type(a) == "string" and a ~= "" and not a:find("[+#%z]"), 2, "topic name expected")
+    expect(type(b) == "string", 3, "payload string expected")
+    expect(c == nil or type(c) == "table", 4, "options table expected")
+    args = c and copy(c) or {}
+    args.topic = a
+    data = b
+  else
+    error("bad argument #1 to 'queue' (\"forward\", \"http\" or \"mqtt\" expected)", 2)
+  end
+  local ok, encoded = pcall(encode_args, args)
+  if not ok then error("queue: the options cannot be stored: " .. tostring(encoded), 2) end
+  return Q.put(kind, encoded, data)
+end
+
+-- How a delivery ended: nil when done, else the error and whether it is
+-- permanent (SMTP 5xx, HTTP 4xx other than 408 and 429).
+local run = {}
+
+function run.forward(job, args)
+  local mail = { raw = job.data, sender = args.from, recipients = args.to }
+  local r, err = M.forward(mail, args)
+  if not r then return err, false end
+  -- refused recipients are retried (4xx) or given up (5xx)
+  local later, failed, why = {}, {}, {}
+  for _, rcpt in ipairs(args.to) do
+    local reply = r.rejected[rcpt]
+    if reply then
+      why[#why + 1] = rcpt .. ": " .. reply
+      if reply:sub(1, 1) == "5" then failed[#failed + 1] = rcpt else later[#later + 1] = rcpt end
+    end
+  end
+  if r.code >= 400 and #why == 0 then return r.code .. " " .. r.reply, r.code >= 500 end
+  if #why == 0 then return nil end
+  if #failed > 0 and #later > 0 then
+    -- two outcomes: the retried recipients become a job of their own
+    local rest = copy(args)
+    rest.to = later
+    local id, perr = Q.put("forward", encode_args(rest), job.data)
+    if not id then return "cannot queue the retry of " .. table.concat(later, ", ") .. ": " .. perr, false end
+    later = {}
+  end
+  args.to = #failed > 0 and failed or later
+  return table.concat(why, "; "), #failed > 0, args
+end
+
+function run.http(job, args)
+  local req = copy(args)
+  req.body = job.data ~= "" and job.data or nil
+  req.headers = copy(args.headers or {})
+  req.headers["Luasmtpd-Job"] = job.id   -- for the receiver's deduplication
+  local r, err = M.http(req)
+  if not r then return err, false end
+  if r.status < 400 then return nil end
+  return "HTTP " .. r.status, r.status < 500 and r.status ~= 408 and r.status ~= 429
+end
+
+function run.mqtt(job, args)
+  local ok, err = M.mqtt.publish(args.topic, job.data,
+    { qos = args.qos, retain = args.retain, timeout = args.timeout, hold = false })
+  if ok then return nil end
+  return err, false
+end
+
+local function failed_hook(job, args, err)
+  local hook = rawget(_G, "on_queue_failed")
+  if type(hook) ~= "function" then
+    M.log("warn", "queue: job", job.id, "is dead:", err)
+    return
+  end
+  local ok, herr = pcall(hook, { id = job.id, kind = job.kind, error = err, attempts = job.attempts + 1,
+    created = job.created, args = args, size = #job.data })
+  if not ok then M.log("error", "queue: on_queue_failed:", herr) end
+end
+
+Q.agent(function(job)
+  local args = json().decode(job.args)
+  local ok, err, permanent, newargs = pcall(run[job.kind] or function() return "unknown kind", true end, job, args)
+  if not ok then err, permanent = "delivery failed: " .. tostring(err), false end
+  if err == nil then
+    M.log("info", "queue: job", job.id, job.kind, "delivered")
+    return Q.finish(job.id, "done")
+  end
+  local set = Q.settings()
+  local delay = math.min(set.retry_max, set.retry_min * 2 ^ math.min(job.attempts, 30))
+  local encoded = newargs and encode_args(newargs)
+  if not permanent and os.time() + delay >= job.expires then
+    err, permanent = "expired after " .. (job.attempts + 1) .. " attempts: " .. err, true
+  end
+  if permanent then
+    local done, ferr = Q.finish(job.id, "dead", err, 0, encoded)
+    failed_hook(job, newargs or args, err)
+    return done, ferr
+  end
+  M.log("info", "queue: job", job.id, "deferred", string.format("%ds:", delay), err)
+  return Q.finish(job.id, "retry", err, os.time() + delay, encoded)
+end)

@@ -3,6 +3,7 @@
  * cjson.encode(mail) works. */
 #include <limits.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "mime.h"
@@ -179,6 +180,59 @@ static void push_envelope(lua_State *L, struct smtp *s, const char *msg, size_t 
     lua_pushinteger(L, (lua_Integer)size);
     lua_setfield(L, -2, "size");
     set_str(L, "id", smtp_message_id(s));
+    /* RFC 3848's names for how it came */
+    static const char *const protocols[] = { "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" };
+    set_str(L, "protocol", !smtp_esmtp(s) ? "SMTP"
+                           : protocols[(smtp_tls_version(s) ? 2 : 0) + (smtp_user(s) ? 1 : 0)]);
+}
+
+/* The string at the top (popped), or "": its printable bytes only, at most
+ * 255, since the trace fields must stay one header. */
+static const char *printable(lua_State *L, char *out, size_t size)
+{
+    size_t n = 0, o = 0;
+    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : "";
+    for (size_t i = 0; i < n && o + 1 < size; i++)
+        out[o++] = (unsigned char)v[i] > ' ' && v[i] != 0x7f ? v[i] : '?';
+    out[o] = '\0';
+    lua_pop(L, 1);
+    return out;
+}
+
+void mail_push_trace(lua_State *L, int idx, bool final)
+{
+    struct bridge *b = bridge_of(L);
+    char sender[256], helo[256], ip[256], proto[256], id[256], rcpt[256] = "", date[64];
+    idx = lua_absindex(L, idx);
+    lua_getfield(L, idx, "sender");
+    printable(L, sender, sizeof(sender));
+    lua_getfield(L, idx, "helo");
+    printable(L, helo, sizeof(helo));
+    lua_getfield(L, idx, "ip");
+    printable(L, ip, sizeof(ip));
+    lua_getfield(L, idx, "protocol");
+    printable(L, proto, sizeof(proto));
+    lua_getfield(L, idx, "id");
+    printable(L, id, sizeof(id));
+    /* "for" names the recipient only when there is one (RFC 5321 4.4) */
+    if (lua_getfield(L, idx, "recipients") == LUA_TTABLE && lua_rawlen(L, -1) == 1) {
+        lua_rawgeti(L, -1, 1);
+        printable(L, rcpt, sizeof(rcpt));
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "raw");
+    const char *raw = lua_tostring(L, -1);
+    const char *lf = raw ? strchr(raw, '\n') : NULL;
+    const char *eol = lf && lf > raw && lf[-1] == '\r' ? "\r\n" : lf ? "\n" : "\r\n";
+    lua_pop(L, 1);
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", localtime_r(&now, &tm));
+    lua_pushfstring(L, "%s%s%s%sReceived: from %s ([%s%s])%s\tby %s (" CONFIG_SOFTWARE ") with %s id %s%s%s%s%s; %s%s",
+                    final ? "Return-Path: <" : "", final ? sender : "", final ? ">" : "", final ? eol : "",
+                    helo[0] ? helo : "unknown", strchr(ip, ':') ? "IPv6:" : "", ip, eol, b->hostname,
+                    proto[0] ? proto : "SMTP", id, rcpt[0] ? eol : "", rcpt[0] ? "\tfor <" : "", rcpt,
+                    rcpt[0] ? ">" : "", date, eol);
 }
 
 /* The mail table of the message being received by s. */

@@ -7,7 +7,8 @@
 
 /* Every action of the module (a new one: its file, and a row here). */
 const struct action *const bridge_actions[] = {
-    &exec_action, &timer_action, &save_action, &http_action, &mqtt_action, NULL,
+    &exec_action, &timer_action, &save_action, &http_action, &mqtt_action, &store_action,
+    &forward_action, &queue_action, NULL,
 };
 
 /* lua/luasmtpd.lua, compiled in */

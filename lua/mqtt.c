@@ -10,7 +10,8 @@
  * publish waits until the broker has the message (QoS 0: written to the
  * socket; 1: PUBACK; 2: PUBCOMP) and returns true; or nil and why.  While
  * the broker is unreachable, messages wait in a queue of --mqtt-queue
- * entries and publish returns true, "queued" at once; a full queue is an
+ * entries and publish returns true, "queued" at once (hold = false: nil
+ * and an error instead, for the durable queue's jobs); a full queue is an
  * error for the caller, and what is still queued when the server stops is
  * logged, never dropped in silence.
  */
@@ -370,7 +371,7 @@ static int l_publish(lua_State *L)
     const char *topic = luaL_checklstring(L, 1, &tlen);
     const char *payload = luaL_checklstring(L, 2, &len);
     int qos = 0;
-    bool retain = false;
+    bool retain = false, may_hold = true;
     double timeout = MQTT_TIMEOUT;
     luaL_argcheck(L, tlen > 0 && tlen <= MQTT_TOPIC_MAX && strlen(topic) == tlen &&
                      !strpbrk(topic, "+#"), 1, "not a topic name (empty, too long, NUL, + or #)");
@@ -382,12 +383,16 @@ static int l_publish(lua_State *L)
         luaL_argcheck(L, qos >= 0 && qos <= 2, 3, "qos must be 0, 1 or 2");
         lua_getfield(L, 3, "retain");
         retain = lua_toboolean(L, -1);
+        lua_getfield(L, 3, "hold");
+        may_hold = lua_isnil(L, -1) || lua_toboolean(L, -1);
         timeout = call_opt_timeout(L, 3, MQTT_TIMEOUT);
     }
     struct lcall *c = call_waitable(L, "luasmtpd.mqtt.publish");
     struct mqtt *m = c->b->mqtt;
     if (m == NULL)
         return luaL_error(L, "mqtt: no broker configured (--mqtt-host, or config.mqtt.host)");
+    if (!m->connected && !may_hold)
+        return call_fail(L, "mqtt: the broker is not connected");
     if (!m->connected)
         return hold(L, m, topic, payload, len, qos, retain);
 
@@ -407,7 +412,7 @@ static int l_publish(lua_State *L)
     bool done = p->done;
     if (rc != MOSQ_ERR_SUCCESS || done)
         pub_release(p);
-    if (rc == MOSQ_ERR_NO_CONN)
+    if (rc == MOSQ_ERR_NO_CONN && may_hold)
         return hold(L, m, topic, payload, len, qos, retain);
     if (rc != MOSQ_ERR_SUCCESS)
         return call_fail(L, "mqtt: %s", mosquitto_strerror(rc));

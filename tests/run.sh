@@ -10,6 +10,11 @@ one=$(mktemp)
 trap 'rm -f "$log" "$one"' EXIT
 status=0
 
+# Debian's python3, which has the packages of scripts/deps.sh (aiosmtpd),
+# even where another python3 comes first in PATH
+PYTHON=python3
+[ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
@@ -46,7 +51,7 @@ for f in "$B"/fuzz/fuzz_*; do
 done
 
 for bin in "$B/luasmtpd" "$B/san/luasmtpd"; do
-    [ -x "$bin" ] && suite python3 tests/integration/run.py --binary "$bin"
+    [ -x "$bin" ] && suite "$PYTHON" tests/integration/run.py --binary "$bin"
 done
 
 # Sum the per-suite "N passed, N failed" lines.

@@ -31,7 +31,7 @@ class Cli(unittest.TestCase):
                           (["--max-size", "abc"], "not a size"),
                           (["--max-size", "1"], "out of range"),
                           (["--max-clients", "0"], "out of range"),
-                          (["--timeout", "-5"], "whole number"),
+                          (["--timeout", "-5"], "number of seconds"),
                           (["--listen", "127.0.0.1"], "ADDRESS:PORT"),
                           (["--listen", "::1:25"], "brackets"),
                           (["--listen", "example.com:25"], "numeric"),
