@@ -228,12 +228,6 @@ struct lcall *call_waitable(lua_State *L, const char *what)
     return c;
 }
 
-struct lcall *call_can_wait(lua_State *L)
-{
-    struct lcall *c = bridge_of(L)->running;
-    return c && c->stage != CALL_CLOSE && c->co == L ? c : NULL;
-}
-
 /* --- waiting --------------------------------------------------------------- */
 
 void call_release(struct lcall *c)

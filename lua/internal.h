@@ -138,9 +138,6 @@ void  call_hooks_init(struct bridge *b);
 /* The call a C function may suspend with call_wait(); raises when `what`
  * cannot wait here. */
 struct lcall *call_waitable(lua_State *L, const char *what);
-/* The same without raising: NULL where nothing may wait (the script's
- * main chunk, on_close, a nested coroutine). */
-struct lcall *call_can_wait(lua_State *L);
 
 /*
  * The one way an action waits: suspend the running call c (from
@@ -185,33 +182,35 @@ struct wjob {
     void         (*committed)(struct wjob *j);  /* on the thread, after its commit; or NULL */
     void         (*free)(struct wjob *j);       /* what it holds, before it is freed; or NULL */
     bool           back;           /* the thread is done with it */
-    bool           sync;           /* writer_run waits for it */
     char           err[WJOB_ERR_MAX];
 };
 void  wjob_fail(struct wjob *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Queue j; c (set by the caller) is woken when it is done.  -1: no thread. */
-int   writer_submit(struct bridge *b, struct wjob *j);
-/* Run j and block until it is done (no call can wait: the main chunk, the
- * queue commands).  The caller still owns j.  -1: no thread. */
-int   writer_run(struct bridge *b, struct wjob *j);
-/* A call's release function for a submitted job (call_wait). */
-void  writer_release(void *data);
+/* Hand j (set up but for c) to the thread and have call c wait for it
+ * (call_wait with `timeout` and `k`; j is c->waitdata).  Use as `return
+ * writer_wait(...)`; j is the writer's from here, even on failure. */
+int   writer_wait(lua_State *L, struct lcall *c, struct wjob *j, double timeout, lua_KFunction k);
 /* Finish what is queued, stop the thread. */
 void  writer_stop(struct bridge *b);
 
 /* store.c: the state database (for writer.c and queue.c) */
-struct sqlite3;
+struct sqlite3_stmt;
 /* Open it under b->state_dir; create false: only if it is there already
  * (1 when it is not).  0, or -1 with err. */
 int   store_open(struct bridge *b, bool create, char *err, size_t errsz);
-void  store_close(struct bridge *b);
+/* The store, opened on first use, for a script's call; raises "what: ..."
+ * while the script loads or when it cannot be opened. */
+struct store *store_need(lua_State *L, const char *what);
 /* Where --state-dir (or systemd's $STATE_DIRECTORY) puts it; -1: too long. */
 int   store_locate(const struct config *cfg, char *dir, size_t size);
 int   store_tx_begin(struct bridge *b, char *err, size_t errsz);
 int   store_tx_end(struct bridge *b, char *err, size_t errsz);
 bool  store_tx_open(const struct bridge *b);
-struct sqlite3 *store_db(const struct bridge *b);    /* the writer thread's */
-struct sqlite3 *store_rdb(const struct bridge *b);   /* the loop's, for reads */
+/* The statement of sql (a constant: its address is its key) on the writer
+ * thread's connection or the loop's, prepared once; NULL: see
+ * store_error().  store_stmt_done() when finished with it. */
+struct sqlite3_stmt *store_stmt(struct bridge *b, bool writer, const char *sql);
+void  store_stmt_done(struct sqlite3_stmt *q);
+const char *store_error(const struct bridge *b, bool writer);
 /* The shared counter of a slot (0: the queue), and moving it on. */
 unsigned long long store_gen(const struct bridge *b, unsigned slot);
 void  store_bump(struct bridge *b, unsigned slot);

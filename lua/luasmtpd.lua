@@ -224,6 +224,7 @@ local function failed_hook(job, args, err)
   if not ok then M.log("error", "queue: on_queue_failed:", herr) end
 end
 
+local settings   -- the queue's options, read at the first delivery
 Q.agent(function(job)
   local args = json().decode(job.args)
   local ok, err, permanent, newargs = pcall(run[job.kind] or function() return "unknown kind", true end, job, args)
@@ -232,7 +233,8 @@ Q.agent(function(job)
     M.log("info", "queue: job", job.id, job.kind, "delivered")
     return Q.finish(job.id, "done")
   end
-  local set = Q.settings()
+  settings = settings or Q.settings()
+  local set = settings
   local delay = math.min(set.retry_max, set.retry_min * 2 ^ math.min(job.attempts, 30))
   local encoded = newargs and encode_args(newargs)
   if not permanent and os.time() + delay >= job.expires then

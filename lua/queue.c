@@ -75,32 +75,39 @@ static void qjob_free(struct wjob *w)
     free(j->error);
 }
 
-static int step_done(sqlite3 *db, sqlite3_stmt *q, struct wjob *w)
+/* Step q (a statement of the writer's): its result code, and the job
+ * told of an error. */
+static int step(struct qjob *j, sqlite3_stmt *q)
 {
     int rc = sqlite3_step(q);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        wjob_fail(w, "%s", sqlite3_errmsg(db));
+        wjob_fail(&j->w, "%s", store_error(j->b, true));
     return rc;
 }
 
-static void put_run(struct qjob *j, sqlite3 *db)
+static sqlite3_stmt *stmt(struct qjob *j, const char *sql)
 {
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT jobs, bytes FROM queue_stats", -1, &q, NULL) != SQLITE_OK) {
-        wjob_fail(&j->w, "%s", sqlite3_errmsg(db));
+    sqlite3_stmt *q = store_stmt(j->b, true, sql);
+    if (q == NULL)
+        wjob_fail(&j->w, "%s", store_error(j->b, true));
+    return q;
+}
+
+static const char stats_sql[] = "SELECT jobs, bytes FROM queue_stats";
+static const char put_sql[] = "INSERT INTO jobs (id, kind, created, next_try, expires, args, data, size) "
+                              "VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)";
+
+static void put_run(struct qjob *j)
+{
+    sqlite3_stmt *q = stmt(j, stats_sql);
+    if (q == NULL)
         return;
-    }
-    if (step_done(db, q, &j->w) == SQLITE_ROW &&
+    if (step(j, q) == SQLITE_ROW &&
         (sqlite3_column_int64(q, 0) >= j->max || sqlite3_column_int64(q, 1) + (long long)j->len > j->max_bytes))
         j->full = true;
-    sqlite3_finalize(q);
-    if (j->full || j->w.err[0])
+    store_stmt_done(q);
+    if (j->full || j->w.err[0] || (q = stmt(j, put_sql)) == NULL)
         return;
-    if (sqlite3_prepare_v2(db, "INSERT INTO jobs (id, kind, created, next_try, expires, args, data, size) "
-                           "VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)", -1, &q, NULL) != SQLITE_OK) {
-        wjob_fail(&j->w, "%s", sqlite3_errmsg(db));
-        return;
-    }
     sqlite3_bind_text(q, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, j->kind, -1, SQLITE_STATIC);
     sqlite3_bind_double(q, 3, j->now);
@@ -108,8 +115,8 @@ static void put_run(struct qjob *j, sqlite3 *db)
     sqlite3_bind_text(q, 5, j->args, -1, SQLITE_STATIC);
     sqlite3_bind_blob(q, 6, j->data, (int)j->len, SQLITE_STATIC);
     sqlite3_bind_int64(q, 7, (sqlite3_int64)j->len);
-    step_done(db, q, &j->w);
-    sqlite3_finalize(q);
+    step(j, q);
+    store_stmt_done(q);
 }
 
 static const char *const finish_sql[] = {
@@ -123,16 +130,13 @@ static const char *const finish_sql[] = {
 static void qjob_run(struct wjob *w)
 {
     struct qjob *j = (struct qjob *)w;
-    sqlite3 *db = store_db(j->b);
     if (j->op == Q_PUT) {
-        put_run(j, db);
+        put_run(j);
         return;
     }
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(db, finish_sql[j->op], -1, &q, NULL) != SQLITE_OK) {
-        wjob_fail(w, "%s", sqlite3_errmsg(db));
+    sqlite3_stmt *q = stmt(j, finish_sql[j->op]);
+    if (q == NULL)
         return;
-    }
     sqlite3_bind_text(q, 1, j->id, -1, SQLITE_STATIC);
     if (j->op != Q_DONE) {
         sqlite3_bind_double(q, 2, j->next_try);
@@ -140,8 +144,8 @@ static void qjob_run(struct wjob *w)
         if (j->args)
             sqlite3_bind_text(q, 4, j->args, -1, SQLITE_STATIC);
     }
-    step_done(db, q, w);
-    sqlite3_finalize(q);
+    step(j, q);
+    store_stmt_done(q);
 }
 
 static void qjob_committed(struct wjob *w)
@@ -157,28 +161,29 @@ static int qjob_k(lua_State *L, int status, lua_KContext ctx)
     struct qjob *j = c->waitdata;
     int n = 1;
     (void)status;
-    if (c->timed_out)
+    if (c->timed_out) {
         n = call_fail(L, "queue: the disk did not answer within %f seconds (the job may still be written)",
                       (lua_Number)c->timeout);
-    else if (j->w.err[0])
+    } else if (j->w.err[0]) {
         n = call_fail(L, "queue: %s", j->w.err);
-    else if (j->full)
+    } else if (j->full) {
         n = call_fail(L, "queue full");
-    else if (j->op == Q_PUT)
+    } else if (j->op == Q_PUT) {
         lua_pushstring(L, j->id);
-    else
-        lua_pushboolean(L, 1);
-    if (j->op == Q_PUT && !j->w.err[0] && !j->full && !c->timed_out && j->b->queue)
         kick(j->b->queue);            /* deliver now */
+    } else {
+        lua_pushboolean(L, 1);
+    }
     call_release(c);
     return n;
 }
 
+/* A copy of the string at idx (checked by the caller); NULL: no memory. */
 static char *dup_arg(lua_State *L, int idx, size_t *len)
 {
     size_t n;
-    const char *s = luaL_checklstring(L, idx, &n);
-    char *d = malloc(n + 1);
+    const char *s = lua_tolstring(L, idx, &n);
+    char *d = s ? malloc(n + 1) : NULL;
     if (d) {
         memcpy(d, s, n);
         d[n] = '\0';
@@ -188,42 +193,39 @@ static char *dup_arg(lua_State *L, int idx, size_t *len)
     return d;
 }
 
-static int submit(lua_State *L, struct qjob *j, struct lcall *c)
+/* A new job for call c, or NULL (nothing left to free). */
+static struct qjob *qjob_new(struct lcall *c, enum qop op)
 {
-    j->w.c = c;
+    struct qjob *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    j->b = c->b;
+    j->op = op;
     j->w.what = "queue";
     j->w.in_tx = true;
     j->w.run = qjob_run;
     j->w.committed = qjob_committed;
     j->w.free = qjob_free;
-    if (writer_submit(j->b, &j->w) < 0) {
-        qjob_free(&j->w);
-        free(j);
-        return call_fail(L, "queue: cannot start the writer thread");
-    }
-    return call_wait(L, c, j, writer_release, QUEUE_TIMEOUT, qjob_k);
+    return j;
 }
 
-static struct queue *queue_of(lua_State *L, struct bridge *b)
+/* The queue, with its database open; raises while the script loads. */
+static struct queue *queue_need(lua_State *L)
 {
-    char err[1024];
-    if (!b->state_dir[0] || b->queue == NULL)
-        luaL_error(L, "queue: not while the script loads (use it in a hook or a timer)");
-    if (b->store == NULL && store_open(b, true, err, sizeof(err)) < 0)
-        luaL_error(L, "queue: %s", err);
-    return b->queue;
+    store_need(L, "queue");
+    return bridge_of(L)->queue;
 }
 
 /* Q.put(kind, args, data): the new job's id once it is on disk. */
 static int l_put(lua_State *L)
 {
+    for (int i = 1; i <= 3; i++)
+        luaL_checkstring(L, i);
+    struct queue *q = queue_need(L);
     struct lcall *c = call_waitable(L, "luasmtpd.queue");
-    struct queue *q = queue_of(L, c->b);
-    struct qjob *j = calloc(1, sizeof(*j));
+    struct qjob *j = qjob_new(c, Q_PUT);
     if (j == NULL)
         return call_fail(L, "queue: out of memory");
-    j->b = c->b;
-    j->op = Q_PUT;
     j->kind = dup_arg(L, 1, NULL);
     j->args = dup_arg(L, 2, NULL);
     j->data = dup_arg(L, 3, &j->len);
@@ -241,28 +243,33 @@ static int l_put(lua_State *L)
     j->expires = j->now + (double)q->lifetime;
     j->max = q->max;
     j->max_bytes = q->max_bytes;
-    return submit(L, j, c);
+    return writer_wait(L, c, &j->w, QUEUE_TIMEOUT, qjob_k);
 }
 
 /* Q.finish(id, "done" | "retry" | "dead", error, next_try, args) */
 static int l_finish(lua_State *L)
 {
     static const char *const ops[] = { "done", "retry", "dead", NULL };
-    struct lcall *c = call_waitable(L, "queue finish");
-    queue_of(L, c->b);
     size_t idlen;
     const char *id = luaL_checklstring(L, 1, &idlen);
     luaL_argcheck(L, idlen == QUEUE_ID_LEN, 1, "not a job id");
-    struct qjob *j = calloc(1, sizeof(*j));
+    enum qop op = (enum qop)(Q_DONE + luaL_checkoption(L, 2, NULL, ops));
+    double next_try = luaL_optnumber(L, 4, 0);
+    queue_need(L);
+    struct lcall *c = call_waitable(L, "queue finish");
+    struct qjob *j = qjob_new(c, op);
     if (j == NULL)
         return call_fail(L, "queue: out of memory");
-    j->b = c->b;
-    j->op = (enum qop)(Q_DONE + luaL_checkoption(L, 2, NULL, ops));
     memcpy(j->id, id, idlen + 1);
+    j->next_try = next_try;
     j->error = lua_isstring(L, 3) ? dup_arg(L, 3, NULL) : NULL;
-    j->next_try = luaL_optnumber(L, 4, 0);
     j->args = lua_isstring(L, 5) ? dup_arg(L, 5, NULL) : NULL;
-    return submit(L, j, c);
+    if ((lua_isstring(L, 3) && j->error == NULL) || (lua_isstring(L, 5) && j->args == NULL)) {
+        qjob_free(&j->w);
+        free(j);
+        return call_fail(L, "queue: out of memory");
+    }
+    return writer_wait(L, c, &j->w, QUEUE_TIMEOUT, qjob_k);
 }
 
 /* Q.settings(): {retry_min =, retry_max =} for deliver's backoff. */
@@ -326,13 +333,13 @@ static void start_due(struct queue *q)
 {
     struct bridge *b = q->b;
     lua_State *L = b->L;
-    sqlite3 *db = store_rdb(b);
-    sqlite3_stmt *r = NULL;
+    static const char due_sql[] = "SELECT id, kind, args, data, attempts, created, expires, last_error "
+                                  "FROM jobs WHERE state = 'queued' AND next_try <= ?1 ORDER BY next_try LIMIT ?2";
+    static const char next_sql[] = "SELECT min(next_try) FROM jobs WHERE state = 'queued'";
     double now = ev_now(b->loop);
-    if (sqlite3_prepare_v2(db, "SELECT id, kind, args, data, attempts, created, expires, last_error FROM jobs "
-                           "WHERE state = 'queued' AND next_try <= ?1 ORDER BY next_try LIMIT ?2",
-                           -1, &r, NULL) != SQLITE_OK) {
-        log_msg(LV_ERROR, NULL, "queue: %s", sqlite3_errmsg(db));
+    sqlite3_stmt *r = store_stmt(b, false, due_sql);
+    if (r == NULL) {
+        log_msg(LV_ERROR, NULL, "queue: %s", store_error(b, false));
         return;
     }
     sqlite3_bind_double(r, 1, now);
@@ -356,12 +363,12 @@ static void start_due(struct queue *q)
         c->ended = running_ended;
         c->ended_data = slot;
     }
-    sqlite3_finalize(r);
+    store_stmt_done(r);
     q->next_due = 0;
-    if (sqlite3_prepare_v2(db, "SELECT min(next_try) FROM jobs WHERE state = 'queued'", -1, &r, NULL) == SQLITE_OK) {
+    if ((r = store_stmt(b, false, next_sql)) != NULL) {
         if (sqlite3_step(r) == SQLITE_ROW && sqlite3_column_type(r, 0) != SQLITE_NULL)
             q->next_due = sqlite3_column_double(r, 0);
-        sqlite3_finalize(r);
+        store_stmt_done(r);
     }
 }
 

@@ -220,16 +220,10 @@ static int queue_write(lua_State *L, bool maildir, const char *prefix, size_t pl
     job->data = copy;
     job->len = plen + len;
     job->maildir = maildir;
-    job->w.c = c;
     job->w.what = what;
     job->w.run = job_run;
     job->w.free = job_free;
-    if (writer_submit(c->b, &job->w) < 0) {
-        job_free(&job->w);
-        free(job);
-        return call_fail(L, "%s: cannot start the writer thread", what);
-    }
-    return call_wait(L, c, job, writer_release, timeout, save_k);
+    return writer_wait(L, c, &job->w, timeout, save_k);
 }
 
 static double opt_timeout(lua_State *L, int idx)

@@ -39,6 +39,8 @@
 #define VALUE_MAX   (1024 * 1024)
 #define STORE_TIMEOUT 30.0
 #define BUSY_MS     5000           /* another process holds the write lock */
+#define STMT_MAX    16             /* statements of one connection, prepared once */
+#define CACHE_MAX   4096           /* keys the cache of store.get holds */
 
 static const char schema[] =
     "PRAGMA journal_mode = WAL;"
@@ -71,13 +73,21 @@ static const char schema[] =
     "CREATE TRIGGER IF NOT EXISTS jobs_out AFTER DELETE ON jobs BEGIN"
     "  UPDATE queue_stats SET jobs = jobs - 1, bytes = bytes - OLD.size; END;";
 
+/* The prepared statements of a connection, by the address of their SQL
+ * (each a constant of this file or queue.c). */
+struct stmts {
+    const char   *sql[STMT_MAX];
+    sqlite3_stmt *q[STMT_MAX];
+};
+
 struct store {
     sqlite3       *db;             /* the writer thread's */
     sqlite3       *rdb;            /* the loop's */
+    struct stmts   wq, rq;         /* their statements */
     _Atomic unsigned long long *gen;   /* GEN_SLOTS counters, shared */
-    bool           tx;             /* the writer's transaction is open */
     char           dir[PATH_MAX];
     int            cacheref;       /* registry: key -> {value, gen, expires} */
+    int            cached;         /* entries put in it since it was last emptied */
 };
 
 /* ---- the shared counters ---- */
@@ -180,20 +190,59 @@ int store_locate(const struct config *cfg, char *dir, size_t size)
     return 0;
 }
 
-void store_close(struct bridge *b)
+static void close_db(sqlite3 *db, struct stmts *c)
+{
+    for (int i = 0; i < STMT_MAX && c->sql[i]; i++)
+        sqlite3_finalize(c->q[i]);
+    sqlite3_close(db);
+}
+
+/* Close the database (the writer thread has no job of it left). */
+static void store_free(struct bridge *b)
 {
     struct store *st = b->store;
-    writer_stop(b);                   /* the queued writes first */
     if (st == NULL)
         return;
-    sqlite3_close(st->db);
-    sqlite3_close(st->rdb);
+    close_db(st->db, &st->wq);
+    close_db(st->rdb, &st->rq);
     if (st->gen)
         munmap((void *)st->gen, GEN_SLOTS * sizeof(*st->gen));
-    if (b->L)
-        luaL_unref(b->L, LUA_REGISTRYINDEX, st->cacheref);
+    luaL_unref(b->L, LUA_REGISTRYINDEX, st->cacheref);
     free(st);
     b->store = NULL;
+}
+
+/* The bridge closes: the queued writes first, then the database. */
+static void store_stop(struct bridge *b)
+{
+    writer_stop(b);
+    store_free(b);
+}
+
+sqlite3_stmt *store_stmt(struct bridge *b, bool writer, const char *sql)
+{
+    struct store *st = b->store;
+    struct stmts *c = writer ? &st->wq : &st->rq;
+    for (int i = 0; i < STMT_MAX; i++) {
+        if (c->sql[i] == sql) {
+            store_stmt_done(c->q[i]);   /* a raise may have left it stepped */
+            return c->q[i];
+        }
+        if (c->sql[i] == NULL) {
+            if (sqlite3_prepare_v3(writer ? st->db : st->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->q[i],
+                                   NULL) != SQLITE_OK)
+                return NULL;
+            c->sql[i] = sql;
+            return c->q[i];
+        }
+    }
+    return NULL;                      /* more than STMT_MAX: raise it */
+}
+
+void store_stmt_done(sqlite3_stmt *q)
+{
+    sqlite3_reset(q);                 /* a read transaction ends here */
+    sqlite3_clear_bindings(q);
 }
 
 int store_open(struct bridge *b, bool create, char *err, size_t errsz)
@@ -220,24 +269,22 @@ int store_open(struct bridge *b, bool create, char *err, size_t errsz)
     b->store = st;
     if (map_gen(st, err, errsz) < 0 || open_db(st, &st->db, true, err, errsz) < 0 ||
         open_db(st, &st->rdb, false, err, errsz) < 0) {
-        store_close(b);
+        store_free(b);
         return -1;
     }
-    if (b->L) {
-        lua_newtable(b->L);
-        st->cacheref = luaL_ref(b->L, LUA_REGISTRYINDEX);
-    }
+    lua_newtable(b->L);
+    st->cacheref = luaL_ref(b->L, LUA_REGISTRYINDEX);
     return 0;
 }
 
-/* The store, opened on first use; raises when it cannot be. */
-static struct store *store_need(lua_State *L, struct bridge *b)
+struct store *store_need(lua_State *L, const char *what)
 {
+    struct bridge *b = bridge_of(L);
     char err[PATH_MAX + 256];
     if (!b->state_dir[0])             /* the options are not read yet */
-        luaL_error(L, "store: not while the script loads (use it in a hook or a timer)");
+        luaL_error(L, "%s: not while the script loads (use it in a hook or a timer)", what);
     if (b->store == NULL && store_open(b, true, err, sizeof(err)) < 0)
-        luaL_error(L, "store: %s", err);
+        luaL_error(L, "%s: %s", what, err);
     return b->store;
 }
 
@@ -253,19 +300,12 @@ static int exec_tx(struct store *st, const char *sql, char *err, size_t errsz)
 
 int store_tx_begin(struct bridge *b, char *err, size_t errsz)
 {
-    struct store *st = b->store;
-    if (exec_tx(st, "BEGIN IMMEDIATE", err, errsz) < 0)
-        return -1;
-    st->tx = true;
-    return 0;
+    return exec_tx(b->store, "BEGIN IMMEDIATE", err, errsz);
 }
 
 int store_tx_end(struct bridge *b, char *err, size_t errsz)
 {
     struct store *st = b->store;
-    st->tx = false;
-    if (sqlite3_get_autocommit(st->db))
-        return 0;                     /* rolled back already: its jobs know */
     if (exec_tx(st, "COMMIT", err, errsz) == 0)
         return 0;
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
@@ -274,17 +314,12 @@ int store_tx_end(struct bridge *b, char *err, size_t errsz)
 
 bool store_tx_open(const struct bridge *b)
 {
-    return b->store->tx && !sqlite3_get_autocommit(b->store->db);
+    return !sqlite3_get_autocommit(b->store->db);
 }
 
-sqlite3 *store_db(const struct bridge *b)
+const char *store_error(const struct bridge *b, bool writer)
 {
-    return b->store->db;
-}
-
-sqlite3 *store_rdb(const struct bridge *b)
-{
-    return b->store->rdb;
+    return sqlite3_errmsg(writer ? b->store->db : b->store->rdb);
 }
 
 /* ---- values ---- */
@@ -454,10 +489,9 @@ static const char *const kv_sql[] = {
 static void kv_run(struct wjob *w)
 {
     struct kvjob *j = (struct kvjob *)w;
-    sqlite3 *db = store_db(j->b);
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(db, kv_sql[j->op], -1, &q, NULL) != SQLITE_OK) {
-        wjob_fail(w, "%s", sqlite3_errmsg(db));
+    sqlite3_stmt *q = store_stmt(j->b, true, kv_sql[j->op]);
+    if (q == NULL) {
+        wjob_fail(w, "%s", store_error(j->b, true));
         return;
     }
     sqlite3_bind_text(q, 1, j->key, (int)j->klen, SQLITE_STATIC);
@@ -481,10 +515,10 @@ static void kv_run(struct wjob *w)
         rc = sqlite3_step(q);
     }
     if (rc != SQLITE_DONE)
-        wjob_fail(w, "%s", sqlite3_errmsg(db));
+        wjob_fail(w, "%s", store_error(j->b, true));
     else if (j->op == KV_INCR && !j->changed)
         j->not_number = true;
-    sqlite3_finalize(q);
+    store_stmt_done(q);
 }
 
 static void kv_committed(struct wjob *w)
@@ -538,7 +572,7 @@ static int l_get(lua_State *L)
     size_t klen;
     const char *key = check_key(L, &klen);
     struct bridge *b = bridge_of(L);
-    struct store *st = store_need(L, b);
+    struct store *st = store_need(L, "store");
     double now = ev_now(b->loop);
     unsigned slot = slot_of(key, klen);
     unsigned long long gen = gen_now(st, slot);
@@ -559,16 +593,17 @@ static int l_get(lua_State *L)
         }
     }
     lua_settop(L, 2);
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(st->rdb, "SELECT type, value, expires FROM kv WHERE key = ?1 "
-                           "AND (expires IS NULL OR expires > ?2)", -1, &q, NULL) != SQLITE_OK)
-        return call_fail(L, "store: %s", sqlite3_errmsg(st->rdb));
+    static const char get_sql[] = "SELECT type, value, expires FROM kv WHERE key = ?1 "
+                                  "AND (expires IS NULL OR expires > ?2)";
+    sqlite3_stmt *q = store_stmt(b, false, get_sql);
+    if (q == NULL)
+        return call_fail(L, "store: %s", store_error(b, false));
     sqlite3_bind_text(q, 1, key, (int)klen, SQLITE_STATIC);
     sqlite3_bind_double(q, 2, now);
     int rc = sqlite3_step(q);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        sqlite3_finalize(q);
-        return call_fail(L, "store: %s", sqlite3_errmsg(st->rdb));
+        store_stmt_done(q);
+        return call_fail(L, "store: %s", store_error(b, false));
     }
     lua_createtable(L, 3, 0);                          /* 3: the cache entry */
     if (rc == SQLITE_ROW) {
@@ -580,9 +615,17 @@ static int l_get(lua_State *L)
             lua_rawseti(L, 3, 3);
         }
     }
-    sqlite3_finalize(q);
+    store_stmt_done(q);
     lua_pushinteger(L, (lua_Integer)gen);
     lua_rawseti(L, 3, 2);
+    if (++st->cached > CACHE_MAX) {   /* bounded: start again empty */
+        luaL_unref(L, LUA_REGISTRYINDEX, st->cacheref);
+        lua_newtable(L);
+        lua_replace(L, 2);
+        lua_pushvalue(L, 2);
+        st->cacheref = luaL_ref(L, LUA_REGISTRYINDEX);
+        st->cached = 1;
+    }
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 3);
     lua_rawset(L, 2);
@@ -619,30 +662,29 @@ static int kv_k(lua_State *L, int status, lua_KContext ctx)
     return n;
 }
 
-/* Queue a write of key; with a call that can wait, wait for its commit,
- * else (the script's main chunk) block until it is done. */
+/* Queue a write of key and wait for its commit. */
 static int kv_write(lua_State *L, enum kv_op op, int vidx, double ttl)
 {
     size_t klen;
     const char *key = check_key(L, &klen);
-    struct bridge *b = bridge_of(L);
-    struct store *st = store_need(L, b);
-    struct kvjob *j = calloc(1, sizeof(*j));
-    if (j == NULL)
-        return call_fail(L, "store: out of memory");
+    struct store *st = store_need(L, "store");
+    struct lcall *c = call_waitable(L, "luasmtpd.store");
+    struct value v = { 0 };
     if (vidx)
-        value_from(L, vidx, &j->v);   /* raises: j is not kept yet */
-    if ((j->key = malloc(klen + 1)) == NULL) {
-        kv_free(&j->w);
+        value_from(L, vidx, &v);      /* raises before it allocates */
+    struct kvjob *j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->key = malloc(klen + 1)) == NULL) {
         free(j);
+        free(v.s);
         return call_fail(L, "store: out of memory");
     }
     memcpy(j->key, key, klen);
     j->key[klen] = '\0';
     j->klen = klen;
-    j->b = b;
+    j->v = v;
+    j->b = c->b;
     j->op = op;
-    j->now = ev_now(b->loop);
+    j->now = ev_now(c->b->loop);
     j->expires = ttl > 0 ? j->now + ttl : 0;
     j->w.what = "store";
     j->w.in_tx = true;
@@ -650,21 +692,7 @@ static int kv_write(lua_State *L, enum kv_op op, int vidx, double ttl)
     j->w.committed = kv_committed;
     j->w.free = kv_free;
     cache_drop(L, st, 1);
-    struct lcall *c = call_can_wait(L);
-    if (c == NULL) {
-        int n = writer_run(b, &j->w) < 0 ? call_fail(L, "store: cannot start the writer thread")
-                                         : kv_results(L, j);
-        kv_free(&j->w);
-        free(j);
-        return n;
-    }
-    j->w.c = c;
-    if (writer_submit(b, &j->w) < 0) {
-        kv_free(&j->w);
-        free(j);
-        return call_fail(L, "store: cannot start the writer thread");
-    }
-    return call_wait(L, c, j, writer_release, STORE_TIMEOUT, kv_k);
+    return writer_wait(L, c, &j->w, STORE_TIMEOUT, kv_k);
 }
 
 static double opt_ttl(lua_State *L, int idx)
@@ -742,4 +770,4 @@ static int store_start(struct bridge *b, const struct config *cfg, char *err, si
     return store_open(b, false, err, errsz) < 0 ? -1 : 0;
 }
 
-const struct action store_action = { store_lib_open, store_start, store_close };
+const struct action store_action = { store_lib_open, store_start, store_stop };

@@ -4,7 +4,7 @@
  * stalls no session.
  *
  * A job is a struct wjob at the head of the action's own struct.  The loop
- * queues it (writer_submit); the thread takes everything queued at once and
+ * queues it (writer_wait); the thread takes everything queued at once and
  * runs it in order.  Jobs marked in_tx that follow one another share one
  * database transaction, committed before the next file job or at the end of
  * the batch: that is the group commit, one fsync for all the sessions that
@@ -26,7 +26,6 @@ struct writer {
     pthread_t       thread;
     pthread_mutex_t lock;
     pthread_cond_t  wake;          /* the thread: work, or quit */
-    pthread_cond_t  finished;      /* writer_run: a job it waits for is done */
     struct wjob    *queue, **queue_tail;
     struct wjob    *done;
     bool            quit;
@@ -119,21 +118,13 @@ static void *writer_main(void *arg)
         run_batch(w, list);
 
         pthread_mutex_lock(&w->lock);
-        bool async = false;
         while (list) {
             struct wjob *j = list;
             list = j->next;
-            if (j->sync) {
-                j->back = true;
-            } else {
-                j->next = w->done;
-                w->done = j;
-                async = true;
-            }
+            j->next = w->done;
+            w->done = j;
         }
-        pthread_cond_broadcast(&w->finished);
-        if (async)
-            ev_async_send(w->b->loop, &w->back);
+        ev_async_send(w->b->loop, &w->back);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -186,7 +177,6 @@ static struct writer *writer_start(struct bridge *b)
     w->back.data = w;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
-    pthread_cond_init(&w->finished, NULL);
     /* signals stay with the loop's thread */
     sigset_t all, old;
     sigfillset(&all);
@@ -196,7 +186,6 @@ static struct writer *writer_start(struct bridge *b)
     if (rc != 0) {
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->wake);
-        pthread_cond_destroy(&w->finished);
         free(w);
         return NULL;
     }
@@ -216,35 +205,28 @@ static void enqueue(struct writer *w, struct wjob *j)
     pthread_mutex_unlock(&w->lock);
 }
 
-int writer_submit(struct bridge *b, struct wjob *j)
-{
-    if (b->writer == NULL && (b->writer = writer_start(b)) == NULL)
-        return -1;
-    enqueue(b->writer, j);
-    return 0;
-}
-
-int writer_run(struct bridge *b, struct wjob *j)
-{
-    if (b->writer == NULL && (b->writer = writer_start(b)) == NULL)
-        return -1;
-    struct writer *w = b->writer;
-    j->sync = true;
-    enqueue(w, j);
-    pthread_mutex_lock(&w->lock);
-    while (!j->back)
-        pthread_cond_wait(&w->finished, &w->lock);
-    pthread_mutex_unlock(&w->lock);
-    return 0;
-}
-
-void writer_release(void *data)
+/* The call's release: a job still the thread's is let go, and freed when
+ * it comes back. */
+static void writer_release(void *data)
 {
     struct wjob *j = data;
     if (j->back)
         wjob_free(j);
     else
-        j->c = NULL;              /* the thread has it: freed on its return */
+        j->c = NULL;
+}
+
+int writer_wait(lua_State *L, struct lcall *c, struct wjob *j, double timeout, lua_KFunction k)
+{
+    struct bridge *b = c->b;
+    if (b->writer == NULL && (b->writer = writer_start(b)) == NULL) {
+        const char *what = j->what;   /* a constant */
+        wjob_free(j);
+        return call_fail(L, "%s: cannot start the writer thread", what);
+    }
+    j->c = c;
+    enqueue(b->writer, j);
+    return call_wait(L, c, j, writer_release, timeout, k);
 }
 
 void writer_stop(struct bridge *b)
@@ -267,7 +249,6 @@ void writer_stop(struct bridge *b)
     }
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->wake);
-    pthread_cond_destroy(&w->finished);
     free(w);
     b->writer = NULL;
 }

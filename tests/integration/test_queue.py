@@ -431,6 +431,9 @@ end
                 self.assertEqual(send(port, body="Subject: %d\r\n\r\nx\r\n" % (i % 5))[0], 250)
             self.assertIsNotNone(srv.wait_log(r"count 20 ", timeout=10), srv.log())
             self.assertEqual(srv.count_log(r"first true"), 5)
+            # both workers took mail: the sharing above is across processes
+            self.assertGreater(srv.count_log(r" w1 .*script: count"), 0, srv.log())
+            self.assertGreater(srv.count_log(r" w2 .*script: count"), 0, srv.log())
 
     def test_write_is_atomic(self):
         out = tmp_path("write-out")
@@ -449,6 +452,17 @@ end
             self.assertIsNotNone(srv.wait_log(r"failed write: cannot create .*missing/dir/x"), srv.log())
             self.assertEqual(os.listdir(out), ["pic.txt"])
             self.assertIn(b"Subject: pic", open(os.path.join(out, "pic.txt"), "rb").read())
+
+    def test_writes_wait_so_not_from_on_close(self):
+        path = script("close", '''
+local l = require "luasmtpd"
+function on_mail(mail) l.log("get", tostring(l.store.get("k"))) end
+function on_close() l.store.set("k", 1) end
+''')
+        with Server(path, "--state-dir", tmp_path("close-state")) as srv:
+            self.assertEqual(send(srv.port)[0], 250)
+            self.assertIsNotNone(srv.wait_log(r"on_close may not wait \(luasmtpd.store\)"), srv.log())
+            self.assertIsNotNone(srv.wait_log(r"get nil"), srv.log())
 
     def test_not_while_loading(self):
         path = script("loading", 'local l = require "luasmtpd"\nl.store.set("x", 1)\n')
