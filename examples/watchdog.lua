@@ -5,10 +5,14 @@
 --   SILENT_AFTER=900 build/luasmtpd examples/watchdog.lua
 --
 -- Devices listed in WATCH (comma-separated addresses) are watched from
--- startup, so one that never mails at all is reported too.  The state (which
--- devices are in alarm) lives in a plain Lua table of the script: it lasts as
--- long as the server runs.
+-- startup, so one that never mails at all is reported too.
+--
+-- Everything lives in luasmtpd.store: the watchdogs' deadlines and which
+-- devices are in alarm.  A restart (even kill -9) forgets nothing: a device
+-- that stays silent through it is still reported, once, and with
+-- --workers N each alarm and each "back" is raised by one worker.
 local luasmtpd = require "luasmtpd"
+local store = luasmtpd.store
 
 local SILENT_AFTER = tonumber(os.getenv("SILENT_AFTER") or "900")
 local MQTT = os.getenv("MQTT_HOST")
@@ -16,8 +20,6 @@ local MQTT = os.getenv("MQTT_HOST")
 if MQTT then
   config = { mqtt = { host = MQTT, port = tonumber(os.getenv("MQTT_PORT") or "1883") } }
 end
-
-local in_alarm = {}      -- device -> true while silent
 
 local function notify(device, state)
   luasmtpd.log(state == "silent" and "warn" or "info", "watchdog:", device, state)
@@ -29,14 +31,17 @@ local function notify(device, state)
 end
 
 local function alarm(device)
-  in_alarm[device] = true
+  store.set("in_alarm:" .. device, true)
   notify(device, "silent")
 end
 
+-- a watchdog armed before a restart, which went off after it
+on_watchdog = alarm
+
 local function seen(device)
   luasmtpd.watchdog(device, SILENT_AFTER, alarm)
-  if in_alarm[device] then
-    in_alarm[device] = nil
+  -- only the worker whose delete succeeds says the device is back
+  if store.get("in_alarm:" .. device) and store.delete("in_alarm:" .. device, true) then
     notify(device, "back")
   end
 end

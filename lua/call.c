@@ -216,16 +216,24 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     return HOOK_DONE;
 }
 
-struct lcall *call_waitable(lua_State *L, const char *what)
+const char *call_no_wait(lua_State *L)
 {
     struct lcall *c = bridge_of(L)->running;
     if (c == NULL)
-        luaL_error(L, "%s can only be called from a hook", what);
-    else if (c->stage == CALL_CLOSE)
-        luaL_error(L, "on_close may not wait (%s)", what);   /* its session is gone */
-    else if (c->co != L)
-        luaL_error(L, "%s cannot be called from a nested coroutine", what);
-    return c;
+        return "%s can only be called from a hook";
+    if (c->stage == CALL_CLOSE)
+        return "on_close may not wait (%s)";   /* its session is gone */
+    if (c->co != L)
+        return "%s cannot be called from a nested coroutine";
+    return NULL;
+}
+
+struct lcall *call_waitable(lua_State *L, const char *what)
+{
+    const char *why = call_no_wait(L);
+    if (why)
+        luaL_error(L, why, what);
+    return bridge_of(L)->running;
 }
 
 /* --- waiting --------------------------------------------------------------- */

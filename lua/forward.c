@@ -12,7 +12,8 @@
  * callback): the reply to each RCPT, so that every refused recipient is
  * told, and the last reply, to the message or to the command that ended
  * the transaction.  The result is {code = 250, reply = "2.0.0 Ok ...",
- * rejected = {["x@y"] = "550 5.1.1 ..."}}, with the code of a refusal when
+ * command = "DATA", rejected = {["x@y"] = "550 5.1.1 ..."}}, with the code
+ * and the command of a refusal when
  * the server refused (check r.code); nil and a reason when no SMTP answer
  * came (no connection, TLS, a timeout).
  */
@@ -23,9 +24,9 @@
 #include <curl/curl.h>
 
 #include "internal.h"
+#include "transcript.h"
 
 #define FORWARD_TIMEOUT 60.0
-#define REPLY_MAX       512
 #define RCPT_MAX        1000
 
 struct fwd {
@@ -34,16 +35,7 @@ struct fwd {
     char              *data;      /* the trace field and the message */
     size_t             len, off;
     char               err[CURL_ERROR_SIZE];
-    /* the transcript */
-    char               cmd[16];   /* the last command sent: "RCPT", "MAIL", ... */
-    char               rcpt[REPLY_MAX];   /* its address, for RCPT */
-    int                code;      /* the last final reply */
-    char               reply[REPLY_MAX];
-    struct rejected {
-        struct rejected *next;
-        char             addr[REPLY_MAX];
-        char             reply[REPLY_MAX + 8];   /* "550 " and the reply */
-    } *rejected;
+    struct transcript  t;         /* what the server answered */
 };
 
 static size_t read_cb(char *out, size_t size, size_t n, void *userp)
@@ -57,56 +49,12 @@ static size_t read_cb(char *out, size_t size, size_t n, void *userp)
     return want;
 }
 
-/* A command curl sent: remember which, and the RCPT's address. */
-static void sent(struct fwd *f, const char *line, size_t n)
-{
-    size_t w = 0;
-    while (w < n && w + 1 < sizeof(f->cmd) && line[w] != ' ' && line[w] != '\r' && line[w] != '\n')
-        w++;
-    memcpy(f->cmd, line, w);
-    f->cmd[w] = '\0';
-    f->rcpt[0] = '\0';
-    const char *lt = memchr(line, '<', n), *gt = lt ? memchr(lt, '>', n - (size_t)(lt - line)) : NULL;
-    if (strcmp(f->cmd, "RCPT") == 0 && gt && (size_t)(gt - lt) < sizeof(f->rcpt))
-        snprintf(f->rcpt, sizeof(f->rcpt), "%.*s", (int)(gt - lt - 1), lt + 1);
-}
-
-/* A line the server answered: its final line ("250 ...") is the reply. */
-static void answered(struct fwd *f, const char *line, size_t n)
-{
-    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
-        n--;
-    if (n < 3 || line[0] < '2' || line[0] > '5' || (n > 3 && line[3] != ' ') || strcmp(f->cmd, "QUIT") == 0)
-        return;                       /* not a reply, its last line, or of interest */
-    f->code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-    size_t t = n > 4 ? 4 : n;
-    snprintf(f->reply, sizeof(f->reply), "%.*s", (int)(n - t), line + t);
-    if (strcmp(f->cmd, "RCPT") == 0 && f->code >= 400 && f->rcpt[0]) {
-        struct rejected *r = calloc(1, sizeof(*r));
-        if (r == NULL)
-            return;
-        snprintf(r->addr, sizeof(r->addr), "%s", f->rcpt);
-        snprintf(r->reply, sizeof(r->reply), "%d %s", f->code, f->reply);
-        r->next = f->rejected;
-        f->rejected = r;
-    }
-}
-
 static int debug_cb(CURL *e, curl_infotype type, char *data, size_t size, void *userp)
 {
     struct fwd *f = userp;
     (void)e;
-    /* a piece may hold several lines */
-    while (size > 0 && (type == CURLINFO_HEADER_IN || type == CURLINFO_HEADER_OUT)) {
-        const char *lf = memchr(data, '\n', size);
-        size_t n = lf ? (size_t)(lf - data) + 1 : size;
-        if (type == CURLINFO_HEADER_OUT)
-            sent(f, data, n);
-        else
-            answered(f, data, n);
-        data += n;
-        size -= n;
-    }
+    if (type == CURLINFO_HEADER_IN || type == CURLINFO_HEADER_OUT)
+        transcript_feed(&f->t, type == CURLINFO_HEADER_OUT, data, size);
     return 0;
 }
 
@@ -115,11 +63,7 @@ static void fwd_release(void *data)
     struct fwd *f = data;
     xfer_free(f->x.c->b, &f->x);
     curl_slist_free_all(f->rcpts);
-    while (f->rejected) {
-        struct rejected *r = f->rejected;
-        f->rejected = r->next;
-        free(r);
-    }
+    transcript_free(&f->t);
     free(f->data);
     free(f);
 }
@@ -130,16 +74,20 @@ static int fwd_k(lua_State *L, int status, lua_KContext ctx)
     struct fwd *f = c->waitdata;
     int n = 1;
     (void)status;
-    if (f->code == 0 || (f->x.result != CURLE_OK && f->code < 400)) {
+    if (f->t.code == 0 || (f->x.result != CURLE_OK && f->t.code < 400)) {
         n = call_fail(L, "forward: %s", f->err[0] ? f->err : curl_easy_strerror((CURLcode)f->x.result));
+    } else if (f->t.oom) {            /* a refusal not kept: nothing may pass as delivered */
+        n = call_fail(L, "forward: out of memory");
     } else {
-        lua_createtable(L, 0, 3);
-        lua_pushinteger(L, f->code);
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, f->t.code);
         lua_setfield(L, -2, "code");
-        lua_pushstring(L, f->reply);
+        lua_pushstring(L, f->t.reply);
         lua_setfield(L, -2, "reply");
+        lua_pushstring(L, f->t.replied);
+        lua_setfield(L, -2, "command");
         lua_newtable(L);
-        for (const struct rejected *r = f->rejected; r; r = r->next) {
+        for (const struct transcript_refusal *r = f->t.refused; r; r = r->next) {
             lua_pushstring(L, r->reply);
             lua_setfield(L, -2, r->addr);
         }

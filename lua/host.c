@@ -456,16 +456,53 @@ bool bridge_decides_auth(const struct bridge *b)
     return (b->defined >> HOOK_AUTH) & 1;
 }
 
+/* Hooks that run without a session, as tasks (their callers are in
+ * lua/luasmtpd.lua). */
+static const char *const task_hooks[] = { "on_watchdog", "on_queue_failed", NULL };
+
+static bool is_hook(const char *name)
+{
+    for (int st = 0; st <= CALL_CLOSE; st++)
+        if (strcmp(name, call_hook_name(st)) == 0)
+            return true;
+    for (int i = 0; task_hooks[i]; i++)
+        if (strcmp(name, task_hooks[i]) == 0)
+            return true;
+    return false;
+}
+
 void bridge_describe(struct bridge *b, char *out, size_t outsz)
 {
+    lua_State *L = b->L;
     size_t o = (size_t)snprintf(out, outsz, "hooks:");
+    bool any = b->defined != 0 || b->ioevent;
     for (int st = 0; st <= CALL_CLOSE && o < outsz; st++)
         if (b->defined & (1 << st))
             o += (size_t)snprintf(out + o, outsz - o, " %s", call_hook_name(st));
+    for (int i = 0; task_hooks[i] && o < outsz; i++) {
+        if (lua_getglobal(L, task_hooks[i]) == LUA_TFUNCTION) {
+            o += (size_t)snprintf(out + o, outsz - o, " %s", task_hooks[i]);
+            any = true;
+        }
+        lua_pop(L, 1);
+    }
     if (b->ioevent && o < outsz)
         o += (size_t)snprintf(out + o, outsz - o, " IOEvent");
-    if (b->defined == 0 && !b->ioevent && o < outsz)
-        snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
+    if (!any && o < outsz)
+        o += (size_t)snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
+    /* a global function named like a hook that is none: a typo */
+    const char *sep = "; not hooks (misspelt?):";
+    lua_pushglobaltable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        if (lua_type(L, -1) == LUA_TFUNCTION && strncmp(name, "on_", 3) == 0 && !is_hook(name) && o < outsz) {
+            o += (size_t)snprintf(out + o, outsz - o, "%s %s", sep, name);
+            sep = "";
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
 }
 
 void bridge_running(void *ctx, char *out, size_t size)

@@ -138,6 +138,9 @@ void  call_hooks_init(struct bridge *b);
 /* The call a C function may suspend with call_wait(); raises when `what`
  * cannot wait here. */
 struct lcall *call_waitable(lua_State *L, const char *what);
+/* Why the caller may not wait here (a format for the action's name), or
+ * NULL when it may. */
+const char *call_no_wait(lua_State *L);
 
 /*
  * The one way an action waits: suspend the running call c (from

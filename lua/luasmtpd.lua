@@ -54,48 +54,164 @@ function M.hsyco_json(mail)
   return unescape_slashes(json)
 end
 
+-- watchdog and debounce keep their state in luasmtpd.store, so that it is
+-- shared by the workers and survives a restart (docs/actions.md).
+local can_wait = M._can_wait
+M._can_wait = nil
+local YEAR = 31536000
+
+-- A key of theirs, which becomes a store key behind a prefix.
+local function state_key(key, fname)
+  if type(key) == "number" then key = tostring(key) end
+  if type(key) ~= "string" or key == "" or #key > 1000 then
+    error("bad argument #1 to '" .. fname .. "' (a key of 1 to 1000 bytes expected)", 3)
+  end
+  return key
+end
+
 -- watchdog(key, seconds, fn): call fn(key) unless watchdog(key, ...) is
 -- called again within seconds; each call re-arms it.  watchdog(key, nil)
--- disarms it.  Returns the timer handle (nil when disarmed).
-local dogs = {}
+-- disarms it.
+--
+-- The deadline is the value of store key "watchdog:KEY".  Each process
+-- that knows it keeps a timer for it; when one goes off, the deadline is
+-- read again (another worker may have moved it), and only the process
+-- whose delete(key, deadline) succeeds runs the function: each deadline
+-- fires once per server.  Deadlines left by an earlier run are re-armed at
+-- start, and run on_watchdog(key) unless the script arms them again.
+local WD = "watchdog:"
+local dogs = {}      -- key -> this process's timer
+local dog_fns = {}   -- key -> the function last armed here
+local started = false
+local at_start = {}  -- what the main chunk armed: key -> {seconds, fn} or false
+
+local dog_due
+
+local function dog_timer(key, deadline)
+  local old = dogs[key]
+  if old then old:cancel() end
+  dogs[key] = M.after(math.min(YEAR, math.max(0, deadline - M.time())), function(self)
+    if dogs[key] == self then dogs[key] = nil end
+    return dog_due(key)
+  end)
+end
+
+function dog_due(key)
+  local skey = WD .. key
+  local deadline = M.store.get(skey)
+  if type(deadline) ~= "number" then        -- disarmed, or it fired elsewhere
+    if not dogs[key] then dog_fns[key] = nil end
+    return
+  end
+  if deadline - M.time() > 0.001 then       -- re-armed by another worker
+    if not dogs[key] then dog_timer(key, deadline) end
+    return
+  end
+  local won, err = M.store.delete(skey, deadline)
+  if won == nil then
+    M.log("warn", "watchdog:", key, err, "(tried again in a second)")
+    if not dogs[key] then dog_timer(key, M.time() + 1) end
+    return
+  end
+  if not won then return end                -- another worker, or a re-arm, came first
+  local fn = dog_fns[key] or rawget(_G, "on_watchdog")
+  if not dogs[key] then dog_fns[key] = nil end
+  if type(fn) ~= "function" then
+    M.log("warn", "watchdog:", key, "went off, armed before the server started: define on_watchdog(key) for it")
+    return
+  end
+  return fn(key)
+end
 
 function M.watchdog(key, seconds, fn)
   if key == nil then
     error("bad argument #1 to 'watchdog' (key expected, got nil)", 2)
   end
+  key = state_key(key, "watchdog")
+  if seconds ~= nil then
+    if type(seconds) ~= "number" or not (seconds >= 0 and seconds <= YEAR) then
+      error("bad argument #2 to 'watchdog' (seconds out of range (0 to 31536000))", 2)
+    end
+    if type(fn) ~= "function" then
+      error("bad argument #3 to 'watchdog' (function expected, got " .. type(fn) .. ")", 2)
+    end
+  end
+  if not started then                       -- the main chunk: armed at start
+    at_start[key] = seconds ~= nil and { seconds, fn }
+    return true
+  end
+  if not can_wait() then                    -- on_close: as soon as the loop turns
+    M.after(0, function() M.watchdog(key, seconds, fn) end)
+    return true
+  end
   local old = dogs[key]
   if old then old:cancel() end
   dogs[key] = nil
-  if seconds == nil then return nil end
-  if type(fn) ~= "function" then
-    error("bad argument #3 to 'watchdog' (function expected, got " .. type(fn) .. ")", 2)
+  if seconds == nil then
+    dog_fns[key] = nil
+    return M.store.delete(WD .. key)
   end
-  local handle
-  handle = M.after(seconds, function()
-    if dogs[key] == handle then dogs[key] = nil end
-    return fn(key)
-  end)
-  dogs[key] = handle
-  return handle
+  local deadline = M.time() + seconds
+  dog_fns[key] = fn
+  dog_timer(key, deadline)
+  return M.store.set(WD .. key, deadline)
 end
 
+-- At start: what the main chunk armed (a deadline that survived a restart
+-- is kept: restarting does not postpone an alarm), then every deadline in
+-- the store.
+M.after(0, function()
+  started = true
+  local armed = at_start
+  at_start = nil
+  for key, a in pairs(armed) do
+    if a then
+      dog_fns[key] = a[2]
+      local ok, err = M.store.add(WD .. key, M.time() + a[1])
+      if ok == nil then M.log("warn", "watchdog:", key, err) end
+    elseif not M.store.delete(WD .. key) then
+      M.log("warn", "watchdog:", key, "not disarmed")
+    end
+  end
+  for _, skey in ipairs(M.store.keys(WD, math.maxinteger)) do
+    local key = skey:sub(#WD + 1)
+    local deadline = M.store.get(skey)
+    if type(deadline) == "number" and not dogs[key] then dog_timer(key, deadline) end
+  end
+end)
+
 -- debounce(key, seconds): true the first time key is seen in a window of
--- seconds (the window starts then), false for the rest of it.  Expired keys
--- are swept once the table has grown, so it stays as large as the keys seen
--- within one window.
+-- seconds (the window starts then), false for the rest of it.  The window
+-- is store key "debounce:KEY" (its value the window's end), which add()
+-- opens for one caller of the whole server; each process remembers the
+-- windows it has seen open, so a repeated call costs no store call.
+-- Windows past their end are swept once the table has grown.
 local windows, nwindows, sweep_at = {}, 0, 1024
 
 function M.debounce(key, seconds)
   if key == nil then
     error("bad argument #1 to 'debounce' (key expected, got nil)", 2)
   end
-  if type(seconds) ~= "number" or seconds < 0 then
-    error("bad argument #2 to 'debounce' (seconds expected)", 2)
+  key = state_key(key, "debounce")
+  if type(seconds) ~= "number" or not (seconds >= 0 and seconds <= YEAR) then
+    error("bad argument #2 to 'debounce' (seconds expected, 0 to 31536000)", 2)
   end
-  local now = M.now()
+  local now = M.time()
   local ends = windows[key]
   if ends and now < ends then return false end
-  if not ends then
+  if seconds == 0 then return true end
+  if not can_wait() then
+    error("debounce waits for the store: call it from a hook or a timer's function", 2)
+  end
+  local skey = "debounce:" .. key
+  local first, err = M.store.add(skey, now + seconds, seconds)
+  if first == nil then                      -- the store failed: act, and say so
+    M.log("warn", "debounce:", key, err, "(a window of this process only)")
+    first = true
+  end
+  ends = not first and M.store.get(skey)
+  if type(ends) ~= "number" then ends = now + seconds end
+  if not windows[key] then
     nwindows = nwindows + 1
     if nwindows > sweep_at then
       for k, e in pairs(windows) do
@@ -104,8 +220,8 @@ function M.debounce(key, seconds)
       sweep_at = math.max(1024, 2 * nwindows)
     end
   end
-  windows[key] = now + seconds
-  return true
+  windows[key] = ends
+  return first
 end
 
 -- The durable queue (lua/queue.c, docs/queue.md).  queue() checks a job
@@ -181,7 +297,9 @@ function run.forward(job, args)
       if reply:sub(1, 1) == "5" then failed[#failed + 1] = rcpt else later[#later + 1] = rcpt end
     end
   end
-  if r.code >= 400 and #why == 0 then return r.code .. " " .. r.reply, r.code >= 500 end
+  -- a refused login is a setting to mend, not a reason to drop the mail
+  -- (Postfix's smtp_sasl_auth_soft_bounce)
+  if r.code >= 400 and #why == 0 then return r.code .. " " .. r.reply, r.code >= 500 and r.command ~= "AUTH" end
   if #why == 0 then return nil end
   if #failed > 0 and #later > 0 then
     -- two outcomes: the retried recipients become a job of their own

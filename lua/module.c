@@ -59,11 +59,20 @@ static int l_sleep(lua_State *L)
     return call_wait(L, c, NULL, NULL, secs, NULL);
 }
 
+/* _can_wait(): whether the caller may wait on an action here (luasmtpd.lua
+ * takes it away from the module table). */
+static int l_can_wait(lua_State *L)
+{
+    lua_pushboolean(L, call_no_wait(L) == NULL);
+    return 1;
+}
+
 int luaopen_luasmtpd(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         { "log", l_log },
         { "sleep", l_sleep },
+        { "_can_wait", l_can_wait },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -256,8 +257,10 @@ int store_open(struct bridge *b, bool create, char *err, size_t errsz)
     }
     st->cacheref = LUA_NOREF;
     snprintf(st->dir, sizeof(st->dir), "%s", b->state_dir);
+    char path[PATH_MAX + 16];
     struct stat sb;
-    if (!create && stat(st->dir, &sb) < 0) {
+    snprintf(path, sizeof(path), "%s/luasmtpd.db", st->dir);
+    if (!create && stat(path, &sb) < 0) {
         free(st);
         return 1;                     /* nothing there yet */
     }
@@ -267,8 +270,21 @@ int store_open(struct bridge *b, bool create, char *err, size_t errsz)
         return -1;
     }
     b->store = st;
-    if (map_gen(st, err, errsz) < 0 || open_db(st, &st->db, true, err, errsz) < 0 ||
-        open_db(st, &st->rdb, false, err, errsz) < 0) {
+    if (map_gen(st, err, errsz) < 0) {
+        store_free(b);
+        return -1;
+    }
+    /* workers starting together: one at a time makes the schema (SQLite
+     * answers "locked" at once to a second one switching to WAL).  The lock
+     * is on a descriptor of its own: the mapping keeps map_gen's open. */
+    snprintf(path, sizeof(path), "%s/luasmtpd.gen", st->dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    while (fd >= 0 && flock(fd, LOCK_EX) < 0 && errno == EINTR)
+        ;
+    int rc = open_db(st, &st->db, true, err, errsz) < 0 || open_db(st, &st->rdb, false, err, errsz) < 0 ? -1 : 0;
+    if (fd >= 0)
+        close(fd);                    /* and the lock with it */
+    if (rc < 0) {
         store_free(b);
         return -1;
     }
@@ -277,15 +293,22 @@ int store_open(struct bridge *b, bool create, char *err, size_t errsz)
     return 0;
 }
 
-struct store *store_need(lua_State *L, const char *what)
+/* The database for what (a name for errors), opened on first use; with
+ * create false, NULL when there is none yet: a read does not create it. */
+static struct store *store_use(lua_State *L, const char *what, bool create)
 {
     struct bridge *b = bridge_of(L);
     char err[PATH_MAX + 256];
     if (!b->state_dir[0])             /* the options are not read yet */
         luaL_error(L, "%s: not while the script loads (use it in a hook or a timer)", what);
-    if (b->store == NULL && store_open(b, true, err, sizeof(err)) < 0)
+    if (b->store == NULL && store_open(b, create, err, sizeof(err)) < 0)
         luaL_error(L, "%s: %s", what, err);
     return b->store;
+}
+
+struct store *store_need(lua_State *L, const char *what)
+{
+    return store_use(L, what, true);
 }
 
 /* ---- the writer's transactions (writer.c) ---- */
@@ -451,7 +474,7 @@ static void push_column(lua_State *L, sqlite3_stmt *q, int col, char type)
 
 /* ---- the writer's jobs for keys ---- */
 
-enum kv_op { KV_SET, KV_DELETE, KV_INCR, KV_ADD };
+enum kv_op { KV_SET, KV_DELETE, KV_DELETE_IF, KV_INCR, KV_ADD };
 
 struct kvjob {
     struct wjob   w;
@@ -461,7 +484,8 @@ struct kvjob {
     size_t        klen;
     struct value  v;
     double        now, expires;   /* Unix time; expires 0: never */
-    bool          changed;        /* KV_ADD: it was set; KV_INCR: a result */
+    bool          changed;        /* KV_ADD: it was set; KV_DELETE_IF: deleted;
+                                     KV_INCR: a result */
     bool          not_number;     /* KV_INCR on a value that is not a number */
     lua_Integer   ri;             /* KV_INCR's result */
     double        rd;
@@ -473,6 +497,9 @@ static const char *const kv_sql[] = {
                "ON CONFLICT (key) DO UPDATE SET type = excluded.type, value = excluded.value, "
                "expires = excluded.expires",
     [KV_DELETE] = "DELETE FROM kv WHERE key = ?1",
+    /* delete(key, value): only while key holds value */
+    [KV_DELETE_IF] = "DELETE FROM kv WHERE key = ?1 AND type = ?2 AND value = ?3 "
+                     "AND (expires IS NULL OR expires > ?5) RETURNING 1",
     /* a missing or expired key starts from 0; one that holds no number is
      * left alone, and no row comes back */
     [KV_INCR] = "INSERT INTO kv (key, type, value, expires) VALUES (?1, 'n', ?3, NULL) "
@@ -572,7 +599,11 @@ static int l_get(lua_State *L)
     size_t klen;
     const char *key = check_key(L, &klen);
     struct bridge *b = bridge_of(L);
-    struct store *st = store_need(L, "store");
+    struct store *st = store_use(L, "store", false);
+    if (st == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
     double now = ev_now(b->loop);
     unsigned slot = slot_of(key, klen);
     unsigned long long gen = gen_now(st, slot);
@@ -647,7 +678,7 @@ static int kv_results(lua_State *L, const struct kvjob *j)
     else if (j->op == KV_INCR)
         lua_pushnumber(L, j->rd);
     else
-        lua_pushboolean(L, j->op != KV_ADD || j->changed);
+        lua_pushboolean(L, (j->op != KV_ADD && j->op != KV_DELETE_IF) || j->changed);
     return 1;
 }
 
@@ -722,9 +753,15 @@ static int l_add(lua_State *L)
     return kv_write(L, KV_ADD, 2, ttl);
 }
 
+/* store.delete(key [, value]): true once committed; with value, only
+ * while key holds it, and whether it did. */
 static int l_delete(lua_State *L)
 {
-    return kv_write(L, KV_DELETE, 0, 0);
+    if (lua_isnoneornil(L, 2))
+        return kv_write(L, KV_DELETE, 0, 0);
+    int t = lua_type(L, 2);
+    luaL_argexpected(L, t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN, 2, "string, number or boolean");
+    return kv_write(L, KV_DELETE_IF, 2, 0);
 }
 
 /* store.incr(key [, n]): the new number. */
@@ -738,6 +775,50 @@ static int l_incr(lua_State *L)
     return kv_write(L, KV_INCR, 2, 0);
 }
 
+/* store.keys([prefix [, max]]): the keys that begin with prefix, in byte
+ * order, at most max of them (default 1000). */
+static int l_keys(lua_State *L)
+{
+    size_t plen;
+    const char *prefix = luaL_optlstring(L, 1, "", &plen);
+    lua_Integer max = luaL_optinteger(L, 2, 1000);
+    luaL_argcheck(L, plen <= KEY_MAX, 1, "prefix longer than 1024 bytes");
+    luaL_argcheck(L, max > 0, 2, "max must be at least 1");
+    struct bridge *b = bridge_of(L);
+    struct store *st = store_use(L, "store", false);
+    lua_newtable(L);
+    if (st == NULL)
+        return 1;
+    /* the keys past the prefix's range begin with it, its last byte below
+     * 0xff moved on by one (none: no end) */
+    char end[KEY_MAX];
+    size_t elen = plen;
+    memcpy(end, prefix, plen);
+    while (elen > 0 && (unsigned char)end[elen - 1] == 0xff)
+        elen--;
+    if (elen > 0)
+        end[elen - 1] = (char)((unsigned char)end[elen - 1] + 1);
+    static const char keys_sql[] = "SELECT key FROM kv WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) "
+                                   "AND (expires IS NULL OR expires > ?3) ORDER BY key LIMIT ?4";
+    sqlite3_stmt *q = store_stmt(b, false, keys_sql);
+    if (q == NULL)
+        return call_fail(L, "store: %s", store_error(b, false));
+    sqlite3_bind_text(q, 1, prefix, (int)plen, SQLITE_STATIC);
+    if (elen > 0)
+        sqlite3_bind_text(q, 2, end, (int)elen, SQLITE_STATIC);
+    sqlite3_bind_double(q, 3, ev_now(b->loop));
+    sqlite3_bind_int64(q, 4, max);
+    int rc, n = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        lua_pushlstring(L, (const char *)sqlite3_column_text(q, 0), (size_t)sqlite3_column_bytes(q, 0));
+        lua_rawseti(L, -2, ++n);
+    }
+    store_stmt_done(q);
+    if (rc != SQLITE_DONE)
+        return call_fail(L, "store: %s", store_error(b, false));
+    return 1;
+}
+
 static void store_lib_open(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -746,6 +827,7 @@ static void store_lib_open(lua_State *L)
         { "add", l_add },
         { "delete", l_delete },
         { "incr", l_incr },
+        { "keys", l_keys },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);

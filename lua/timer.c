@@ -1,5 +1,6 @@
 /*
- * luasmtpd.after(seconds, fn), luasmtpd.every(seconds, fn), luasmtpd.now()
+ * luasmtpd.after(seconds, fn), luasmtpd.every(seconds, fn), luasmtpd.now(),
+ * luasmtpd.time()
  *
  * A timer is a userdata holding an ev_timer and the function.  While armed
  * it is anchored in the registry, so a script may drop the handle; cancel()
@@ -145,10 +146,18 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* luasmtpd.time(): the date as Unix time, with a fraction (the loop's clock,
+ * the one luasmtpd.store's expiries use). */
+static int l_time(lua_State *L)
+{
+    lua_pushnumber(L, ev_now(bridge_of(L)->loop));
+    return 1;
+}
+
 static void timer_open(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        { "after", l_after }, { "every", l_every }, { "now", l_now }, { NULL, NULL },
+        { "after", l_after }, { "every", l_every }, { "now", l_now }, { "time", l_time }, { NULL, NULL },
     };
     luaL_setfuncs(L, funcs, 0);
 }

@@ -28,14 +28,17 @@ def tmp_path(name):
 
 
 class Server:
-    def __init__(self, *args, listen="127.0.0.1:0", log_level="debug", preexec_fn=None):
+    def __init__(self, *args, listen="127.0.0.1:0", log_level="debug", preexec_fn=None, env=None):
         cmd = [BINARY, "--log-level", log_level]
         if listen:
             cmd += ["--listen", listen]
         cmd += list(args)
         self.cmd = cmd
+        # env: variables added to ours; without --state-dir, a state
+        # directory of this server's own
+        env = dict(os.environ, STATE_DIRECTORY=tempfile.mkdtemp(prefix="state-", dir=TMPDIR), **(env or {}))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, preexec_fn=preexec_fn)
+                                     stderr=subprocess.PIPE, preexec_fn=preexec_fn, env=env)
         self.lines = []
         self.out = []         # stdout: what scripts print (the default's events)
         self.lock = threading.Lock()

@@ -4,9 +4,13 @@ import os
 import shutil
 import smtplib
 import time
+import unittest
 from email import message_from_bytes
+from email.mime.image import MIMEImage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 
-from harness import Broker, Server, ServerTest, tmp_path
+from harness import Broker, Server, ServerTest, free_port, tmp_path
 from test_actions import WebService
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -255,3 +259,81 @@ class Watchdog(WithEnv):
             self.assertTrue(self.srv.wait_log(r"warn script: watchdog: plc@site.example silent", timeout=3))
             s.sendmail("plc@site.example", ["ops@site.example"], b"Subject: alive\r\n\r\n")
             self.assertTrue(self.srv.wait_log(r"script: watchdog: plc@site.example back"))
+
+    def test_one_alarm_with_workers_and_across_a_restart(self):
+        state = tmp_path("watchdog-example-state")
+        port = free_port()
+        with Server(example("watchdog.lua"), "--workers", "2", "--state-dir", state,
+                    listen="127.0.0.1:%d" % port, env=self.ENV) as srv:
+            self.assertTrue(srv.wait_log(r"watchdog: never@site.example silent"))
+            for _ in range(4):                  # either worker may take each
+                with smtplib.SMTP("127.0.0.1", port) as s:
+                    s.sendmail("plc@site.example", ["ops@site.example"], b"Subject: alive\r\n\r\n")
+            self.assertTrue(srv.wait_log(r"watchdog: plc@site.example silent", timeout=4))
+            for _ in range(2):                  # back, then armed again
+                with smtplib.SMTP("127.0.0.1", port) as s:
+                    s.sendmail("plc@site.example", ["ops@site.example"], b"Subject: alive\r\n\r\n")
+            self.assertTrue(srv.wait_log(r"watchdog: plc@site.example back"))
+            time.sleep(0.3)
+            srv.stop()
+        for dev in ("never", "plc"):
+            self.assertEqual(srv.count_log(r"watchdog: %s@site.example silent" % dev), 1, srv.log())
+        self.assertEqual(srv.count_log(r"watchdog: plc@site.example back"), 1, srv.log())
+        # plc mailed just before the stop: it goes silent after the restart
+        with Server(example("watchdog.lua"), "--state-dir", state, env=self.ENV) as srv:
+            self.assertTrue(srv.wait_log(r"watchdog: plc@site.example silent", timeout=4), srv.log())
+
+
+class AlarmOutbox(unittest.TestCase):
+    """examples/alarm_outbox.lua: the picture written, the webhook called,
+    and the MQTT event kept through a broker outage and a kill -9."""
+
+    def test_nothing_lost_while_the_broker_is_away(self):
+        web = WebService()
+        snapshots = tmp_path("alarm-snapshots")
+        os.makedirs(snapshots, exist_ok=True)
+        state = tmp_path("alarm-state")
+        mqtt_port = free_port()
+        jpeg = b"\xff\xd8\xff\xe0" + os.urandom(30000) + b"\xff\xd9"
+        msg = MIMEMultipart()
+        msg["Subject"] = "Alarm zone 2"
+        msg["From"] = "cam2@site.example"
+        msg.attach(MIMEText("motion in zone 2"))
+        msg.attach(MIMEImage(jpeg, "jpeg", name="snap.jpg"))
+        env = dict(MQTT_PORT=str(mqtt_port), WEBHOOK_URL=web.url + "/ok", SNAPSHOTS=snapshots)
+        args = (example("alarm_outbox.lua"), "--state-dir", state, "--queue-retry", "1,2")
+        try:
+            with Server(*args, env=env) as srv:        # no broker yet
+                with smtplib.SMTP(srv.host, srv.port) as s:
+                    s.ehlo()
+                    s.mail("cam2@site.example")
+                    s.rcpt("ops@site.example")
+                    code, reply = s.data(msg.as_bytes())
+                self.assertEqual(code, 250)
+                self.assertRegex(reply, rb"^2\.0\.0 Ok: queued as \S+$")
+                mail_id = srv.wait_log(r"message (\S+) from=").group(1)
+                self.assertTrue(srv.wait_log(r"job \S+ http delivered"), srv.log())
+                self.assertTrue(srv.wait_log(r"job \S+ deferred"), srv.log())
+                srv.stop(sig=9)
+            files = os.listdir(snapshots)
+            self.assertEqual(files, [mail_id + "-1.jpg"])
+            with open(os.path.join(snapshots, files[0]), "rb") as f:
+                self.assertEqual(f.read(), jpeg)
+            method, path, headers, body = web.requests[-1]
+            self.assertEqual((method, path, headers["Content-Type"]), ("POST", "/ok", "application/json"))
+            self.assertIn("Luasmtpd-Job", headers)
+            event = json.loads(body)
+            self.assertEqual((event["id"], event["mail"]["subject"]), (mail_id, "Alarm zone 2"))
+            broker = Broker(port=mqtt_port)
+            try:
+                sub = broker.subscribe("luasmtpd/+/alarm", 1)
+                with Server(*args, env=env) as srv:
+                    got = sub.result()
+                    self.assertEqual(len(got), 1, srv.log())
+                    self.assertEqual(got[0][0], "luasmtpd/cam2/alarm")
+                    self.assertEqual(json.loads(got[0][1]), event)
+                    self.assertTrue(srv.wait_log(r"job \S+ mqtt delivered"), srv.log())
+            finally:
+                broker.stop()
+        finally:
+            web.shutdown()

@@ -306,6 +306,14 @@ class ScriptLoading(unittest.TestCase):
         self.assertIn("ok; hooks: on_connect on_helo on_mail_from on_rcpt on_data on_mail on_rset on_close",
                       p.stdout)
 
+    def test_check_names_task_hooks_and_misspelt_ones(self):
+        path = script(tmp_path("tasks.lua"), "function on_mail() end\nfunction on_watchdog() end\n"
+                      "function on_queue_failed() end\nfunction on_mial() end\non_rcpt_to = print\n")
+        p = self.run_bin("--check", path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"ok; hooks: on_mail on_watchdog on_queue_failed; not hooks \(misspelt\?\): "
+                         r"(on_mial on_rcpt_to|on_rcpt_to on_mial)\n")
+
     def test_syntax_error_exits_2_with_file_and_line(self):
         path = script(tmp_path("bad.lua"), "function on_rcpt(a)\n  return (\nend\n")
         for args in (("--check", path), (path,)):

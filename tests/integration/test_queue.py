@@ -41,7 +41,7 @@ class H:
         return "250 2.0.0 Ok: queued as R%d" % state["n"]
 def auth(server, session, envelope, mechanism, data):
     ok = isinstance(data, LoginPassword) and data.login == b"dev" and data.password == b"secret"
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)   # False: aiosmtpd answers 535 itself
 kw = {}
 if mode == "tls":
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -129,7 +129,7 @@ function on_mail(mail)
   local rej = {}
   for k, v in pairs(r.rejected) do rej[#rej + 1] = k .. "=" .. v end
   table.sort(rej)
-  l.log("forwarded", r.code, r.reply, table.concat(rej, ";"))
+  l.log("forwarded", r.code, r.reply, table.concat(rej, ";"), "command", r.command)
   if r.code >= 400 then return r.code, r.reply end
 end
 '''
@@ -202,6 +202,34 @@ class Forward(unittest.TestCase):
             code, text = send(srv.port)
             self.assertEqual(code, 451, srv.log())
             self.assertIn("forward:", text)
+
+    def test_wrong_password_gives_the_servers_refusal(self):
+        cert, key = make_cert()
+        rx = Receiver("badauth", mode="tls", cert=(cert, key))
+        self.addCleanup(rx.stop)
+        with self.serve(rx, starttls='"required"', cafile=cert, user="dev", password="wrong") as srv:
+            code, text = send(srv.port)      # the script answers with r.code and r.reply
+            self.assertEqual((code, text), (535, "5.7.8 Authentication credentials invalid"), srv.log())
+            self.assertIsNotNone(srv.wait_log(r"forwarded 535 .* command AUTH"), srv.log())
+            self.assertEqual(rx.messages(), [])
+
+    def test_queued_job_with_a_refused_login_is_retried_not_dropped(self):
+        cert, key = make_cert()
+        rx = Receiver("softbounce", mode="tls", cert=(cert, key))
+        self.addCleanup(rx.stop)
+        path = script("softbounce", '''
+local l = require "luasmtpd"
+config = { queue = { retry = "1,1" } }
+function on_mail(mail)
+  return 250, "2.0.0 queued as " .. assert(l.queue("forward", mail,
+    { via = "smtp://127.0.0.1:%d", cafile = "%s", user = "dev", password = "wrong" }))
+end
+function on_queue_failed(job) l.log("dead letter", job.id) end
+''' % (rx.port, cert))
+        with Server(path, "--state-dir", tmp_path("softbounce-state")) as srv:
+            self.assertEqual(send(srv.port)[0], 250)
+            self.assertIsNotNone(srv.wait_log(r"deferred 1s: 535 5.7.8", count=2, timeout=10), srv.log())
+            self.assertEqual(srv.count_log(r"dead letter"), 0)
 
     def test_starttls_required_but_not_offered(self):
         rx = Receiver("notls")
@@ -347,6 +375,40 @@ class Queue(unittest.TestCase):
             self.assertEqual(len(rx.wait(accepted)), accepted)
 
 
+    def test_disk_full_answers_451_and_keeps_what_it_had(self):
+        mnt = tmp_path("tiny-fs")
+        os.makedirs(mnt, exist_ok=True)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here (it needs root)")
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        port = free_port()
+        state = os.path.join(mnt, "state")
+        path = script("disk-full", QUEUE % dict(port=port))
+        body = "Subject: %d\r\n\r\n" + ("y" * 76 + "\r\n") * 800      # 62 KB each
+        with Server(path, "--state-dir", state) as srv:
+            replies = [send(srv.port, body=body % i) for i in range(30)]
+            codes = [r[0] for r in replies]
+            self.assertIn(451, codes, srv.log())
+            accepted = codes.index(451)
+            self.assertGreater(accepted, 0, srv.log())
+            self.assertIn("4.3.0 queue: database or disk is full", replies[accepted][1])
+            # no crash, and still serving
+            codes.append(send(srv.port, body=body % len(codes))[0])
+            self.assertIn(codes[-1], (250, 451))
+            self.assertEqual(srv.proc.poll(), None)
+        self.assertEqual(srv.proc.returncode, 0, srv.log())
+        rx = Receiver("disk-full", port=port)
+        self.addCleanup(rx.stop)
+        with Server(path, "--state-dir", state) as srv:
+            got = rx.wait(codes.count(250), timeout=30)
+            print("\n  1 MB tmpfs: first 451 after %d messages, %d of %d accepted; %d delivered after a restart"
+                  % (accepted, codes.count(250), len(codes), len(got)), end=" ", flush=True)
+            subjects = sorted(set(m.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for m in got if b"Subject: " in m))
+            want = sorted(set(b"%d" % i for i, c in enumerate(codes) if c == 250))
+            self.assertTrue(set(want) <= set(subjects), (want, subjects, srv.log()))
+
+
 class FlakyWeb(http.server.BaseHTTPRequestHandler):
     calls = []
 
@@ -397,6 +459,11 @@ function on_mail(mail)
     assert(s.set("short", 1, 0.2))
     l.log("incr", s.incr("count"), s.incr("count", 2))
     l.log("add", tostring(s.add("once", true)), tostring(s.add("once", true)))
+  elseif mail.subject == "keys" then
+    l.log("keys", table.concat(s.keys(), ","), table.concat(s.keys("c"), ","), #s.keys("", 2),
+          #s.keys("zzz"), table.concat(s.keys("\xff"), ","))
+    l.log("delete if", tostring(s.delete("once", false)), tostring(s.delete("once", true)),
+          tostring(s.get("once")), tostring(s.delete("count", "3")))
   else
     local t = s.get("table")
     l.log("got", s.get("name"), t.a, t.b, tostring(t.c), s.get("count"), tostring(s.get("short")),
@@ -415,6 +482,20 @@ end
             m = srv.wait_log(r"got .*")
             self.assertIsNotNone(m, srv.log())
             self.assertEqual(m.group(0), "got camera 1 1 two true 3 nil store: name does not hold a number")
+            self.assertEqual(send(srv.port, body="Subject: keys\r\n\r\nx\r\n")[0], 250)
+            self.assertIsNotNone(srv.wait_log(r"keys count,name,once,table count 2 0 $"), srv.log())
+            self.assertIsNotNone(srv.wait_log(r"delete if false true nil false$"), srv.log())
+
+    def test_reads_create_no_database(self):
+        state = tmp_path("read-only-state")
+        path = script("reads", '''
+local l = require "luasmtpd"
+function on_mail(mail) l.log("read", tostring(l.store.get("x")), #l.store.keys()) end
+''')
+        with Server(path, "--state-dir", state) as srv:
+            self.assertEqual(send(srv.port)[0], 250)
+            self.assertIsNotNone(srv.wait_log(r"read nil 0"), srv.log())
+        self.assertFalse(os.path.exists(state))
 
     def test_workers_share_it(self):
         state = tmp_path("shared-state")
@@ -434,6 +515,65 @@ end
             # both workers took mail: the sharing above is across processes
             self.assertGreater(srv.count_log(r" w1 .*script: count"), 0, srv.log())
             self.assertGreater(srv.count_log(r" w2 .*script: count"), 0, srv.log())
+
+    def test_watchdog_survives_kill_9(self):
+        state = tmp_path("watchdog-state")
+        path = script("watchdog", '''
+local l = require "luasmtpd"
+l.watchdog("boot", 1.5, function(k) l.log("silent", k, "armed at load") end)
+function on_mail(mail)
+  local key, off = mail.subject:match("^(%S+)( ?o?f?f?)")
+  if off == " off" then l.watchdog(key, nil)
+  else l.log("armed", key, tostring(l.watchdog(key, 2, function(k) l.log("silent", k) end))) end
+end
+function on_watchdog(k) l.log("silent", k, "after a restart") end
+''')
+        with Server(path, "--state-dir", state) as srv:
+            for key in ("cam1", "cam2", "cam3", "cam3 off"):
+                self.assertEqual(send(srv.port, body="Subject: %s\r\n\r\nx\r\n" % key)[0], 250)
+            self.assertIsNotNone(srv.wait_log(r"armed cam2 true"), srv.log())
+            srv.stop(sig=9)
+        self.assertEqual(srv.count_log(r"silent"), 0)
+        with Server(path, "--state-dir", state) as srv:
+            for key in ("cam1", "cam2", "boot"):
+                self.assertIsNotNone(srv.wait_log(r"silent %s" % key, timeout=5), srv.log())
+            time.sleep(0.5)
+            # each once; the function armed at load still runs for its key
+            self.assertEqual(srv.count_log(r"silent cam1 after a restart"), 1, srv.log())
+            self.assertEqual(srv.count_log(r"silent cam2 after a restart"), 1, srv.log())
+            self.assertEqual(srv.count_log(r"silent boot armed at load"), 1, srv.log())
+            self.assertEqual(srv.count_log(r"silent cam3"), 0, srv.log())
+            self.assertEqual(subprocess.run(["sqlite3", os.path.join(state, "luasmtpd.db"),
+                                             "SELECT count(*) FROM kv WHERE key LIKE 'watchdog:%'"],
+                                            capture_output=True, text=True).stdout.strip(), "0")
+
+    def test_workers_share_watchdogs_and_debounce(self):
+        port = free_port()
+        path = script("watchdog-workers", '''
+local l = require "luasmtpd"
+function on_mail(mail)
+  l.watchdog(mail.subject, 1, function(k) l.log("silent", k) end)
+  l.log("mail", mail.subject, "first", tostring(l.debounce(mail.subject, 60)))
+end
+''')
+        with Server(path, "--workers", "2", listen="127.0.0.1:%d" % port) as srv:
+            # each key mailed every 0.3 s for 1.8 s, by either worker: its
+            # 1 s watchdog is re-armed across workers and stays quiet
+            for _ in range(6):
+                for k in range(4):
+                    self.assertEqual(send(port, body="Subject: dev%d\r\n\r\nx\r\n" % k)[0], 250)
+                time.sleep(0.3)
+            self.assertEqual(srv.count_log(r"silent dev"), 0, srv.log())
+            for k in range(4):
+                self.assertIsNotNone(srv.wait_log(r"silent dev%d" % k, timeout=5), srv.log())
+            time.sleep(1.5)
+            for k in range(4):
+                self.assertEqual(srv.count_log(r"silent dev%d\b" % k), 1, srv.log())
+                self.assertEqual(srv.count_log(r"mail dev%d first true" % k), 1, srv.log())
+            self.assertEqual(srv.count_log(r"first false"), 20)
+            self.assertGreater(srv.count_log(r" w1 .*script: mail"), 0, srv.log())
+            self.assertGreater(srv.count_log(r" w2 .*script: mail"), 0, srv.log())
+            self.assertEqual(srv.count_log(r"locked"), 0, srv.log())
 
     def test_write_is_atomic(self):
         out = tmp_path("write-out")
@@ -471,20 +611,15 @@ function on_close() l.store.set("k", 1) end
         self.assertIn("store: not while the script loads", out.stderr)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class RelayExample(unittest.TestCase):
     def test_plain_in_starttls_and_auth_out(self):
         cert, key = make_cert()
         rx = Receiver("relay", mode="tls", cert=(cert, key))
         self.addCleanup(rx.stop)
-        env = dict(os.environ, SMARTHOST="smtp://127.0.0.1:%d" % rx.port, SMTP_USER="dev",
-                   SMTP_PASSWORD="secret", SMTP_CAFILE=cert, LAN="127.0.0.")
+        env = dict(SMARTHOST="smtp://127.0.0.1:%d" % rx.port, SMTP_USER="dev",
+                   SMTP_PASSWORD="secret", SMTP_CAFILE=cert, LAN="127.0.")
         example = os.path.join(HERE, "..", "..", "examples", "relay.lua")
-        srv = Server(example, "--state-dir", tmp_path("relay-state"),
-                     preexec_fn=lambda: os.environ.update(env))
+        srv = Server(example, "--state-dir", tmp_path("relay-state"), env=env)
         try:
             code, text = send(srv.port, sender="scanner@lan")
             self.assertEqual(code, 250)
@@ -493,3 +628,7 @@ class RelayExample(unittest.TestCase):
             self.assertEqual(got[0].split(b"\n", 1)[0], b"X-Envelope: dev a@example.com auth")
         finally:
             srv.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
