@@ -8,14 +8,22 @@ alternating rounds, and reports medians: messages/s, the ratio to smtp-sink
 in the same rounds, server CPU per message (from /proc) and peak RSS.  The
 count luasmtpd's script received is checked against what was sent.  W1
 runs a second time with --workers 2.  Then: peak RSS after 10,000 and
-after 100,000 messages, and RSS per idle connection (W4).  A benchmark, not
-a test: nothing here passes or fails on timings.
+after 100,000 messages, and RSS per idle connection (W4).
 
-  scripts/bench.py [--rounds N] [--quick] [--binary build/luasmtpd]
+The relay part: luasmtpd with scripts/bench_relay.lua (each mail queued
+durably for a forward to smtp-sink) beside a throwaway Postfix instance
+relaying to the same sink: throughput, CPU per message, the p99 latency of
+the 250, and luasmtpd's queue() commit latency.  A benchmark, not a test:
+nothing here passes or fails on timings.
+
+  scripts/bench.py [--rounds N] [--quick] [--only sink|relay] [--binary build/luasmtpd]
 """
 import argparse
+import asyncio
 import os
+import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -40,12 +48,15 @@ def processes(pid):
 
 
 def cpu_seconds(pid):
-    """User + system time of pid and its children."""
+    """User + system time of pid and its children, those still running and
+    those it has reaped (Postfix's master starts and ends its daemons)."""
     total = 0
     for p in processes(pid):
         with open("/proc/%d/stat" % p) as f:
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
+        if p == pid:
+            total += int(fields[13]) + int(fields[14])
     return total / TICK
 
 
@@ -129,6 +140,241 @@ class Luasmtpd:
         os.rmdir(self.countdir)
 
 
+class CountingSink:
+    """smtp-sink -c, which prints how many messages it took: the end of a
+    relay's deliveries."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.out = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(["smtp-sink", "-c", "-u", "nobody", "127.0.0.1:%d" % self.port, "1000"],
+                                     stdout=self.out, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    def count(self):
+        self.out.seek(0)
+        found = re.findall(rb"mesg=(\d+)", self.out.read())
+        return int(found[-1]) if found else 0
+
+    def wait(self, n, timeout=300):
+        deadline = time.monotonic() + timeout
+        while self.count() < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.count()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        self.out.close()
+
+
+POSTFIX_MASTER_CF = """\
+127.0.0.1:%(port)d inet n - n - - smtpd
+pickup    unix n - n 60 1 pickup
+cleanup   unix n - n - 0 cleanup
+qmgr      unix n - n 300 1 qmgr
+rewrite   unix - - n - - trivial-rewrite
+bounce    unix - - n - 0 bounce
+defer     unix - - n - 0 bounce
+trace     unix - - n - 0 bounce
+verify    unix - - n - 1 verify
+flush     unix n - n 1000? 0 flush
+proxymap  unix - - n - - proxymap
+smtp      unix - - n - - smtp
+relay     unix - - n - - smtp
+error     unix - - n - - error
+retry     unix - - n - - error
+discard   unix - - n - - discard
+anvil     unix - - n - 1 anvil
+scache    unix - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+POSTFIX_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = %(dir)s/queue
+data_directory = %(dir)s/data
+mail_owner = postfix
+myhostname = relay.bench.test
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:%(sink)d
+smtpd_relay_restrictions = permit_mynetworks, reject
+local_transport = error:no local delivery
+alias_maps =
+maillog_file = /dev/stdout
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+default_destination_concurrency_limit = 20
+"""
+
+
+class PostfixRelay:
+    """A throwaway Postfix instance of its own (config and queue in a
+    temporary directory) relaying everything to the sink: its smtpd,
+    cleanup, queue manager and smtp client, as a site would run it."""
+    name = "Postfix"
+
+    def __init__(self, sink_port):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="luasmtpd-bench-postfix-")
+        os.chmod(self.dir, 0o755)                      # its daemons run as postfix
+        conf = os.path.join(self.dir, "conf")
+        os.mkdir(conf)
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write(POSTFIX_MAIN_CF % dict(dir=self.dir, sink=sink_port))
+        with open(os.path.join(conf, "master.cf"), "w") as f:
+            f.write(POSTFIX_MASTER_CF % dict(port=self.port))
+        # the queue's directories, owned as postfix's post-install makes them
+        q = os.path.join(self.dir, "queue")
+        for d in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming",
+                  "private", "saved", "trace"):
+            subprocess.run(["install", "-d", "-o", "postfix", "-m", "700", os.path.join(q, d)], check=True)
+        subprocess.run(["install", "-d", "-o", "postfix", "-g", "postdrop", "-m", "730",
+                        os.path.join(q, "maildrop")], check=True)
+        subprocess.run(["install", "-d", "-o", "postfix", "-g", "postdrop", "-m", "710",
+                        os.path.join(q, "public")], check=True)
+        subprocess.run(["install", "-d", "-m", "755", os.path.join(q, "pid")], check=True)
+        subprocess.run(["install", "-d", "-o", "postfix", "-m", "700", os.path.join(self.dir, "data")], check=True)
+        self.proc = subprocess.Popen(["/usr/lib/postfix/sbin/master", "-c", conf, "-d"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    def commit_latency(self):
+        return None
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class LuasmtpdRelay:
+    """build/luasmtpd with scripts/bench_relay.lua: queue("forward") to the
+    sink, answered once on disk."""
+    name = "luasmtpd"
+
+    def __init__(self, binary, sink_port):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="luasmtpd-bench-relay-")
+        self.stats = os.path.join(self.dir, "stats")
+        env = dict(os.environ, BENCH_SINK=str(sink_port), BENCH_COUNT=self.stats)
+        cmd = [binary, "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn",
+               "--max-clients", "5000", "--state-dir", os.path.join(self.dir, "state"),
+               "--queue-concurrency", "20", os.path.join(ROOT, "scripts", "bench_relay.lua")]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    def commit_latency(self, n):
+        """(p50, p99, max) of queue() in ms, once the script counted n."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for name in os.listdir(self.dir):
+                if name.startswith("stats."):
+                    with open(os.path.join(self.dir, name)) as f:
+                        fields = f.read().split()
+                    if fields and int(fields[0]) >= n:
+                        return tuple(float(x) for x in fields[1:4])
+            time.sleep(0.1)
+        return None
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def latencies(port, sessions, per_session, size=1024):
+    """Seconds from the end of each message's data to its 250, with
+    `sessions` clients at once, each sending per_session messages in one
+    session (MAIL, RCPT and DATA pipelined).  One asyncio loop drives them
+    all, so a reply is timed when it arrives, not when a thread gets the
+    interpreter back."""
+    body = b"Subject: relay bench\r\n\r\n" + (b"y" * 76 + b"\r\n") * max(1, size // 78)
+    out, errors = [], []
+
+    async def reply(r):
+        while True:
+            line = await r.readline()
+            if not line or line[3:4] != b"-":
+                return line
+
+    async def client():
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            await reply(r)
+            w.write(b"EHLO bench.test\r\n")
+            await reply(r)
+            for _ in range(per_session):
+                w.write(b"MAIL FROM:<bench@client.test>\r\nRCPT TO:<sink@server.test>\r\nDATA\r\n")
+                for _ in range(3):
+                    await reply(r)
+                w.write(body)
+                await w.drain()
+                w.write(b".\r\n")
+                t = time.monotonic()
+                line = await reply(r)
+                out.append(time.monotonic() - t)
+                if not line.startswith(b"250"):
+                    errors.append(line)
+            w.write(b"QUIT\r\n")
+            await reply(r)
+            w.close()
+        except OSError as e:
+            errors.append(str(e))
+
+    async def run():
+        await asyncio.gather(*(client() for _ in range(sessions)))
+
+    asyncio.run(run())
+    return sorted(out), errors
+
+
+def relay(binary, rounds, msgs):
+    """Accept, queue durably and forward to smtp-sink: luasmtpd beside a
+    Postfix relay, in alternating rounds."""
+    print("relay: accept, queue on disk, forward to smtp-sink; %d messages of 1 KB from 20 sessions, "
+          "%d rounds, medians" % (msgs, rounds))
+    print("%-9s %10s %10s %12s %12s %12s" % ("server", "accept/s", "relayed/s", "CPU us/msg",
+                                             "p99 250 ms", "lost"))
+    rows = {"Postfix": [], "luasmtpd": []}
+    commit = []
+    for _ in range(rounds):
+        for make in (lambda p: PostfixRelay(p), lambda p: LuasmtpdRelay(binary, p)):
+            sink = CountingSink()
+            server = make(sink.port)
+            cpu0 = cpu_seconds(server.proc.pid)
+            start = time.monotonic()
+            accept = run_source(server.port, ["-s", "20", "-l", "1024"], msgs)
+            got = sink.wait(msgs)
+            total = time.monotonic() - start
+            cpu = cpu_seconds(server.proc.pid) - cpu0
+            # the 250's latency: 20 sessions, 100 messages each
+            lat, errors = latencies(server.port, 20, 100)
+            got_all = sink.wait(msgs + len(lat) - len(errors), timeout=60)
+            if server.name == "luasmtpd":
+                commit.append(server.commit_latency(msgs + len(lat)))
+            rows[server.name].append({"accept": msgs / accept, "relayed": got / total, "cpu_us": cpu * 1e6 / msgs,
+                                      "p99": lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan"),
+                                      "lost": msgs + len(lat) - len(errors) - got_all})
+            server.stop()
+            sink.stop()
+    for name, r in rows.items():
+        med = lambda k: statistics.median(x[k] for x in r)
+        print("%-9s %10.0f %10.0f %12.0f %12.2f %12d" % (name, med("accept"), med("relayed"), med("cpu_us"),
+                                                         med("p99"), sum(x["lost"] for x in r)))
+    ours, theirs = rows["luasmtpd"], rows["Postfix"]
+    ratio = lambda k: statistics.median(o[k] / t[k] for o, t in zip(ours, theirs))
+    print("luasmtpd / Postfix: relayed/s x%.2f, CPU per message x%.2f" % (ratio("relayed"), ratio("cpu_us")))
+    commit = [c for c in commit if c]
+    if commit:
+        print("queue() under 20 sessions: p50 %.2f ms, p99 %.2f ms, max %.2f ms (median of rounds)" % tuple(
+            statistics.median(c[i] for c in commit) for i in range(3)))
+    sys.stdout.flush()
+
+
 def run_source(port, args, msgs):
     cmd = ["smtp-source", *args, "-m", str(msgs), "-f", "bench@client.test", "-t", "sink@server.test",
            "127.0.0.1:%d" % port]
@@ -165,16 +411,8 @@ def idle_rss(server, n):
     return per
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--binary", default=os.path.join(ROOT, "build", "luasmtpd"))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="fewer messages per round")
-    a = ap.parse_args()
-    scale = 0.2 if a.quick else 1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-
+def beside_sink(binary, rounds, scale):
+    """The workloads against smtp-sink, then memory and idle connections."""
     multipart = os.path.join(ROOT, "scripts", "bench.eml")
     workloads = [
         ("W1 1 KB, 20 sessions x 20", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale)),
@@ -183,17 +421,17 @@ def main():
         ("W3 1 per connection, 20", ["-s", "20", "-l", "1024"], int(5000 * scale)),
         ("W5 multipart 50 KB attachment", ["-d", "-s", "10", "-F", multipart], int(2000 * scale)),
     ]
-    print("luasmtpd vs smtp-sink, %d rounds, medians (server CPU from /proc; peak RSS)" % a.rounds)
+    print("luasmtpd vs smtp-sink, %d rounds, medians (server CPU from /proc; peak RSS)" % rounds)
     print("%-31s %12s %12s %7s %12s %12s %9s %6s" % ("workload", "sink msg/s", "ours msg/s", "ratio",
                                                        "sink us/msg", "ours us/msg", "ours RSS", "lost"))
     for name, args, msgs, *workers in workloads:
         rows = {"smtp-sink": [], "luasmtpd": []}
         ratios = []
-        for _ in range(a.rounds):
+        for _ in range(rounds):
             sink = Sink()
             s = measure(sink, args, msgs)
             sink.stop()
-            ours = Luasmtpd(a.binary, *workers)
+            ours = Luasmtpd(binary, *workers)
             o = measure(ours, args, msgs)
             ours.stop()
             rows["smtp-sink"].append(s)
@@ -208,7 +446,7 @@ def main():
 
     # Memory under load: peak RSS after 10,000 messages and after 100,000
     # (the same server, W1's traffic); bounded memory keeps it flat.
-    ours = Luasmtpd(a.binary)
+    ours = Luasmtpd(binary)
     peaks = []
     for total in (10000, 100000):
         run_source(ours.port, ["-d", "-s", "20", "-l", "1024"], total - sum(p[0] for p in peaks))
@@ -222,10 +460,30 @@ def main():
     # W4: luasmtpd alone (the target is absolute: bytes of RSS per
     # connection; smtp-sink does not greet thousands of clients at once)
     n = 2000
-    ours = Luasmtpd(a.binary)
+    ours = Luasmtpd(binary)
     o = idle_rss(ours, n)
     ours.stop()
     print("W4 %d idle connections after the greeting: %.0f bytes of server RSS each" % (n, o))
+
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default=os.path.join(ROOT, "build", "luasmtpd"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer messages per round")
+    ap.add_argument("--only", choices=("sink", "relay"), help="one part: beside smtp-sink, or the relay")
+    a = ap.parse_args()
+    scale = 0.2 if a.quick else 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+    if a.only != "relay":
+        beside_sink(a.binary, a.rounds, scale)
+    if a.only != "sink" and os.geteuid() != 0:
+        print("relay: skipped: Postfix's master needs root to start its daemons as postfix")
+    elif a.only != "sink":
+        relay(a.binary, a.rounds, int(5000 * scale))
 
 
 if __name__ == "__main__":
