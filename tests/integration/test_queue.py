@@ -35,18 +35,22 @@ class H:
         name = os.path.join(outdir, "%06d.eml" % state["n"])
         with open(name + ".tmp", "wb") as f:
             f.write(b"X-Envelope: %s %s %s\n" % (envelope.mail_from.encode(),
-                    ",".join(envelope.rcpt_tos).encode(), (session.authenticated and b"auth" or b"-")))
+                    ",".join(envelope.rcpt_tos).encode(),
+                    session.authenticated and ("auth " + session.mechanism).encode() or b"-"))
             f.write(envelope.original_content)
         os.rename(name + ".tmp", name)
         return "250 2.0.0 Ok: queued as R%d" % state["n"]
 def auth(server, session, envelope, mechanism, data):
     ok = isinstance(data, LoginPassword) and data.login == b"dev" and data.password == b"secret"
+    session.mechanism = mechanism
     return AuthResult(success=ok, handled=False)   # False: aiosmtpd answers 535 itself
 kw = {}
-if mode == "tls":
+if mode in ("tls", "tls-login"):
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(sys.argv[4], sys.argv[5])
     kw = dict(tls_context=ctx, require_starttls=True, authenticator=auth, auth_require_tls=True)
+    if mode == "tls-login":                  # LOGIN only, so that the client must use it
+        kw["auth_exclude_mechanism"] = ["PLAIN"]
 c = Controller(H(), hostname="127.0.0.1", port=port, data_size_limit=64 << 20, **kw)
 c.start()
 print("ready", flush=True)
@@ -196,12 +200,21 @@ class Forward(unittest.TestCase):
         with self.serve(rx, starttls='"required"', cafile=cert, user="dev", password="secret") as srv:
             self.assertEqual(send(srv.port)[0], 250, srv.log())
             got = rx.wait(1)
-            self.assertEqual(got[0].split(b"\n", 1)[0], b"X-Envelope: cam@lan a@example.com auth")
+            self.assertEqual(got[0].split(b"\n", 1)[0], b"X-Envelope: cam@lan a@example.com auth PLAIN")
         # the certificate is checked: without the CA it is refused
         with self.serve(rx, starttls='"required"', user="dev", password="secret") as srv:
             code, text = send(srv.port)
             self.assertEqual(code, 451, srv.log())
             self.assertIn("forward:", text)
+
+    def test_auth_login_when_plain_is_not_offered(self):
+        cert, key = make_cert()
+        rx = Receiver("login", mode="tls-login", cert=(cert, key))
+        self.addCleanup(rx.stop)
+        with self.serve(rx, starttls='"required"', cafile=cert, user="dev", password="secret") as srv:
+            self.assertEqual(send(srv.port)[0], 250, srv.log())
+            got = rx.wait(1)
+            self.assertEqual(got[0].split(b"\n", 1)[0], b"X-Envelope: cam@lan a@example.com auth LOGIN")
 
     def test_wrong_password_gives_the_servers_refusal(self):
         cert, key = make_cert()
@@ -625,7 +638,7 @@ class RelayExample(unittest.TestCase):
             self.assertEqual(code, 250)
             got = rx.wait(1)
             self.assertEqual(len(got), 1, srv.log())
-            self.assertEqual(got[0].split(b"\n", 1)[0], b"X-Envelope: dev a@example.com auth")
+            self.assertEqual(got[0].split(b"\n", 1)[0], b"X-Envelope: dev a@example.com auth PLAIN")
         finally:
             srv.stop()
 
