@@ -151,6 +151,10 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
             }
             continue;
         }
+        if (arg[0] == '-' && arg[1] != '-') {    /* -x: no script is named so */
+            snprintf(err, sizeof(err), "unknown option %s", arg);
+            return usage_error(err);
+        }
         if (strncmp(arg, "--", 2) != 0) {
             if (a->script != NULL) {
                 snprintf(err, sizeof(err), "one script only: '%s' and '%s'", a->script, arg);

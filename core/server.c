@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,10 +108,17 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
     srv->sessions = (struct session_owner){ .loop = loop, .cfg = cfg, .tls = tls,
                                             .proto = &smtp_proto, .proto_ctx = hooks,
                                             .gone = session_gone };
-    /* Session ids: the start time, then a count; each worker counts in its
-     * own residue class, so no two workers make the same id. */
-    srv->id_step = cfg->workers > 1 ? (unsigned long)cfg->workers : 1;
-    srv->next_id = ((unsigned long)time(NULL) << 16) + (unsigned long)(cfg->worker ? cfg->worker - 1 : 0);
+    /* Session ids, sorted by time: the start second (32 bits), then a count
+     * of sessions that begins at a number the kernel draws at random, so
+     * that servers started in the same second (a quick restart, --replay
+     * runs) make different ids.  Each worker counts in its own residue
+     * class, so no two workers make the same id. */
+    srv->id_step = cfg->workers > 1 ? (uint64_t)cfg->workers : 1;
+    uint32_t r;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = (uint32_t)getpid() * 2654435761u;     /* no entropy yet: the pid, spread */
+    uint64_t low = (uint64_t)r / srv->id_step * srv->id_step + (uint64_t)(cfg->worker ? cfg->worker - 1 : 0);
+    srv->next_id = ((uint64_t)time(NULL) << 32) + low;
     ev_timer_init(&srv->accept_retry, accept_retry_cb, 1., 0.);
     srv->accept_retry.data = srv;
     ev_timer_init(&srv->grace, grace_cb, (ev_tstamp)cfg->grace, 0.);
@@ -167,7 +175,7 @@ void server_stop(struct server *srv)
 
 int server_adopt(struct server *srv, int fd, const struct net_addr *peer, bool tls)
 {
-    unsigned long id = srv->next_id;
+    uint64_t id = srv->next_id;
     srv->next_id += srv->id_step;
     return session_new(&srv->sessions, fd, peer, tls, id);
 }

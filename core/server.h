@@ -32,8 +32,8 @@ struct server {
     int                  nlisteners;
     ev_timer             accept_retry;  /* out of descriptors: pause accepting */
     ev_timer             grace;
-    unsigned long        next_id;
-    unsigned long        id_step;       /* the number of workers */
+    uint64_t             next_id;
+    uint64_t             id_step;       /* the number of workers */
     bool                 stopping;
 };
 

@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@ static int  start_tls(struct session *s);
 static void settle(struct session *s);
 
 int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bool tls,
-                unsigned long id)
+                uint64_t id)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -38,7 +39,7 @@ int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bo
         memset(&s->local, 0, sizeof(s->local));
     s->peer_port = net_addr_host(&s->peer, s->peer_host);
     s->local_port = net_addr_host(&s->local, s->local_host);
-    snprintf(s->id, sizeof(s->id), "%012lX", id);
+    snprintf(s->id, sizeof(s->id), "%016" PRIX64, id);
     s->started = ev_now(loop);
     buf_init(&s->in, IN_MAX);
     buf_init(&s->out, OUT_MAX);

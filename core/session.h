@@ -17,6 +17,7 @@
 
 #include <ev.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "config.h"
@@ -99,7 +100,7 @@ struct session {
  * (the caller closes fd).  With tls, it starts with a TLS handshake
  * (implicit TLS) and the protocol starts after it. */
 int  session_new(struct session_owner *o, int fd, const struct net_addr *peer, bool tls,
-                 unsigned long id);
+                 uint64_t id);
 
 /* --- for the protocol ------------------------------------------------------ */
 

@@ -62,13 +62,23 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
-/* Where scripts' `require` looks first: lua/ of the source tree when the
- * binary runs from one (build/luasmtpd beside lua/prelude.lua), then LUADIR
- * (`make install LUADIR=...`), then Lua's own path (LUA_PATH), which names
- * LUADIR only once. */
-static void set_paths(lua_State *L)
+/* Where scripts' `require` looks: first the script's own directory (made
+ * absolute, so `require "helper"` finds helper.lua beside it whatever the
+ * working directory), then lua/ of the source tree when the binary runs
+ * from one (build/luasmtpd beside lua/prelude.lua), then LUADIR (`make
+ * install LUADIR=...`), then Lua's own path (LUA_PATH), which names LUADIR
+ * only once.  A directory whose name holds ';' or '?' (package.path's own
+ * characters) is left out. */
+static void set_paths(lua_State *L, const char *script)
 {
-    char exe[PATH_MAX], tree[PATH_MAX + 16] = "";
+    char exe[PATH_MAX], tree[PATH_MAX + 16] = "", own[PATH_MAX] = "";
+    if (script) {
+        char dir[PATH_MAX];
+        const char *slash = strrchr(script, '/');
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - script) : 1, slash ? script : ".");
+        if (realpath(dir[0] ? dir : "/", own) == NULL || strpbrk(own, ";?"))
+            own[0] = '\0';
+    }
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     char *slash = n > 0 ? (exe[n] = '\0', strrchr(exe, '/')) : NULL;
     if (slash) {
@@ -84,6 +94,10 @@ static void set_paths(lua_State *L)
     lua_getfield(L, -1, "path");
     const char *dflt = lua_tostring(L, -1);
     luaL_buffinit(L, &b);
+    if (own[0]) {
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", own, own);
+        luaL_addvalue(&b);
+    }
     if (tree[0]) {
         lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", tree, tree);
         luaL_addvalue(&b);
@@ -207,7 +221,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, b
     /* most objects (each mail table) die young: the generational mode
      * collects them for less work */
     lua_gc(L, LUA_GCGEN, 0, 0);
-    set_paths(L);
+    set_paths(L, script);
     /* the bridge itself, reachable from C functions called by scripts */
     lua_pushlightuserdata(L, b);
     lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.bridge");

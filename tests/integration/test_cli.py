@@ -41,7 +41,9 @@ class Cli(unittest.TestCase):
                           (["--timeout"], "needs a value"),
                           (["missing.lua"], "cannot open missing.lua"),
                           (["a.lua", "b.lua"], "one script only"),
-                          (["--check"], "--check needs a SCRIPT")):
+                          (["--check"], "--check needs a SCRIPT"),
+                          (["-x"], "unknown option -x"),
+                          (["-check", "a.lua"], "unknown option -check")):
             rc, out, err = run(*args)
             self.assertEqual(rc, 2, args)
             self.assertIn(msg, err, args)

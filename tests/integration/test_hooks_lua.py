@@ -3,6 +3,7 @@ waiting hooks, the session table, config precedence, --check."""
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -314,6 +315,16 @@ class ScriptLoading(unittest.TestCase):
         self.assertRegex(p.stdout, r"ok; hooks: on_mail on_watchdog on_queue_failed; not hooks \(misspelt\?\): "
                          r"(on_mial on_rcpt_to|on_rcpt_to on_mial)\n")
 
+    def test_require_finds_modules_beside_the_script(self):
+        d = tmp_path("rules-dir")
+        os.makedirs(d, exist_ok=True)
+        script(os.path.join(d, "helper.lua"), "return { answer = 42 }\n")
+        path = script(os.path.join(d, "rules.lua"),
+                      'local h = require "helper"\nconfig = { description = "answer " .. h.answer }\n')
+        p = subprocess.run([BINARY, "--check", path], capture_output=True, text=True, cwd="/", timeout=10)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("id: smtp; answer 42", p.stdout)
+
     def test_syntax_error_exits_2_with_file_and_line(self):
         path = script(tmp_path("bad.lua"), "function on_rcpt(a)\n  return (\nend\n")
         for args in (("--check", path), (path,)):
@@ -374,7 +385,7 @@ class ScriptLoading(unittest.TestCase):
         self.assertIn("config.hostname takes one value, not a list", p.stderr)
 
     def test_cjson_available(self):
-        path = script(tmp_path("cjson.lua"),
+        path = script(tmp_path("uses-cjson.lua"),
                       'local cjson = require "cjson"\nassert(cjson.encode({1}) == "[1]")\n'
                       'local l = require "luasmtpd"\nassert(type(l.version) == "string")\n')
         p = self.run_bin("--check", path)
@@ -401,6 +412,22 @@ class Replay(unittest.TestCase):
         mail = json.loads(m.group(1))
         self.assertEqual(bytes.fromhex(mail["raw"]), b"Subject: hi\r\n\r\n.dot\r\nbody\r\n")
         self.assertEqual(mail["recipients"], ["r1@x.y", "r2@x.y"])
+
+    def test_ids_do_not_repeat_across_runs(self):
+        ids = set()
+        for _ in range(10):
+            p = self.replay()
+            ids.add(re.search(r"queued as (\S+)", p.stdout).group(1))
+        self.assertEqual(len(ids), 10, ids)
+        for i in ids:
+            self.assertRegex(i, r"^[0-9A-F]{16}\.1$")
+        # servers started one after the other, within a second or so
+        got = set()
+        for _ in range(3):
+            with Server() as srv:
+                socket.create_connection((srv.host, srv.port)).close()
+                got.add(srv.wait_log(r"\[([0-9A-F]{16})\] connect").group(1))
+        self.assertEqual(len(got), 3, got)
 
     def test_rejected_at_each_stage(self):
         for args, reply in ((("--from", "x-false@b.c"), "550 5.7.1"),
