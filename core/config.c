@@ -69,10 +69,15 @@ static const struct option_def options[] = {
     { "workers", OPT_WORKERS, OFF(workers), 1, 64, "N|auto",
       "processes serving the listeners together (SO_REUSEPORT), each with\n"
       "its own loop and script state, under a supervisor that restarts one\n"
-      "that dies; SIGHUP loads the script anew; auto = one per core\n"
+      "that dies (it starts new workers on SIGHUP); auto = one per core\n"
       "(default 1: no supervisor)" },
     { "grace", OPT_SECONDS, OFF(grace), 0, 3600, "SECONDS",
-      "on SIGTERM/SIGINT, time given to messages in progress (default 30)" },
+      "on SIGTERM/SIGINT, time given to messages in progress (default 30);\n"
+      "SIGHUP (or --reload) loads the script anew, sessions in progress\n"
+      "finishing on the old one" },
+    { "pid-file", OPT_TEXT, OFF(pid_file), 1, CONFIG_PATH_MAX, "FILE",
+      "write the server's pid there while it runs (the supervisor's with\n"
+      "--workers); --reload reads it" },
     { "hook-timeout", OPT_MILLIS, OFF(hook_timeout_ms), 1, 600000, "SECONDS",
       "running time each hook call may use (waits excluded), then 451;\n"
       "decimals allowed (default 1)" },
@@ -581,6 +586,7 @@ void config_usage(FILE *out)
 {
     fputs("Usage: luasmtpd [OPTIONS] [SCRIPT.lua]\n"
           "       luasmtpd --check SCRIPT.lua\n"
+          "       luasmtpd --reload --pid-file FILE\n"
           "       luasmtpd --replay FILE.eml [--from ADDR] [--to ADDR]... [SCRIPT.lua]\n"
           "An SMTP server for machines and scripts: every decision is a Lua hook.\n"
           "Without SCRIPT, the embedded default prints each mail as an event line.\n"
@@ -610,9 +616,12 @@ void config_usage(FILE *out)
           "                            print the dialogue; exit 0 if accepted, 1 if not\n"
           "  --from ADDR, --to ADDR    envelope for --replay (default replay@localhost,\n"
           "                            postmaster@localhost); --to is repeatable\n"
-          "  --help                    show this help and exit\n"
-          "  --version                 show the version and exit\n\n"
+          "  --reload                  send SIGHUP to the server of --pid-file, then exit\n"
+          "  --help, -h                show this help and exit\n"
+          "  --version, -V             show the version and exit\n\n"
           "Signals: SIGTERM or SIGINT stops accepting, lets messages in progress\n"
-          "finish (see --grace) and exits 0.\n"
+          "finish (see --grace) and exits 0.  SIGHUP loads the script anew: new\n"
+          "sessions use it, those in progress finish on the old one; if it does\n"
+          "not load, the old one goes on (the log says why).\n"
           "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage error.\n", out);
 }

@@ -78,6 +78,7 @@ struct config {
     long long mqtt_queue;       /* messages held while the broker is away */
     /* the state database (lua/store.c) and its queue of jobs */
     char   state_dir[CONFIG_PATH_MAX + 1];   /* "": $STATE_DIRECTORY or ./luasmtpd-state */
+    char   pid_file[CONFIG_PATH_MAX + 1];    /* --pid-file, or "" */
     long long queue_max;        /* jobs */
     long long queue_max_bytes;
     long long queue_concurrency;

@@ -74,6 +74,9 @@ struct hooks {
     enum hook_status (*call)(void *ctx, struct smtp *s, enum hook_stage stage,
                              const struct hook_args *args, struct verdict *v);
     void (*close)(void *ctx, struct smtp *s);
+    /* A session began on these hooks (NULL: not told).  Its close() goes
+     * to the same hooks, even after the server moved on to others. */
+    void (*open)(void *ctx, struct smtp *s);
     /* Does the implementation decide this stage itself?  AUTH is offered
      * only when it decides HOOK_AUTH; VRFY and EXPN keep their fixed
      * replies unless it decides them. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../lua/bridge.h"   /* the one header of lua/ the core sees */
 #include "config.h"
@@ -26,7 +27,7 @@ static struct server srv;
 
 struct args {
     const char *script;
-    bool check;
+    bool check, reload;
     const char *queue_cmd, *queue_arg;  /* --queue-list and the like */
     struct replay_opts replay;
     const char *flags[MAX_FLAGS + 1];   /* options given as flags: they win */
@@ -96,6 +97,55 @@ static int parse_option(int argc, char **argv, int *i, struct config *cfg, struc
     return 0;
 }
 
+/* --reload: SIGHUP to the pid in `file`; the exit status. */
+static int send_reload(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    long pid = 0;
+    if (f == NULL) {
+        fprintf(stderr, "luasmtpd: cannot read %s: %s\n", file, strerror(errno));
+        return 1;
+    }
+    bool read = fscanf(f, "%ld", &pid) == 1 && pid > 1;
+    fclose(f);
+    if (!read) {
+        fprintf(stderr, "luasmtpd: %s holds no pid\n", file);
+        return 1;
+    }
+    if (kill((pid_t)pid, SIGHUP) < 0) {
+        fprintf(stderr, "luasmtpd: cannot signal %ld (from %s): %s\n", pid, file, strerror(errno));
+        return 1;
+    }
+    printf("luasmtpd: SIGHUP sent to %ld; its log tells whether the script loaded\n", pid);
+    return 0;
+}
+
+/* --pid-file: written once serving (tmp, then renamed into place), removed
+ * at the end if it still names this process. */
+static void pid_file_write(const char *file)
+{
+    char tmp[CONFIG_PATH_MAX + 32];
+    if (!file[0])
+        return;
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", file, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0 || rename(tmp, file) < 0) {
+        log_msg(LV_ERROR, NULL, "--pid-file: cannot write %s: %s", file, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+static void pid_file_remove(const char *file)
+{
+    long pid = 0;
+    FILE *f = file[0] ? fopen(file, "r") : NULL;
+    if (f == NULL)
+        return;
+    if (fscanf(f, "%ld", &pid) == 1 && pid == (long)getpid())
+        unlink(file);
+    fclose(f);
+}
+
 static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
 {
     char err[CONFIG_ERR_MAX];
@@ -110,8 +160,8 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
             printf("luasmtpd %s\n", LUASMTPD_VERSION);
             exit(0);
         }
-        if (strcmp(arg, "--check") == 0) {
-            a->check = true;
+        if (strcmp(arg, "--check") == 0 || strcmp(arg, "--reload") == 0) {
+            *(arg[2] == 'c' ? &a->check : &a->reload) = true;
             continue;
         }
         /* --queue-list, --queue-show ID, --queue-flush ID|all, --queue-delete ID */
@@ -169,6 +219,10 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
     }
     if (a->check && a->script == NULL)
         return usage_error("--check needs a SCRIPT.lua");
+    if (a->reload && !cfg->pid_file[0])
+        return usage_error("--reload needs --pid-file FILE");
+    if (a->reload)
+        exit(send_reload(cfg->pid_file));
     if ((a->replay.from || a->replay.nto) && a->replay.file == NULL)
         return usage_error("--from and --to go with --replay FILE");
     return 0;
@@ -187,6 +241,16 @@ static void teardown(struct setup *st)
 {
     tls_server_free(&st->tls);
     bridge_close(&st->bridge);
+}
+
+static bool reloading;   /* setup() for a reload: its errors go to the log */
+
+static void setup_error(const char *err)
+{
+    if (reloading)
+        log_msg(LV_ERROR, NULL, "reload: %s", err);
+    else
+        fprintf(stderr, "luasmtpd: %s\n", err);
 }
 
 /* From argv to a loaded, checked script: 0, or the exit status after
@@ -214,12 +278,13 @@ static int setup(int argc, char **argv, struct setup *st)
     if (bridge_open(&st->bridge, st->loop, st->args.script, st->cfg.lua_debug != 0, err) < 0 ||
         bridge_apply_config(st->bridge, &st->cfg, st->args.flags, err) < 0 ||
         config_finish(&st->cfg, err) < 0) {
-        fprintf(stderr, "luasmtpd: %s\n", err);
+        setup_error(err);
         teardown(st);
         return 2;
     }
     if (st->cfg.require_auth && !bridge_decides_auth(st->bridge)) {
-        fprintf(stderr, "luasmtpd: --require-auth: %s defines no on_auth\n", script);
+        snprintf(err, sizeof(err), "--require-auth: %s defines no on_auth", script);
+        setup_error(err);
         teardown(st);
         return 2;
     }
@@ -228,7 +293,7 @@ static int setup(int argc, char **argv, struct setup *st)
     /* A certificate that cannot serve is an error now, not at the first
      * STARTTLS. */
     if (st->cfg.tls_cert[0] && tls_server_new(&st->tls, &st->cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "luasmtpd: %s\n", err);
+        setup_error(err);
         teardown(st);
         return 2;
     }
@@ -241,6 +306,7 @@ struct argv {
     int    argc;
     char **argv;
 };
+static struct argv args_given;   /* what a reload reads again */
 
 static bool script_loads(void *arg)
 {
@@ -252,6 +318,108 @@ static bool script_loads(void *arg)
     if (st.loop)
         ev_loop_destroy(st.loop);
     return rc == 0;
+}
+
+/*
+ * Reload (SIGHUP in a serving process): the script is loaded anew, with the
+ * options of the command line, into a setup of its own.  If it loads, new
+ * sessions use it; the one before retires (its timers and delivery agent
+ * stop) and closes once its sessions in progress have ended, and only then
+ * does the new one connect to the broker and deliver the queue.  If it does
+ * not load, nothing changes.  Options stay as they were at start: those the
+ * new script's config changes are logged as waiting for a restart.
+ */
+#define RETIRED_MAX 8
+static struct setup *serving;                 /* the script new sessions get */
+static struct setup *retired[RETIRED_MAX];    /* replaced, finishing sessions */
+static int nretired;
+static ev_timer reap;
+
+static void close_setup(struct setup *s, struct setup *first)
+{
+    teardown(s);
+    if (s != first)
+        free(s);
+}
+
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct setup *first = w->data;
+    (void)revents;
+    int kept = 0;
+    for (int i = 0; i < nretired; i++) {
+        if (bridge_idle(retired[i]->bridge)) {
+            close_setup(retired[i], first);
+            log_msg(LV_INFO, NULL, "reload: the script before has no session left: closed");
+        } else {
+            retired[kept++] = retired[i];
+        }
+    }
+    nretired = kept;
+    if (nretired == 0) {
+        ev_timer_stop(loop, w);
+        bridge_resume(serving->bridge);
+    }
+}
+
+static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    char err[BRIDGE_ERR_MAX];
+    (void)w;
+    (void)revents;
+    const char *script = serving->args.script ? serving->args.script : "the default script";
+    if (srv.stopping)
+        return;
+    if (nretired == RETIRED_MAX) {
+        log_msg(LV_WARN, NULL, "reload: %d scripts before still finish their sessions: not reloaded", nretired);
+        return;
+    }
+    log_msg(LV_INFO, NULL, "reload: loading %s", script);
+    struct setup *next = calloc(1, sizeof(*next));
+    if (next == NULL) {
+        log_msg(LV_ERROR, NULL, "reload: out of memory; the running script goes on");
+        return;
+    }
+    reloading = true;
+    int rc = setup(args_given.argc, args_given.argv, next);
+    reloading = false;
+    if (rc != 0) {                    /* it said why */
+        log_msg(LV_ERROR, NULL, "reload: %s does not load; the running script goes on", script);
+        free(next);
+        return;
+    }
+    bridge_config_changes(serving->bridge, next->bridge);
+    next->cfg = serving->cfg;         /* the options of the start stay */
+    log_threshold = (enum log_level)next->cfg.log_level;
+    bridge_set_limits(next->bridge, &next->cfg);
+    tls_server_free(&next->tls);      /* made anew: renewed certificates are read */
+    if ((next->cfg.tls_cert[0] && tls_server_new(&next->tls, &next->cfg, err, sizeof(err)) < 0) ||
+        bridge_start(next->bridge, &next->cfg, true, err) < 0) {
+        log_msg(LV_ERROR, NULL, "reload: %s; the running script goes on", err);
+        close_setup(next, NULL);
+        return;
+    }
+    server_set_hooks(&srv, bridge_hooks(next->bridge), next->tls);
+    tls_server_free(&serving->tls);   /* TLS sessions in progress hold its context */
+    bridge_retire(serving->bridge);
+    retired[nretired++] = serving;
+    serving = next;
+    log_msg(LV_INFO, NULL, "reload: %s loaded; new sessions use it, those in progress end on the one before",
+            script);
+    ev_timer_again(loop, &reap);
+    ev_feed_event(loop, &reap, EV_TIMER);   /* no session in progress: at once */
+}
+
+/* The watchdog's line: the call that holds the loop, of whichever script. */
+static void describe_running(void *ctx, char *out, size_t size)
+{
+    (void)ctx;
+    for (int i = 0; i < nretired; i++)
+        if (bridge_in_call(retired[i]->bridge)) {
+            bridge_running(retired[i]->bridge, out, size);
+            return;
+        }
+    bridge_running(serving->bridge, out, size);
 }
 
 /* --check, --replay, or serve until stopped; argv starts the server again
@@ -269,7 +437,7 @@ static int run(struct setup *st, char **argv)
         return status;
     }
     /* the broker connection of luasmtpd.mqtt (not for a mere --check) */
-    if (!st->args.check && bridge_start(st->bridge, cfg, err) < 0) {
+    if (!st->args.check && bridge_start(st->bridge, cfg, false, err) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
         teardown(st);
         return 2;
@@ -291,14 +459,22 @@ static int run(struct setup *st, char **argv)
         return 1;
     }
 
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sighup;
     ev_signal_init(&sigterm, signal_cb, SIGTERM);
     ev_signal_init(&sigint, signal_cb, SIGINT);
+    ev_signal_init(&sighup, reload_cb, SIGHUP);
     ev_signal_start(st->loop, &sigterm);
     ev_signal_start(st->loop, &sigint);
-    if (watchdog_start(st->loop, (double)cfg->hook_kill_ms / 1000.0, bridge_running, st->bridge,
+    ev_signal_start(st->loop, &sighup);
+    serving = st;
+    ev_init(&reap, reap_cb);
+    reap.repeat = 0.5;
+    reap.data = st;
+    if (watchdog_start(st->loop, (double)cfg->hook_kill_ms / 1000.0, describe_running, NULL,
                        cfg->worker ? NULL : argv) < 0)
         log_msg(LV_ERROR, NULL, "cannot start the watchdog: %s", strerror(errno));
+    if (!cfg->worker)
+        pid_file_write(cfg->pid_file);
     log_msg(LV_INFO, NULL, "luasmtpd %s ready as %s (id %s), script %s", LUASMTPD_VERSION,
             cfg->hostname, cfg->id, st->args.script ? st->args.script : "(default)");
     workers_ready();
@@ -307,7 +483,12 @@ static int run(struct setup *st, char **argv)
 
     watchdog_stop();
     server_free(&srv);
-    teardown(st);
+    ev_timer_stop(st->loop, &reap);
+    while (nretired > 0)
+        close_setup(retired[--nretired], st);
+    close_setup(serving, st);
+    if (!cfg->worker)
+        pid_file_remove(cfg->pid_file);
     log_msg(LV_INFO, NULL, "stopped");
     ev_loop_destroy(st->loop);
     return 0;
@@ -327,11 +508,16 @@ int main(int argc, char **argv)
         /* The supervisor holds no script: each worker loads its own. */
         struct argv a = { argc, argv };
         int n = (int)st.cfg.workers;
+        char pid_file[CONFIG_PATH_MAX + 1];
+        snprintf(pid_file, sizeof(pid_file), "%s", st.cfg.pid_file);
         teardown(&st);
         ev_loop_destroy(st.loop);
+        pid_file_write(pid_file);
         int worker = workers_supervise(n, script_loads, &a, &rc);
-        if (worker < 0)
+        if (worker < 0) {
+            pid_file_remove(pid_file);
             return rc;
+        }
         char tag[16];
         snprintf(tag, sizeof(tag), "w%d", worker + 1);
         log_set_tag(tag);
@@ -340,5 +526,6 @@ int main(int argc, char **argv)
             return rc;
         st.cfg.worker = worker + 1;
     }
+    args_given = (struct argv){ argc, argv };
     return run(&st, argv);
 }

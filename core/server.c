@@ -180,6 +180,12 @@ int server_adopt(struct server *srv, int fd, const struct net_addr *peer, bool t
     return session_new(&srv->sessions, fd, peer, tls, id);
 }
 
+void server_set_hooks(struct server *srv, const struct hooks *hooks, struct tls_server *tls)
+{
+    srv->sessions.proto_ctx = hooks;
+    srv->sessions.tls = tls;
+}
+
 void server_free(struct server *srv)
 {
     for (int i = 0; i < srv->nlisteners; i++) {

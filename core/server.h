@@ -49,5 +49,8 @@ void server_stop(struct server *srv);
  * memory (the caller closes fd). */
 int  server_adopt(struct server *srv, int fd, const struct net_addr *peer, bool tls);
 void server_free(struct server *srv);
+/* A reload: sessions from now on ask `hooks` and use `tls` (those in
+ * progress keep what they began with). */
+void server_set_hooks(struct server *srv, const struct hooks *hooks, struct tls_server *tls);
 
 #endif

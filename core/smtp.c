@@ -1290,6 +1290,8 @@ static void *open_(const void *ctx, struct session *s)
     m->cfg = session_config(s);
     m->hooks = ctx;
     m->pending = -1;
+    if (m->hooks->open)
+        m->hooks->open(m->hooks->ctx, m);
     buf_init(&m->tx.msg, (size_t)m->cfg->max_size);
     return m;
 }

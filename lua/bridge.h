@@ -31,12 +31,25 @@ int  bridge_apply_config(struct bridge *b, struct config *cfg, const char *const
 /* What the config says of hooks and the mail table (--hook-timeout,
  * --lua-memory, --body-lines, --rawbody). */
 void bridge_set_limits(struct bridge *b, const struct config *cfg);
-/* Start what scripts use beyond hooks: the MQTT broker connection.
- * 0, or -1 with the reason in err. */
-int  bridge_start(struct bridge *b, const struct config *cfg, char *err);
+/* Start what scripts use beyond hooks: the state database, the queue's
+ * delivery agent, the MQTT broker connection.  held (a reload's bridge,
+ * while the one it replaces still finishes its sessions): the agent and
+ * the broker connection wait for bridge_resume().  0, or -1 with err. */
+int  bridge_start(struct bridge *b, const struct config *cfg, bool held, char *err);
+/* A reload replaced b: its timers and its delivery agent stop now; its
+ * sessions in progress go on with it. */
+void bridge_retire(struct bridge *b);
+void bridge_resume(struct bridge *b);
+/* No session, no call, no timer function in progress: b may close. */
+bool bridge_idle(const struct bridge *b);
+/* Log each option that new's `config` table sets otherwise than old's:
+ * options are read at start, and wait for a restart. */
+void bridge_config_changes(struct bridge *old, struct bridge *new);
 /* What the bridge runs now, for the watchdog's log line (called on its
- * thread while the loop is stuck: reads only). */
+ * thread while the loop is stuck: reads only); bridge_in_call() tells
+ * whether one of its calls runs at all. */
 void bridge_running(void *b, char *out, size_t size);
+bool bridge_in_call(const void *b);
 /* A summary for --check: which hooks the script defines. */
 void bridge_describe(struct bridge *b, char *out, size_t outsz);
 const struct hooks *bridge_hooks(struct bridge *b);

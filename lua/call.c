@@ -550,6 +550,14 @@ static void lua_close_hook(void *ctx, struct smtp *s)
         end_call(ls->call);   /* a pending verdict that will never be given */
     begin(b, s, CALL_CLOSE, NULL, &ignored);   /* cannot wait: luasmtpd.sleep refuses */
     lsession_free(b, s);
+    b->sessions--;
+}
+
+static void lua_open_hook(void *ctx, struct smtp *s)
+{
+    struct bridge *b = ctx;
+    (void)s;
+    b->sessions++;
 }
 
 static bool lua_defines(void *ctx, enum hook_stage st)
@@ -563,6 +571,7 @@ void call_hooks_init(struct bridge *b)
     b->hooks.ctx = b;
     b->hooks.call = lua_call_hook;
     b->hooks.close = lua_close_hook;
+    b->hooks.open = lua_open_hook;
     b->hooks.defines = lua_defines;
     b->defined = 0;
     for (int st = 0; st <= CALL_CLOSE; st++)

@@ -308,4 +308,4 @@ static void exec_open(lua_State *L)
     lua_setfield(L, -2, "exec");
 }
 
-const struct action exec_action = { exec_open, NULL, NULL };
+const struct action exec_action = { .open = exec_open };

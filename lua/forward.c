@@ -281,4 +281,4 @@ static void forward_open(lua_State *L)
     lua_setfield(L, -2, "forward");
 }
 
-const struct action forward_action = { forward_open, NULL, NULL };
+const struct action forward_action = { .open = forward_open };

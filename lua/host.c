@@ -298,12 +298,28 @@ static int joined_value(lua_State *L, const char *name, char *out, size_t outsz,
     return 0;
 }
 
+/* The options the script's `config` set, as the registry's table
+ * "luasmtpd.applied": option name -> its values, one per line. */
+static void note_applied(lua_State *L, const char *name, const char *value)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "luasmtpd.applied");
+    lua_getfield(L, -1, name);
+    if (lua_isstring(L, -1))
+        lua_pushfstring(L, "%s\n%s", lua_tostring(L, -1), value);
+    else
+        lua_pushstring(L, value);
+    lua_setfield(L, -3, name);
+    lua_pop(L, 2);
+}
+
 static int set_option(struct bridge *b, struct config *cfg, const char *name, const char *value,
                       char *err)
 {
     char cerr[CONFIG_ERR_MAX];
-    if (config_set(cfg, name, value, cerr) == 0)
+    if (config_set(cfg, name, value, cerr) == 0) {
+        note_applied(b->L, name, value);
         return 0;
+    }
     snprintf(err, BRIDGE_ERR_MAX, "%s: config: %s", b->script, cerr);
     return -1;
 }
@@ -453,8 +469,9 @@ static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
     b->seen = b->ncalls;
 }
 
-int bridge_start(struct bridge *b, const struct config *cfg, char *err)
+int bridge_start(struct bridge *b, const struct config *cfg, bool held, char *err)
 {
+    b->held = held;
     ev_timer_init(&b->trim, trim_cb, 1., 1.);
     b->trim.data = b;
     ev_timer_start(b->loop, &b->trim);
@@ -463,6 +480,67 @@ int bridge_start(struct bridge *b, const struct config *cfg, char *err)
         if ((*a)->start && (*a)->start(b, cfg, err, BRIDGE_ERR_MAX) < 0)
             return -1;
     return 0;
+}
+
+static void each_action(struct bridge *b, bool retire)
+{
+    for (const struct action *const *a = bridge_actions; *a; a++) {
+        void (*fn)(struct bridge *) = retire ? (*a)->retire : (*a)->resume;
+        if (fn)
+            fn(b);
+    }
+}
+
+void bridge_retire(struct bridge *b)
+{
+    b->retired = true;
+    each_action(b, true);
+}
+
+void bridge_resume(struct bridge *b)
+{
+    if (!b->held)
+        return;
+    b->held = false;
+    each_action(b, false);
+}
+
+bool bridge_idle(const struct bridge *b)
+{
+    return b->sessions == 0 && b->tasks == NULL && b->running == NULL;
+}
+
+bool bridge_in_call(const void *b)
+{
+    return ((const struct bridge *)b)->running != NULL;
+}
+
+/* Log each option that `from`'s config table sets and `to`'s sets
+ * otherwise (or, with added_only, not at all): it waits for a restart. */
+static void diff_applied(struct bridge *from, struct bridge *to, bool added_only)
+{
+    lua_State *L = from->L, *T = to->L;
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "luasmtpd.applied");
+    luaL_getsubtable(T, LUA_REGISTRYINDEX, "luasmtpd.applied");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *name = lua_tostring(L, -2);
+        lua_getfield(T, -1, name);
+        const char *now = lua_tostring(T, -1);
+        if (added_only ? now == NULL : now == NULL || strcmp(now, lua_tostring(L, -1)) != 0)
+            log_msg(LV_WARN, NULL, "reload: --%s changed in the script's config: it takes effect at a restart "
+                                   "(the running value stays)", name);
+        lua_pop(T, 1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pop(T, 1);
+}
+
+void bridge_config_changes(struct bridge *old, struct bridge *new)
+{
+    diff_applied(old, new, false);    /* changed or gone */
+    diff_applied(new, old, true);     /* new */
 }
 
 bool bridge_decides_auth(const struct bridge *b)

@@ -405,4 +405,4 @@ static void http_open(lua_State *L)
     lua_setfield(L, -2, "http");
 }
 
-const struct action http_action = { http_open, NULL, http_free };
+const struct action http_action = { .open = http_open, .stop = http_free };

@@ -32,6 +32,11 @@ struct bridge {
     bool            over_budget;   /* the running call passed it */
     struct lcall   *running;       /* the call whose coroutine runs now */
     struct lcall   *tasks;         /* timer functions in progress (a list) */
+    struct ltimer  *timers;        /* timer.c: the armed timers (a list) */
+    unsigned long   sessions;      /* sessions begun on its hooks, not yet closed */
+    bool            held;          /* a reload's, while the script before it finishes:
+                                      no broker connection, no delivery agent yet */
+    bool            retired;       /* a reload replaced it: no timers, no agent */
     struct writer  *writer;        /* writer.c: the writer thread, once started */
     struct store   *store;         /* store.c: the state database, once opened */
     struct queue   *queue;         /* queue.c: limits and the delivery agent */
@@ -107,6 +112,10 @@ struct action {
     /* with the server's options, before serving: 0, or -1 with err */
     int  (*start)(struct bridge *b, const struct config *cfg, char *err, size_t errsz);
     void (*stop)(struct bridge *b);   /* the bridge closes: finish, free */
+    /* a reload: the bridge it replaces retires (its sessions go on), and
+     * the new one, started held, is resumed once that one has closed */
+    void (*retire)(struct bridge *b);
+    void (*resume)(struct bridge *b);
 };
 extern const struct action *const bridge_actions[];
 extern const struct action exec_action, timer_action, save_action, http_action, mqtt_action,

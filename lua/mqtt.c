@@ -271,8 +271,16 @@ static int mqtt_start(struct bridge *b, const struct config *cfg, char *err, siz
     m->retry.data = m;
     ev_timer_start(b->loop, &m->misc);
     b->mqtt = m;
-    connect_now(m);
+    if (!b->held)                     /* a reload's: once the old one has gone */
+        connect_now(m);
     return 0;
+}
+
+/* The script before it closed: connect with the client id it used. */
+static void mqtt_resume(struct bridge *b)
+{
+    if (b->mqtt && !b->mqtt->started)
+        connect_now(b->mqtt);
 }
 
 static void mqtt_stop(struct bridge *b)
@@ -444,4 +452,5 @@ static void mqtt_open(lua_State *L)
     lua_setfield(L, -2, "mqtt");
 }
 
-const struct action mqtt_action = { mqtt_open, mqtt_start, mqtt_stop };
+const struct action mqtt_action = { .open = mqtt_open, .start = mqtt_start, .stop = mqtt_stop,
+                                    .resume = mqtt_resume };

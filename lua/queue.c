@@ -399,7 +399,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void kick(struct queue *q)
 {
-    if (!q->agent)
+    if (!ev_is_active(&q->tick))      /* no agent here, or not now (a reload) */
         return;
     q->kicked = true;
     ev_feed_event(q->b->loop, &q->tick, EV_TIMER);
@@ -420,6 +420,25 @@ static int l_agent(lua_State *L)
     lua_settop(L, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.queue_deliver");
     return 0;
+}
+
+/* The delivery agent runs in this process (the server's, or worker 1's). */
+static void agent_start(struct queue *q)
+{
+    if (!q->agent || ev_is_active(&q->tick))
+        return;
+    ev_timer_start(q->b->loop, &q->tick);
+    ev_unref(q->b->loop);
+    kick(q);                          /* what an earlier run left */
+}
+
+static void agent_stop(struct queue *q)
+{
+    if (ev_is_active(&q->tick)) {
+        ev_ref(q->b->loop);
+        ev_timer_stop(q->b->loop, &q->tick);
+    }
+    ev_clear_pending(q->b->loop, &q->tick);
 }
 
 static int queue_start(struct bridge *b, const struct config *cfg, char *err, size_t errsz)
@@ -454,11 +473,8 @@ static int queue_start(struct bridge *b, const struct config *cfg, char *err, si
         lua_pop(b->L, 1);
     ev_timer_init(&q->tick, tick_cb, 1., 1.);
     q->tick.data = q;
-    if (q->agent) {
-        ev_timer_start(b->loop, &q->tick);
-        ev_unref(b->loop);
-        kick(q);                      /* what an earlier run left */
-    }
+    if (!b->held)
+        agent_start(q);
     return 0;
 }
 
@@ -467,11 +483,7 @@ static void queue_stop(struct bridge *b)
     struct queue *q = b->queue;
     if (q == NULL)
         return;
-    if (ev_is_active(&q->tick)) {
-        ev_ref(b->loop);
-        ev_timer_stop(b->loop, &q->tick);
-    }
-    ev_clear_pending(b->loop, &q->tick);
+    agent_stop(q);
     luaL_unref(b->L, LUA_REGISTRYINDEX, q->deliverref);
     free(q->running);
     free(q);
@@ -492,7 +504,22 @@ static void queue_open(lua_State *L)
     lua_setfield(L, -2, "_queue");   /* luasmtpd.lua takes it away */
 }
 
-const struct action queue_action = { queue_open, queue_start, queue_stop };
+/* A reload: the agent moves to the new script once this one has closed
+ * (its deliveries in progress finish here), so no job runs twice. */
+static void queue_retire(struct bridge *b)
+{
+    if (b->queue)
+        agent_stop(b->queue);
+}
+
+static void queue_resume(struct bridge *b)
+{
+    if (b->queue)
+        agent_start(b->queue);
+}
+
+const struct action queue_action = { .open = queue_open, .start = queue_start, .stop = queue_stop,
+                                     .retire = queue_retire, .resume = queue_resume };
 
 /* ---- the --queue-* commands ---- */
 

@@ -285,4 +285,4 @@ static void save_open(lua_State *L)
     lua_setfield(L, -2, "write");
 }
 
-const struct action save_action = { save_open, NULL, NULL };
+const struct action save_action = { .open = save_open };

@@ -852,4 +852,4 @@ static int store_start(struct bridge *b, const struct config *cfg, char *err, si
     return store_open(b, false, err, errsz) < 0 ? -1 : 0;
 }
 
-const struct action store_action = { store_lib_open, store_start, store_stop };
+const struct action store_action = { .open = store_lib_open, .start = store_start, .stop = store_stop };

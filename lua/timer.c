@@ -22,11 +22,24 @@ struct ltimer {
     int             selfref;       /* the anchor while armed, or LUA_NOREF */
     bool            repeat;
     struct lcall   *task;          /* its run in progress, if any */
+    struct ltimer  *next, **pprev; /* in b->timers while armed */
 };
+
+static void unlink_timer(struct ltimer *tm)
+{
+    if (tm->pprev == NULL)
+        return;
+    if (tm->next)
+        tm->next->pprev = tm->pprev;
+    *tm->pprev = tm->next;
+    tm->next = NULL;
+    tm->pprev = NULL;
+}
 
 static void disarm(struct ltimer *tm)
 {
     lua_State *L = tm->b->L;
+    unlink_timer(tm);
     ev_timer_stop(tm->b->loop, &tm->t);
     luaL_unref(L, LUA_REGISTRYINDEX, tm->selfref);
     tm->selfref = LUA_NOREF;
@@ -79,6 +92,7 @@ static int timer_cancel(lua_State *L)
 static int timer_gc(lua_State *L)
 {
     struct ltimer *tm = luaL_checkudata(L, 1, TIMER_META);
+    unlink_timer(tm);
     ev_timer_stop(tm->b->loop, &tm->t);
     if (tm->task)
         tm->task->ended = NULL;
@@ -109,6 +123,8 @@ static int new_timer(lua_State *L, bool repeat)
     tm->fnref = tm->selfref = LUA_NOREF;
     tm->repeat = repeat;
     tm->task = NULL;
+    tm->next = NULL;
+    tm->pprev = NULL;
     ev_timer_init(&tm->t, fire_cb, secs, repeat ? secs : 0.);
     tm->t.data = tm;
     if (luaL_newmetatable(L, TIMER_META)) {
@@ -126,6 +142,10 @@ static int new_timer(lua_State *L, bool repeat)
     lua_pushvalue(L, -1);
     tm->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
     ev_timer_start(b->loop, &tm->t);
+    if ((tm->next = b->timers) != NULL)
+        tm->next->pprev = &tm->next;
+    tm->pprev = &b->timers;
+    b->timers = tm;
     return 1;
 }
 
@@ -162,4 +182,12 @@ static void timer_open(lua_State *L)
     luaL_setfuncs(L, funcs, 0);
 }
 
-const struct action timer_action = { timer_open, NULL, NULL };
+/* A reload retires the bridge: its timers, `every` and watchdogs with them,
+ * stop now (a run in progress finishes). */
+static void timer_retire(struct bridge *b)
+{
+    while (b->timers)
+        disarm(b->timers);
+}
+
+const struct action timer_action = { .open = timer_open, .retire = timer_retire };

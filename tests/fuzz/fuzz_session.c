@@ -83,7 +83,7 @@ static bool defines(void *ctx, enum hook_stage stage)
     return stage == HOOK_AUTH || stage == HOOK_VRFY;
 }
 
-static const struct hooks fuzz_hooks = { NULL, call, close_cb, defines };
+static const struct hooks fuzz_hooks = { .call = call, .close = close_cb, .defines = defines };
 
 struct client {
     int        fd;

@@ -94,7 +94,7 @@ static bool plan_defines(void *ctx, enum hook_stage st)
     return true;
 }
 
-static const struct hooks plan_hooks = { NULL, plan_call, plan_close, plan_defines };
+static const struct hooks plan_hooks = { .call = plan_call, .close = plan_close, .defines = plan_defines };
 
 static void reset_plan(void)
 {

@@ -208,7 +208,7 @@ static bool defines_all(void *ctx, enum hook_stage st)
     return true;
 }
 
-static const struct hooks hooks = { NULL, accept_all, no_close, defines_all };
+static const struct hooks hooks = { .call = accept_all, .close = no_close, .defines = defines_all };
 
 static const char message[] = "From: cam@site.example\r\nSubject: motion\r\n\r\nzone 3\r\n";
 
