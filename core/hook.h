@@ -47,12 +47,15 @@ enum hook_stage {
 #define VERDICT_REJECT    (-1)
 #define VERDICT_TEXT_MAX  2048   /* all lines, '\n'-separated */
 #define VERDICT_ENH_MAX   16
+#define VERDICT_ORIGIN_MAX 192
 
 struct verdict {
     int  code;                     /* VERDICT_ACCEPT, VERDICT_REJECT or 200..599 */
     char enhanced[VERDICT_ENH_MAX];/* "5.7.1", or "" to derive it */
     char text[VERDICT_TEXT_MAX];   /* "" for the standard text */
     bool disconnect;               /* close after replying (421 always does) */
+    char origin[VERDICT_ORIGIN_MAX];   /* who refused, for the log: "on_rcpt
+                                          (rules.lua:12)"; "" if not told */
 };
 
 struct hook_args {

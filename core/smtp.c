@@ -69,6 +69,8 @@ struct smtp {
     unsigned long        ntransactions;  /* DATA started: numbers message ids */
     bool                 draining;       /* server stopping: close after this message */
     bool                 closed;         /* the connection is gone */
+    bool                 refusal_logged; /* the refusal being answered is on the log */
+    const char          *origin;         /* while a stage finishes: who decided */
     void                *hook_data;
 };
 
@@ -174,8 +176,10 @@ static void reply_text(struct smtp *m, int code, const char *enh, const char *te
             unsigned char c = (unsigned char)p[i];
             line[n++] = (c < 32 || c >= 127) ? '?' : (char)c;
         }
-        if (log_enabled(code >= 400 ? LV_INFO : LV_DEBUG))
-            log_msg(code >= 400 ? LV_INFO : LV_DEBUG, m->id, "> %.*s", (int)n, line);
+        /* a refusal is on the log already if log_refusal() said it */
+        enum log_level lv = code >= 400 && !m->refusal_logged ? LV_INFO : LV_DEBUG;
+        if (log_enabled(lv))
+            log_msg(lv, m->id, "> %.*s", (int)n, line);
         line[n++] = '\r';
         line[n++] = '\n';
         session_write(m->s, line, n);
@@ -575,7 +579,9 @@ static void finish_message(struct smtp *m, struct reply *r)
         else
             reply_text(m, r->code, r->enh, r->text);
     } else {
-        log_msg(LV_INFO, m->id, "message %s rejected: %d", m->tx.msgid, r->code);
+        log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d, refused by %s", m->tx.msgid,
+                m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "", buf_len(&m->tx.msg), r->code,
+                m->origin && *m->origin ? m->origin : "the server");
         reply_text(m, r->code, r->enh, r->text);
     }
     reset_transaction(m);
@@ -612,11 +618,42 @@ static void finish_plain(struct smtp *m, struct reply *r)
     reply_text(m, r->code, r->enh, r->text);
 }
 
+/* The command a stage answers, for the log line of a refusal. */
+static const char *const refused_what[] = {
+    [HOOK_CONNECT] = "connection", [HOOK_HELO] = "HELO", [HOOK_MAIL] = "MAIL FROM",
+    [HOOK_RCPT] = "RCPT TO",       [HOOK_DATA] = "DATA", [HOOK_AUTH] = "AUTH",
+    [HOOK_VRFY] = "VRFY",          [HOOK_EXPN] = "EXPN",
+};
+
+/* One line that says what was refused and who decided:
+ *   RCPT TO <x@y> refused by on_rcpt (rules.lua:12): 550 5.7.1 not ours
+ * (the message's own line says it for a refused message). */
+static void log_refusal(struct smtp *m, enum hook_stage st, const struct verdict *v, const struct reply *r)
+{
+    if (!log_enabled(LV_INFO) || st >= sizeof(refused_what) / sizeof(refused_what[0]) || !refused_what[st])
+        return;
+    char arg[sizeof(m->arg) * 4 + 1], text[REPLY_LINE_MAX * 4 + 1];
+    const char *shown = st == HOOK_AUTH ? "user=" : "";
+    bool addr = st == HOOK_MAIL || st == HOOK_RCPT;
+    bool has_arg = st != HOOK_CONNECT && st != HOOK_DATA;
+    size_t tl = strcspn(r->text, "\n");
+    log_msg(LV_INFO, m->id, "%s%s%s%s%s%s refused by %s: %d%s%s %s", refused_what[st], has_arg ? " " : "",
+            shown, addr || st == HOOK_AUTH ? "<" : "", has_arg ? log_escape(arg, sizeof(arg), m->arg, strlen(m->arg)) : "",
+            addr || st == HOOK_AUTH ? ">" : "", v->origin[0] ? v->origin : "the server", r->code,
+            r->enh && *r->enh ? " " : "", r->enh ? r->enh : "", log_escape(text, sizeof(text), r->text, tl));
+    m->refusal_logged = true;
+}
+
 static void finish_stage(struct smtp *m, enum hook_stage st, const struct verdict *v)
 {
     struct reply r;
     resolve(m, st, v, &r);
+    if (r.code >= 400)
+        log_refusal(m, st, v, &r);
+    m->origin = v->origin;
     stages[st].finish(m, &r);
+    m->origin = NULL;
+    m->refusal_logged = false;
     if (r.code == 421 || v->disconnect)
         session_close_after_flush(m->s);
 }
@@ -630,7 +667,7 @@ static void call_hook(struct smtp *m, enum hook_stage st, const struct hook_args
     const struct hooks *h = m->hooks;
 
     v.code = VERDICT_ACCEPT;
-    v.enhanced[0] = v.text[0] = '\0';
+    v.enhanced[0] = v.text[0] = v.origin[0] = '\0';
     v.disconnect = false;
     if (arg) {
         /* Parsed names and addresses fit: SMTP_PATH_MAX bounds both. */

@@ -17,6 +17,8 @@
 #include "internal.h"
 #include "log.h"
 
+#define PATH_MAX_SHOWN (LUA_IDSIZE + 32)   /* " at FILE:LINE" */
+
 /* on_close has no verdict: it runs as the pseudo-stage CALL_CLOSE. */
 static const char *const hook_names[CALL_TASK] = {
     [HOOK_CONNECT] = "on_connect", [HOOK_HELO] = "on_helo",   [HOOK_MAIL] = "on_mail_from",
@@ -28,6 +30,53 @@ static const char *const hook_names[CALL_TASK] = {
 const char *call_hook_name(int st)
 {
     return hook_names[st];
+}
+
+/* Where the hook `name` (a global function) was defined, for the log line
+ * of a refusal: "on_rcpt (rules.lua:12)", or `why` in the parentheses. */
+static void set_origin(lua_State *L, const char *name, const char *why, struct verdict *v)
+{
+    lua_Debug ar;
+    ar.linedefined = 0;
+    if (why == NULL) {
+        if (lua_getglobal(L, name) == LUA_TFUNCTION)
+            lua_getinfo(L, ">S", &ar);    /* pops it */
+        else
+            lua_pop(L, 1);
+    }
+    if (ar.linedefined > 0)
+        snprintf(v->origin, sizeof(v->origin), "%s (%s:%d)", name, ar.short_src, ar.linedefined);
+    else
+        snprintf(v->origin, sizeof(v->origin), "%s%s%s%s", name, why ? " (" : "", why ? why : "", why ? ")" : "");
+}
+
+/* " at rules.lua:12": the line the coroutine stopped at, or "". */
+static void where_stopped(lua_State *co, char *out, size_t size)
+{
+    lua_Debug ar;
+    out[0] = '\0';
+    for (int level = 0; lua_getstack(co, level, &ar); level++)
+        if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0) {
+            snprintf(out, size, " at %s:%d", ar.short_src, ar.currentline);
+            return;
+        }
+}
+
+/* A returned value for the log: its type, and a short form of a string,
+ * number or boolean. */
+static void shown_value(lua_State *co, int idx, char *out, size_t size)
+{
+    int t = lua_type(co, idx);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
+        char esc[160];
+        size_t len;
+        const char *s = luaL_tolstring(co, idx, &len);
+        snprintf(out, size, "%s %s%s%s", lua_typename(co, t), t == LUA_TSTRING ? "\"" : "",
+                 log_escape(esc, sizeof(esc), s, len > 40 ? 40 : len), t == LUA_TSTRING ? "\"" : "");
+        lua_pop(co, 1);
+    } else {
+        snprintf(out, size, "%s", lua_typename(co, t));
+    }
 }
 
 static void set_verdict_error(struct verdict *v)
@@ -195,23 +244,35 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
         lua_pop(c->co, nres);
         return HOOK_PENDING;
     }
-    v->enhanced[0] = v->text[0] = '\0';
+    v->enhanced[0] = v->text[0] = v->origin[0] = '\0';
     v->disconnect = false;
+    const char *why = NULL;           /* what went wrong, for the refusal's log line */
+    int first = lua_gettop(c->co) - nres + 1;   /* the first value returned */
     if (b->over_budget) {
-        log_msg(LV_ERROR, sid, "%s: ran past its time budget of %.3gs (%s)%s", name, b->budget,
-                b->script, then);
+        char at[PATH_MAX_SHOWN];
+        where_stopped(c->co, at, sizeof(at));
+        log_msg(LV_ERROR, sid, "%s: ran past its time budget of %.3gs%s%s%s%s%s", name, b->budget, at,
+                at[0] ? "" : " (", at[0] ? "" : b->script, at[0] ? "" : ")", then);
         set_verdict_error(v);
+        why = "over its time budget";
     } else if (rc == LUA_YIELD) {
         log_msg(LV_ERROR, sid, "%s: yielded outside a luasmtpd wait (%s)%s", name, b->script, then);
         set_verdict_error(v);
+        why = "yielded outside a wait";
     } else if (rc != LUA_OK) {
         log_error(c, rc, then);
         set_verdict_error(v);
+        why = "script error";
     } else if (verdict && to_verdict(c->co, nres, v) < 0) {
-        log_msg(LV_ERROR, sid, "%s: invalid return value (%s)%s", name,
-                nres ? luaL_typename(c->co, lua_gettop(c->co) - nres + 1) : "nothing", then);
+        char shown[256] = "nothing";
+        if (nres)
+            shown_value(c->co, first, shown, sizeof(shown));
+        log_msg(LV_ERROR, sid, "%s: invalid return value (%s)%s", name, shown, then);
         set_verdict_error(v);
+        why = "invalid return value";
     }
+    if (verdict && v->code != VERDICT_ACCEPT)   /* the core may still refuse a code */
+        set_origin(b->L, name, why, v);
     end_call(c);
     return HOOK_DONE;
 }

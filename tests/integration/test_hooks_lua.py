@@ -50,6 +50,15 @@ class Verdicts(ServerTest):
         self.assertReply(self.transaction(c, body=b"Subject: x-false\r\n\r\nb\r\n"), 554, "5.6.0")
         self.assertReply(self.transaction(c, body=b"Subject: x-codetext\r\n\r\nb\r\n"), 551, "5.1.6 Moved away")
         self.assertReply(self.transaction(c), 250)
+        # each refusal is one log line: what, and which hook decided where
+        for pattern in (r"HELO x-false refused by on_helo \(\S*verdicts\.lua:\d+\): 550 5\.7\.1 ",
+                        r"RCPT TO <x-false@b\.c> refused by on_rcpt \(\S*verdicts\.lua:62\): 550 5\.1\.1 ",
+                        r"DATA refused by on_data \(\S*verdicts\.lua:\d+\): 554 5\.7\.1 ",
+                        r"message \S+ from=<[^>]+> to=<[^>]+> size=\d+: 554, refused by on_mail "
+                        r"\(\S*verdicts\.lua:78\)",
+                        r"message \S+ from=<[^>]+> to=<[^>]+> size=\d+: 551, refused by on_mail"):
+            self.assertTrue(self.srv.wait_log(pattern), pattern + "\n" + self.srv.log())
+        self.assertEqual(self.srv.count_log(r"info .*> 550 5\.1\.1"), 0)   # not said twice
 
     def test_421_closes(self):
         c = self.session()
@@ -67,14 +76,15 @@ class Verdicts(ServerTest):
             self.assertReply(self.transaction(c), 250)
         # the log is read by a thread: wait for each line, not just look
         for pattern in (r"on_mail_from: .*verdicts\.lua:\d+: deliberate failure", "stack traceback",
-                        r"on_mail_from: invalid return value \(string\)",
+                        r'on_mail_from: invalid return value \(string "[^"]*"\)',
+                        r"MAIL FROM <x-error@b\.c> refused by on_mail_from \(script error\): 451 4\.3\.0",
                         r"hook mail: invalid reply code 299",
                         r"on_mail_from: yielded outside a luasmtpd wait", r"nested coroutine",
                         r"on_mail_from: not enough memory"):
             self.assertTrue(self.srv.wait_log(pattern), pattern + "\n" + self.srv.log())
         # loop, coloop and wraploop
-        self.assertTrue(self.srv.wait_log(r"on_mail_from: ran past its time budget of 0\.5s", count=3),
-                        self.srv.log())
+        self.assertTrue(self.srv.wait_log(r"on_mail_from: ran past its time budget of 0\.5s at \S*verdicts\.lua:\d+;",
+                                          count=3), self.srv.log())
 
     def test_budget_after_an_idle_while(self):
         # the budget's timer stops after ten ticks without a call (0.5 s at
