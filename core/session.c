@@ -62,8 +62,9 @@ int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bo
     o->sessions = s;
     o->nsessions++;
 
-    log_msg(LV_INFO, s->id, "connect from %s:%d to %s:%d%s", s->peer_host, s->peer_port,
-            s->local_host, s->local_port, tls ? " (TLS)" : "");
+    char from[NET_ADDRSTR_MAX], to[NET_ADDRSTR_MAX];
+    log_msg(LV_INFO, s->id, "connect from %s to %s%s", net_addr_str(&s->peer, from),
+            net_addr_str(&s->local, to), tls ? " (TLS)" : "");
     if (cfg->session_timeout > 0)
         ev_timer_start(loop, &s->life);
     if (tls) {
@@ -452,8 +453,9 @@ void session_close(struct session *s, const char *why)
     close(s->fd);
     s->fd = -1;
     s->owner->proto->closed(s->proto, summary, sizeof(summary));
-    log_msg(LV_INFO, s->id, "disconnect from %s:%d%s%s%s duration=%.3fs", s->peer_host,
-            s->peer_port, why ? ": " : "", why ? why : "", summary, ev_now(loop) - s->started);
+    char peer[NET_ADDRSTR_MAX];
+    log_msg(LV_INFO, s->id, "disconnect from %s%s%s%s duration=%.3fs", net_addr_str(&s->peer, peer),
+            why ? ": " : "", why ? why : "", summary, ev_now(loop) - s->started);
 }
 
 void session_free(struct session *s)

@@ -18,8 +18,71 @@ extern const char lua_luasmtpd[];
 #define LUASMTPD_VERSION "0.0.0"
 #endif
 
-/* luasmtpd.log([level,] ...): one log line, the values joined by spaces;
- * level is "error", "warn", "info" (default) or "debug". */
+#define SHOWN_ENTRIES 16   /* of a table luasmtpd.log shows */
+
+/* Push a value as a shown table has it: strings quoted, tables "{...}",
+ * the rest as tostring. */
+static void push_shown(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    if (t == LUA_TTABLE) {
+        lua_pushliteral(L, "{...}");
+    } else if (t == LUA_TSTRING) {
+        lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+    } else {
+        luaL_tolstring(L, idx, NULL);
+    }
+}
+
+/* Push a table without __tostring as {1, 2, key = "v", sub = {...}}: one
+ * level, at most SHOWN_ENTRIES entries (then "...").  The pieces are
+ * joined on the stack: a luaL_Buffer may not be used while lua_next's key
+ * and value sit above it. */
+static void push_table(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    int n = 0;
+    lua_pushliteral(L, "{");
+    int acc = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (n++ == SHOWN_ENTRIES) {
+            lua_pop(L, 2);
+            lua_pushliteral(L, ", ...");
+            lua_concat(L, 2);
+            break;
+        }
+        int parts = 0;
+        if (n > 1) {
+            lua_pushliteral(L, ", ");
+            parts++;
+        }
+        if (!lua_isinteger(L, -2 - parts) || lua_tointeger(L, -2 - parts) != n) {   /* not next of a list */
+            if (lua_type(L, -2 - parts) == LUA_TSTRING)
+                lua_pushfstring(L, "%s = ", lua_tostring(L, -2 - parts));
+            else {
+                push_shown(L, -2 - parts);
+                lua_pushfstring(L, "[%s] = ", lua_tostring(L, -1));
+                lua_remove(L, -2);
+            }
+            parts++;
+        }
+        push_shown(L, -1 - parts);
+        parts++;
+        lua_concat(L, parts);         /* this entry */
+        lua_pushvalue(L, acc);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+        lua_replace(L, acc);
+        lua_pop(L, 1);                /* the value; the key stays for lua_next */
+    }
+    lua_pushliteral(L, "}");
+    lua_concat(L, 2);
+}
+
+/* luasmtpd.log([level,] ...): one log line, the values joined by spaces
+ * (a table shown one level deep); level is "error", "warn", "info"
+ * (default) or "debug". */
 static int l_log(lua_State *L)
 {
     int first = 1, level = LV_INFO, n = lua_gettop(L);
@@ -35,8 +98,15 @@ static int l_log(lua_State *L)
     luaL_Buffer buf;
     luaL_buffinit(L, &buf);
     for (int i = first; i <= n; i++) {
-        luaL_tolstring(L, i, NULL);
-        luaL_addvalue(&buf);
+        if (lua_type(L, i) == LUA_TTABLE && !luaL_getmetafield(L, i, "__tostring")) {
+            push_table(L, i);
+            luaL_addvalue(&buf);
+        } else {
+            if (lua_type(L, i) == LUA_TTABLE)
+                lua_pop(L, 1);        /* the __tostring found */
+            luaL_tolstring(L, i, NULL);
+            luaL_addvalue(&buf);
+        }
         if (i < n)
             luaL_addchar(&buf, ' ');
     }

@@ -74,5 +74,8 @@ class Cli(unittest.TestCase):
             c6 = socket.create_connection(("::1", int(m.group(1))), timeout=5)
             self.assertTrue(c6.recv(100).startswith(b"220 "))
             c6.close()
+            # an IPv6 peer is written as in a URL: [::1]:41672
+            self.assertTrue(srv.wait_log(r"connect from \[::1\]:\d+ to \[::1\]:%s" % m.group(1)), srv.log())
+            self.assertTrue(srv.wait_log(r"disconnect from \[::1\]:\d+"), srv.log())
             c4 = srv.client()
             self.assertEqual(c4.greeting[0], 220)

@@ -423,6 +423,19 @@ class Replay(unittest.TestCase):
         self.assertEqual(bytes.fromhex(mail["raw"]), b"Subject: hi\r\n\r\n.dot\r\nbody\r\n")
         self.assertEqual(mail["recipients"], ["r1@x.y", "r2@x.y"])
 
+    def test_log_shows_tables_one_level_deep(self):
+        path = script(tmp_path("logtables.lua"), '''
+local l = require "luasmtpd"
+function on_mail(mail)
+  local many = {}
+  for i = 1, 20 do many[i] = i end
+  l.log("shown", {mail.subject, to = mail.recipients}, many, setmetatable({}, {__tostring = function() return "own" end}))
+end
+''')
+        p = self.replay(path)
+        self.assertRegex(p.stderr, r'script: shown \{"hi", to = \{\.\.\.\}\} '
+                                   r'\{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, \.\.\.\} own\n')
+
     def test_ids_do_not_repeat_across_runs(self):
         ids = set()
         for _ in range(10):
