@@ -611,7 +611,9 @@ void config_usage(FILE *out)
         }
     }
     fputs("  A switch --NAME is turned off with --no-NAME (or --NAME=false).\n"
-          "  --check                   load and check SCRIPT, then exit (0: fine, 2: not)\n"
+          "  --check                   load and check SCRIPT, then exit (0: fine, 2: not);\n"
+          "                            warnings (a global on_* function that is no hook)\n"
+          "                            go to stderr; --strict makes them exit 1\n"
           "  --replay FILE.eml         run one message through the hooks without a network,\n"
           "                            print the dialogue; exit 0 if accepted, 1 if not\n"
           "  --from ADDR, --to ADDR    envelope for --replay (default replay@localhost,\n"

@@ -27,7 +27,7 @@ static struct server srv;
 
 struct args {
     const char *script;
-    bool check, reload;
+    bool check, reload, strict;
     const char *queue_cmd, *queue_arg;  /* --queue-list and the like */
     struct replay_opts replay;
     const char *flags[MAX_FLAGS + 1];   /* options given as flags: they win */
@@ -160,8 +160,8 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
             printf("luasmtpd %s\n", LUASMTPD_VERSION);
             exit(0);
         }
-        if (strcmp(arg, "--check") == 0 || strcmp(arg, "--reload") == 0) {
-            *(arg[2] == 'c' ? &a->check : &a->reload) = true;
+        if (strcmp(arg, "--check") == 0 || strcmp(arg, "--reload") == 0 || strcmp(arg, "--strict") == 0) {
+            *(arg[2] == 'c' ? &a->check : arg[2] == 'r' ? &a->reload : &a->strict) = true;
             continue;
         }
         /* --queue-list, --queue-show ID, --queue-flush ID|all, --queue-delete ID */
@@ -219,6 +219,8 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
     }
     if (a->check && a->script == NULL)
         return usage_error("--check needs a SCRIPT.lua");
+    if (a->strict && !a->check)
+        return usage_error("--strict goes with --check");
     if (a->reload && !cfg->pid_file[0])
         return usage_error("--reload needs --pid-file FILE");
     if (a->reload)
@@ -422,6 +424,11 @@ static void describe_running(void *ctx, char *out, size_t size)
     bridge_running(serving->bridge, out, size);
 }
 
+static void check_warning(const char *text, const void *script)
+{
+    fprintf(stderr, "luasmtpd: %s: warning: %s\n", (const char *)script, text);
+}
+
 /* --check, --replay, or serve until stopped; argv starts the server again
  * when the watchdog finds it stuck (a worker exits instead). */
 static int run(struct setup *st, char **argv)
@@ -448,6 +455,8 @@ static int run(struct setup *st, char **argv)
             bridge_describe(st->bridge, desc, sizeof(desc));
             printf("%s: ok; %s\n", st->args.script, desc);
             printf("id: %s%s%s\n", cfg->id, cfg->description[0] ? "; " : "", cfg->description);
+            if (bridge_warnings(st->bridge, check_warning, st->args.script) > 0 && st->args.strict)
+                rc = 1;
         } else {
             rc = replay_run(st->loop, cfg, hooks, &st->args.replay);
         }

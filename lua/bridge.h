@@ -52,6 +52,9 @@ void bridge_running(void *b, char *out, size_t size);
 bool bridge_in_call(const void *b);
 /* A summary for --check: which hooks the script defines. */
 void bridge_describe(struct bridge *b, char *out, size_t outsz);
+/* What --check warns of (a global on_* function that is no hook, with the
+ * nearest hook's name): warn() once each; the count. */
+int  bridge_warnings(struct bridge *b, void (*warn)(const char *text, const void *arg), const void *arg);
 const struct hooks *bridge_hooks(struct bridge *b);
 /* Does the script decide AUTH (on_auth)? */
 bool bridge_decides_auth(const struct bridge *b);

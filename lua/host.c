@@ -552,15 +552,54 @@ bool bridge_decides_auth(const struct bridge *b)
  * lua/luasmtpd.lua). */
 static const char *const task_hooks[] = { "on_watchdog", "on_queue_failed", NULL };
 
-static bool is_hook(const char *name)
+/* The i-th hook name (NULL past the last). */
+static const char *hook_at(int i)
 {
-    for (int st = 0; st <= CALL_CLOSE; st++)
-        if (strcmp(name, call_hook_name(st)) == 0)
-            return true;
-    for (int i = 0; task_hooks[i]; i++)
-        if (strcmp(name, task_hooks[i]) == 0)
-            return true;
-    return false;
+    if (i <= CALL_CLOSE)
+        return call_hook_name(i);
+    i -= CALL_CLOSE + 1;
+    return i < (int)(sizeof(task_hooks) / sizeof(task_hooks[0])) ? task_hooks[i] : NULL;
+}
+
+/* Levenshtein distance of two short names (longer ones: far apart). */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64];
+    if (la >= 64 || lb >= 64)
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* The hook `name` is closest to, or NULL when it is one. */
+static const char *nearest_hook(const char *name)
+{
+    const char *best = NULL;
+    size_t d = (size_t)-1;
+    for (int i = 0; hook_at(i); i++) {
+        size_t k = distance(name, hook_at(i));
+        if (k == 0)
+            return NULL;
+        if (k < d) {
+            d = k;
+            best = hook_at(i);
+        }
+    }
+    return best;
 }
 
 void bridge_describe(struct bridge *b, char *out, size_t outsz)
@@ -582,19 +621,28 @@ void bridge_describe(struct bridge *b, char *out, size_t outsz)
         o += (size_t)snprintf(out + o, outsz - o, " IOEvent");
     if (!any && o < outsz)
         o += (size_t)snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
+}
+
+int bridge_warnings(struct bridge *b, void (*warn)(const char *text, const void *arg), const void *arg)
+{
+    lua_State *L = b->L;
+    int n = 0;
     /* a global function named like a hook that is none: a typo */
-    const char *sep = "; not hooks (misspelt?):";
     lua_pushglobaltable(L);
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-        if (lua_type(L, -1) == LUA_TFUNCTION && strncmp(name, "on_", 3) == 0 && !is_hook(name) && o < outsz) {
-            o += (size_t)snprintf(out + o, outsz - o, "%s %s", sep, name);
-            sep = "";
+        const char *near = strncmp(name, "on_", 3) == 0 ? nearest_hook(name) : NULL;
+        if (lua_type(L, -1) == LUA_TFUNCTION && near) {
+            char text[256];
+            snprintf(text, sizeof(text), "%.64s is not a hook, and is never called (%s?)", name, near);
+            warn(text, arg);
+            n++;
         }
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    return n;
 }
 
 void bridge_running(void *ctx, char *out, size_t size)
