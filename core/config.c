@@ -75,6 +75,11 @@ static const struct option_def options[] = {
       "on SIGTERM/SIGINT, time given to messages in progress (default 30);\n"
       "SIGHUP (or --reload) loads the script anew, sessions in progress\n"
       "finishing on the old one" },
+    { "user", OPT_TEXT, OFF(user), 1, CONFIG_NAME_MAX, "NAME",
+      "once the listeners are bound and the TLS key read, run as this user\n"
+      "(its uid and group; supplementary groups cleared); default: stay" },
+    { "group", OPT_TEXT, OFF(group), 1, CONFIG_NAME_MAX, "NAME",
+      "with --user (or alone), this group instead of the user's" },
     { "pid-file", OPT_TEXT, OFF(pid_file), 1, CONFIG_PATH_MAX, "FILE",
       "write the server's pid there while it runs (the supervisor's with\n"
       "--workers); --reload reads it" },

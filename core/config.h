@@ -18,6 +18,7 @@
 #define CONFIG_ERR_MAX      320
 #define CONFIG_ID_MAX       64
 #define CONFIG_PATH_MAX     1024
+#define CONFIG_NAME_MAX     64      /* --user, --group */
 #define CONFIG_TEXT_MAX     512
 #define CONFIG_DOMAINS_MAX  64
 #define CONFIG_BANNER_MAX   200
@@ -79,6 +80,7 @@ struct config {
     /* the state database (lua/store.c) and its queue of jobs */
     char   state_dir[CONFIG_PATH_MAX + 1];   /* "": $STATE_DIRECTORY or ./luasmtpd-state */
     char   pid_file[CONFIG_PATH_MAX + 1];    /* --pid-file, or "" */
+    char   user[CONFIG_NAME_MAX + 1], group[CONFIG_NAME_MAX + 1];   /* --user, --group */
     long long queue_max;        /* jobs */
     long long queue_max_bytes;
     long long queue_concurrency;

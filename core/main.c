@@ -1,6 +1,8 @@
 /* luasmtpd: argv, config, the script bridge, signal watchers, ev_run. */
 #include <errno.h>
 #include <ev.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -394,12 +396,18 @@ static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
     next->cfg = serving->cfg;         /* the options of the start stay */
     log_threshold = (enum log_level)next->cfg.log_level;
     bridge_set_limits(next->bridge, &next->cfg);
-    tls_server_free(&next->tls);      /* made anew: renewed certificates are read */
-    if ((next->cfg.tls_cert[0] && tls_server_new(&next->tls, &next->cfg, err, sizeof(err)) < 0) ||
-        bridge_start(next->bridge, &next->cfg, true, err) < 0) {
+    if (bridge_start(next->bridge, &next->cfg, true, err) < 0) {
         log_msg(LV_ERROR, NULL, "reload: %s; the running script goes on", err);
         close_setup(next, NULL);
         return;
+    }
+    /* made anew, with the options of the start: a renewed certificate is
+     * read.  A key only root may read (--user) keeps the one of the start. */
+    tls_server_free(&next->tls);
+    if (next->cfg.tls_cert[0] && tls_server_new(&next->tls, &next->cfg, err, sizeof(err)) < 0) {
+        log_msg(LV_WARN, NULL, "reload: %s: the certificate loaded before stays", err);
+        next->tls = serving->tls;
+        serving->tls = NULL;
     }
     server_set_hooks(&srv, bridge_hooks(next->bridge), next->tls);
     tls_server_free(&serving->tls);   /* TLS sessions in progress hold its context */
@@ -424,6 +432,46 @@ static void describe_running(void *ctx, char *out, size_t size)
     bridge_running(serving->bridge, out, size);
 }
 
+/* --user and --group: every uid and gid, supplementary groups cleared.
+ * Without --user, running as root is said once. */
+static int drop_privileges(const struct config *cfg, char *err, size_t errsz)
+{
+    if (!cfg->user[0] && !cfg->group[0]) {
+        if (geteuid() == 0 && cfg->worker <= 1)
+            log_msg(LV_WARN, NULL, "running as root: hooks, exec and writes have every right; "
+                                   "--user NAME drops to that user once the listeners are bound");
+        return 0;
+    }
+    struct passwd *pw = NULL;
+    if (cfg->user[0] && (pw = getpwnam(cfg->user)) == NULL) {
+        snprintf(err, errsz, "--user %s: no such user", cfg->user);
+        return -1;
+    }
+    gid_t gid = pw ? pw->pw_gid : getgid();
+    if (cfg->group[0]) {
+        struct group *gr = getgrnam(cfg->group);
+        if (gr == NULL) {
+            snprintf(err, errsz, "--group %s: no such group", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    uid_t uid = pw ? pw->pw_uid : getuid();
+    if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
+        snprintf(err, errsz, "--user/--group: cannot change to uid %ld gid %ld: %s", (long)uid, (long)gid,
+                 strerror(errno));
+        return -1;
+    }
+    if (uid != 0 && setuid(0) == 0) {   /* there is no way back */
+        snprintf(err, errsz, "--user: root could be regained: refusing to serve");
+        return -1;
+    }
+    workers_credentials_changed();
+    log_msg(LV_INFO, NULL, "running as uid %ld gid %ld%s%s", (long)uid, (long)gid, pw ? ", user " : "",
+            pw ? pw->pw_name : "");
+    return 0;
+}
+
 static void check_warning(const char *text, const void *script)
 {
     fprintf(stderr, "luasmtpd: %s: warning: %s\n", (const char *)script, text);
@@ -443,13 +491,12 @@ static int run(struct setup *st, char **argv)
         teardown(st);
         return status;
     }
-    /* the broker connection of luasmtpd.mqtt (not for a mere --check) */
-    if (!st->args.check && bridge_start(st->bridge, cfg, false, err) < 0) {
-        fprintf(stderr, "luasmtpd: %s\n", err);
-        teardown(st);
-        return 2;
-    }
     if (st->args.check || st->args.replay.file) {
+        if (st->args.replay.file && bridge_start(st->bridge, cfg, false, err) < 0) {
+            fprintf(stderr, "luasmtpd: %s\n", err);
+            teardown(st);
+            return 2;
+        }
         if (st->args.check) {
             char desc[512];
             bridge_describe(st->bridge, desc, sizeof(desc));
@@ -466,6 +513,20 @@ static int run(struct setup *st, char **argv)
     if (server_init(&srv, st->loop, cfg, hooks, st->tls) < 0) {
         teardown(st);
         return 1;
+    }
+    /* Listeners bound and the TLS key read: the rest, from the state
+     * database and the broker connection to every hook, runs as --user. */
+    if (drop_privileges(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "luasmtpd: %s\n", err);
+        server_free(&srv);
+        teardown(st);
+        return 1;
+    }
+    if (bridge_start(st->bridge, cfg, false, err) < 0) {
+        fprintf(stderr, "luasmtpd: %s\n", err);
+        server_free(&srv);
+        teardown(st);
+        return 2;
     }
 
     ev_signal sigterm, sigint, sighup;

@@ -6,6 +6,7 @@
 #include "workers.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,9 +29,12 @@ struct worker {
 
 static pid_t supervisor;   /* in a worker: whom workers_ready() tells */
 
-/* A worker is ready: a real-time signal, since those queue (two workers
- * ready at once make two signals, each with its sender's pid). */
+/* A worker is ready: it writes its pid into a pipe whose read end the
+ * supervisor owns with O_ASYNC, so that the kernel raises READY_SIGNAL in
+ * the supervisor.  A signal from the worker itself would not do: one that
+ * dropped to --user may not signal a supervisor that stays root. */
 #define READY_SIGNAL SIGRTMIN
+static int ready_pipe[2] = { -1, -1 };
 
 static int handled[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, 0 /* READY_SIGNAL */ };
 #define NHANDLED (int)(sizeof(handled) / sizeof(handled[0]))
@@ -75,6 +79,7 @@ static bool spawn(struct worker *w, int i, const sigset_t *mask)
         return false;
     }
     if (pid == 0) {
+        close(ready_pipe[0]);
         for (int k = 0; k < NHANDLED; k++)
             signal(handled[k], SIG_DFL);
         sigprocmask(SIG_SETMASK, mask, NULL);
@@ -255,6 +260,13 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
                                .status = status, .check = check, .arg = arg };
     take_signals(&sv.set, &sv.mask);
     supervisor = getpid();
+    if (pipe2(ready_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || fcntl(ready_pipe[0], F_SETOWN, supervisor) < 0 ||
+        fcntl(ready_pipe[0], F_SETSIG, READY_SIGNAL) < 0 ||
+        fcntl(ready_pipe[0], F_SETFL, O_NONBLOCK | O_ASYNC) < 0) {
+        log_msg(LV_ERROR, NULL, "supervisor: cannot make the workers' pipe: %s", strerror(errno));
+        *status = 1;
+        return -1;
+    }
     *status = 0;
     log_msg(LV_INFO, NULL, "supervisor (pid %d) starting %d workers", (int)supervisor, sv.n);
     for (int i = 0; i < sv.n; i++)
@@ -276,7 +288,8 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
         int sig = sigtimedwait(&sv.set, &si, &ts), ws;
         pid_t pid;
         if (sig == READY_SIGNAL) {
-            on_ready(&sv, si.si_pid);
+            while (read(ready_pipe[0], &pid, sizeof(pid)) == (ssize_t)sizeof(pid))
+                on_ready(&sv, pid);
         } else if (sig == SIGCHLD) {
             while ((pid = waitpid(-1, &ws, WNOHANG)) > 0)
                 on_ended(&sv, pid, ws);
@@ -291,6 +304,14 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
 
 void workers_ready(void)
 {
-    if (supervisor)
-        kill(supervisor, READY_SIGNAL);
+    pid_t me = getpid();
+    if (supervisor && write(ready_pipe[1], &me, sizeof(me)) != (ssize_t)sizeof(me))
+        log_msg(LV_ERROR, NULL, "cannot tell the supervisor that this worker is ready: %s", strerror(errno));
+}
+
+void workers_credentials_changed(void)
+{
+    /* changing uid clears the parent-death signal: set it again */
+    if (supervisor && (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != supervisor))
+        _exit(1);
 }

@@ -26,5 +26,8 @@ int  workers_supervise(int n, workers_check_fn check, void *arg, int *status);
 /* In a worker: its listeners are open (the supervisor waits for this before
  * it stops the workers a SIGHUP replaces).  Nothing without a supervisor. */
 void workers_ready(void);
+/* In a worker that changed its uid (--user): it stops again with its
+ * supervisor (the change cleared that).  Nothing without a supervisor. */
+void workers_credentials_changed(void);
 
 #endif
