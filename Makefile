@@ -4,6 +4,10 @@ VERSION   := 0.1.0
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 LUADIR    ?= $(PREFIX)/share/lua/5.4
+MANDIR    ?= $(PREFIX)/share/man
+DOCDIR    ?= $(PREFIX)/share/doc/luasmtpd
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
 CC        ?= cc
 # -Werror where warnings must fail the build (CI sets CI=true).
 WERROR    ?= $(if $(CI),-Werror,)
@@ -15,12 +19,14 @@ CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore
 WFLAGS    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
 DEPFLAGS  := -MMD -MP
 # The core needs libev and OpenSSL; the actions of lua/ add libcurl,
-# libmosquitto and SQLite (the state database).
+# libmosquitto and SQLite (the state database); the server itself
+# libsystemd, for sd_notify (Type=notify).
 CORE_LIBS := -lev -pthread $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 LDLIBS    += $(CORE_LIBS) \
              $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
              $(shell pkg-config --libs libmosquitto 2>/dev/null || echo -lmosquitto) \
-             $(shell pkg-config --libs sqlite3 2>/dev/null || echo -lsqlite3)
+             $(shell pkg-config --libs sqlite3 2>/dev/null || echo -lsqlite3) \
+             $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 # mimalloc takes malloc's place in the server (not in the ASan build, which
 # needs its own): the Lua state allocates and frees some seventy small
 # blocks per message, and with glibc's malloc they cost a tenth of a 1 KB
@@ -155,12 +161,42 @@ test-unit: $(UNIT_BIN)
 test-integration: all
 	@$(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3) tests/integration/run.py --binary $(B)/luasmtpd
 
-install: all
-	install -d $(DESTDIR)$(BINDIR)
-	install -m 755 $(B)/luasmtpd $(DESTDIR)$(BINDIR)/luasmtpd
+# luasmtpd(8): its OPTIONS made from --help (one option table for both)
+$(B)/luasmtpd.8: docs/luasmtpd.8.in scripts/man-options.awk $(B)/luasmtpd
+	./$(B)/luasmtpd --help | awk -f scripts/man-options.awk > $@.options
+	sed -e 's|@VERSION@|$(VERSION)|' -e "s|@DATE@|$$(date -u -r docs/luasmtpd.8.in +%Y-%m-%d)|" \
+	    -e 's|@DOCDIR@|$(DOCDIR)|' -e '/^@OPTIONS@$$/{r $@.options' -e 'd;}' docs/luasmtpd.8.in > $@
+	rm -f $@.options
 
+$(B)/luasmtpd.service: scripts/luasmtpd.service
+	sed 's|@BINDIR@|$(BINDIR)|g' scripts/luasmtpd.service > $@
+
+MAN_PAGES := $(B)/luasmtpd.8 docs/luasmtpd-lua.7
+EXAMPLES  := $(wildcard examples/*.lua)
+
+# The binary, the man pages, the docs and examples, the unit, and the
+# rules of the service (kept when they exist: they are the user's).
+install: all $(MAN_PAGES) $(B)/luasmtpd.service
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man7 \
+	    $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/luasmtpd
+	install -m 755 $(B)/luasmtpd $(DESTDIR)$(BINDIR)/luasmtpd
+	install -m 644 $(B)/luasmtpd.8 $(DESTDIR)$(MANDIR)/man8/luasmtpd.8
+	install -m 644 docs/luasmtpd-lua.7 $(DESTDIR)$(MANDIR)/man7/luasmtpd-lua.7
+	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 644 $(wildcard docs/*.md) $(DESTDIR)$(DOCDIR)/docs
+	install -m 644 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples
+	install -m 644 $(B)/luasmtpd.service $(DESTDIR)$(UNITDIR)/luasmtpd.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/luasmtpd/rules.lua ] || \
+	    install -m 644 lua/default.lua $(DESTDIR)$(SYSCONFDIR)/luasmtpd/rules.lua
+
+# What install put there; the rules only while they are as installed.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/luasmtpd
+	rm -f $(DESTDIR)$(BINDIR)/luasmtpd $(DESTDIR)$(MANDIR)/man8/luasmtpd.8 \
+	    $(DESTDIR)$(MANDIR)/man7/luasmtpd-lua.7 $(DESTDIR)$(UNITDIR)/luasmtpd.service
+	rm -rf $(DESTDIR)$(DOCDIR)
+	if cmp -s lua/default.lua $(DESTDIR)$(SYSCONFDIR)/luasmtpd/rules.lua; then \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/luasmtpd/rules.lua; \
+	    rmdir $(DESTDIR)$(SYSCONFDIR)/luasmtpd 2>/dev/null || true; fi
 
 clean:
 	rm -rf $(B)

@@ -29,6 +29,8 @@ external_dependencies = {
    -- LuaRocks does not search: check the library only.
    CURL = { library = "curl" },
    MOSQUITTO = { header = "mosquitto.h", library = "mosquitto" },
+   SQLITE = { header = "sqlite3.h", library = "sqlite3" },
+   SYSTEMD = { header = "systemd/sd-daemon.h", library = "systemd" },
 }
 
 build = {
@@ -40,5 +42,7 @@ build = {
       PREFIX = "$(PREFIX)",
       BINDIR = "$(BINDIR)",
       LUADIR = "$(LUADIR)",
+      -- the service's rules stay inside the tree, as everything else
+      SYSCONFDIR = "$(PREFIX)/etc",
    },
 }

@@ -3,6 +3,7 @@
 #include <ev.h>
 #include <grp.h>
 #include <pwd.h>
+#include <systemd/sd-daemon.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,6 +42,8 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     if (!srv.stopping) {
         log_msg(LV_INFO, NULL, "signal %d: stopping (again to stop at once)", w->signum);
+        if (!srv.cfg->worker)
+            sd_notify(0, "STOPPING=1");
         server_stop(&srv);
     } else {
         log_msg(LV_WARN, NULL, "signal %d: stopping at once", w->signum);
@@ -366,19 +369,30 @@ static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+static void reload(struct ev_loop *loop);
+
 static void reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    char err[BRIDGE_ERR_MAX];
     (void)w;
     (void)revents;
-    const char *script = serving->args.script ? serving->args.script : "the default script";
     if (srv.stopping)
         return;
+    reload(loop);
+    if (!serving->cfg.worker)         /* a worker's supervisor speaks for it */
+        sd_notify(0, "READY=1");      /* the reload is over, whatever came of it */
+}
+
+static void reload(struct ev_loop *loop)
+{
+    char err[BRIDGE_ERR_MAX];
+    const char *script = serving->args.script ? serving->args.script : "the default script";
     if (nretired == RETIRED_MAX) {
         log_msg(LV_WARN, NULL, "reload: %d scripts before still finish their sessions: not reloaded", nretired);
         return;
     }
     log_msg(LV_INFO, NULL, "reload: loading %s", script);
+    if (!serving->cfg.worker)
+        workers_notify_reloading();
     struct setup *next = calloc(1, sizeof(*next));
     if (next == NULL) {
         log_msg(LV_ERROR, NULL, "reload: out of memory; the running script goes on");
@@ -548,6 +562,8 @@ static int run(struct setup *st, char **argv)
     log_msg(LV_INFO, NULL, "luasmtpd %s ready as %s (id %s), script %s", LUASMTPD_VERSION,
             cfg->hostname, cfg->id, st->args.script ? st->args.script : "(default)");
     workers_ready();
+    if (!cfg->worker)
+        sd_notify(0, "READY=1");      /* systemd's Type=notify; nothing without it */
 
     ev_run(st->loop, 0);
 

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "log.h"
 
 #define WORKERS_MAX   64
@@ -159,6 +161,7 @@ static void on_ready(struct supervision *sv, pid_t pid)
     if (sv->starting)
         log_msg(LV_INFO, NULL, "supervisor: %d workers ready", sv->n);
     sv->starting = false;
+    sd_notify(0, "READY=1");          /* started, or reloaded: systemd hears of it */
     if (live(sv->old, sv->n)) {
         log_msg(LV_INFO, NULL, "supervisor: the new workers are ready; stopping the old ones");
         signal_all(sv->old, sv->n, SIGTERM);
@@ -203,6 +206,7 @@ static void on_stop(struct supervision *sv, int sig)
             sv->stopping ? "passed on again (the workers stop at once)"
                          : "stopping the workers (again to stop them at once)");
     sv->stopping = true;
+    sd_notify(0, "STOPPING=1");
     signal_all(sv->cur, sv->n, sig);
     signal_all(sv->old, sv->n, sig);
 }
@@ -229,6 +233,7 @@ static void on_reload(struct supervision *sv)
         return;
     }
     log_msg(LV_INFO, NULL, "supervisor: SIGHUP: starting new workers with the script as it is now");
+    workers_notify_reloading();
     memcpy(sv->old, sv->cur, sizeof(sv->cur[0]) * (size_t)sv->n);
     for (int i = 0; i < sv->n; i++) {
         sv->old[i].respawn_at = 0;   /* a slot waiting for a restart is new work */
@@ -307,6 +312,14 @@ void workers_ready(void)
     pid_t me = getpid();
     if (supervisor && write(ready_pipe[1], &me, sizeof(me)) != (ssize_t)sizeof(me))
         log_msg(LV_ERROR, NULL, "cannot tell the supervisor that this worker is ready: %s", strerror(errno));
+}
+
+void workers_notify_reloading(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+               (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL);
 }
 
 void workers_credentials_changed(void)

@@ -29,5 +29,7 @@ void workers_ready(void);
 /* In a worker that changed its uid (--user): it stops again with its
  * supervisor (the change cleared that).  Nothing without a supervisor. */
 void workers_credentials_changed(void);
+/* systemd (Type=notify): a reload begins (READY=1 says it ended). */
+void workers_notify_reloading(void);
 
 #endif

@@ -4,6 +4,7 @@ sessions in progress finish on the one they began with (docs/config.md,
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import time
 import unittest
@@ -125,6 +126,44 @@ class PidFile(unittest.TestCase):
             with open(pid_file) as f:
                 self.assertEqual(int(f.read()), srv.proc.pid)
         self.assertFalse(os.path.exists(pid_file))
+
+
+class Notify(unittest.TestCase):
+    """Type=notify: what systemd would read on $NOTIFY_SOCKET (libsystemd's
+    sd_notify, heard here on a datagram socket of the test's own)."""
+
+    def listen(self):
+        path = tmp_path("notify-%s.sock" % self.id().rsplit(".", 1)[-1][:40])
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(10)
+        self.addCleanup(sock.close)
+        return path, sock
+
+    def test_ready_reloading_stopping(self):
+        path, sock = self.listen()
+        script = tmp_path("notify.lua")
+        write(script, "n1")
+        srv = Server(script, env={"NOTIFY_SOCKET": path})
+        self.assertEqual(sock.recv(256), b"READY=1")
+        srv.proc.send_signal(signal.SIGHUP)
+        self.assertRegex(sock.recv(256), rb"^RELOADING=1\nMONOTONIC_USEC=\d+$")
+        self.assertEqual(sock.recv(256), b"READY=1")
+        srv.stop()
+        self.assertEqual(sock.recv(256), b"STOPPING=1")
+
+    def test_the_supervisor_speaks_for_its_workers(self):
+        path, sock = self.listen()
+        port = free_port()
+        with Server("--workers", "2", env={"NOTIFY_SOCKET": path}, listen="127.0.0.1:%d" % port) as srv:
+            self.assertEqual(sock.recv(256), b"READY=1")
+            self.assertTrue(srv.wait_log(r"2 workers ready"))
+            srv.proc.send_signal(signal.SIGHUP)
+            self.assertRegex(sock.recv(256), rb"^RELOADING=1")
+            self.assertEqual(sock.recv(256), b"READY=1")
+            sock.settimeout(0.5)
+            with self.assertRaises(socket.timeout):    # one READY per event, none from a worker
+                sock.recv(256)
 
 
 class ReloadQueue(unittest.TestCase):
