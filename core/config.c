@@ -12,7 +12,7 @@
 
 enum opt_type {
     OPT_BOOL, OPT_INT, OPT_SIZE, OPT_SECONDS, OPT_MILLIS, OPT_LISTEN, OPT_HOSTNAME, OPT_ID,
-    OPT_LOGLEVEL, OPT_TEXT,   /* OPT_TEXT: a string of at most `max` bytes at offset */
+    OPT_LOGLEVEL, OPT_LOGFORMAT, OPT_TEXT,   /* OPT_TEXT: a string of at most `max` bytes at offset */
     OPT_DOMAIN, OPT_AUTH_METHODS, OPT_WORKERS,   /* OPT_WORKERS: OPT_INT or "auto" */
     OPT_SECONDS_PAIR,          /* "MIN,MAX": two OPT_SECONDS, the first at offset */
 };
@@ -169,7 +169,11 @@ static const struct option_def options[] = {
       "how long a job is retried before it is dead; s, m, h, d suffixes\n"
       "(default 5d)" },
     { "log-level", OPT_LOGLEVEL, 0, 0, 0, "LEVEL",
-      "error, warn, info or debug (default info)" },
+      "error, warn, info or debug (default info); debug shows the whole\n"
+      "dialogue, each command and reply" },
+    { "log-format", OPT_LOGFORMAT, 0, 0, 0, "FORMAT",
+      "text (default) or json: one JSON object per line (time, level,\n"
+      "worker, session, msg), for journald, Loki or ELK" },
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -516,6 +520,13 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
         return set_domain(cfg, value, err);
     case OPT_AUTH_METHODS:
         return parse_auth_methods(value, &cfg->auth_methods, err);
+    case OPT_LOGFORMAT:
+        if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
+            snprintf(err, CONFIG_ERR_MAX, "--log-format: '%s' is not text or json", value);
+            return -1;
+        }
+        cfg->log_json = strcmp(value, "json") == 0;
+        return 0;
     case OPT_LOGLEVEL: {
         int l = log_level_parse(value);
         if (l < 0) {

@@ -89,6 +89,7 @@ struct config {
     long long workers;          /* processes sharing the listeners (--workers) */
     int    worker;              /* not an option: this one's number, 1 to workers (0: none) */
     int    log_level;
+    bool   log_json;                         /* --log-format json */
 };
 
 void config_defaults(struct config *cfg);

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 enum log_level log_threshold = LV_INFO;
+bool log_json;
+static char tag[16];           /* "w1 " in a worker */
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -48,11 +50,81 @@ char *log_escape(char *out, size_t outsz, const char *p, size_t n)
     return out;
 }
 
-static char tag[16];
-
 void log_set_tag(const char *t)
 {
     snprintf(tag, sizeof(tag), "%s ", t);
+}
+
+/* The length of the UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] >= 0xf0 && p[0] < 0xf5 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* s as the text of a JSON string, into out (cap bytes, cut short when it
+ * must): quotes, backslashes and controls escaped, bytes that are no UTF-8
+ * as U+FFFD.  The length written. */
+static size_t json_text(char *out, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n && o + 7 < cap;) {
+        unsigned char c = p[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+            i++;
+        } else if (c < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hex[c >> 4];
+            out[o + 5] = hex[c & 15];
+            o += 6;
+            i++;
+        } else if (c < 0x80) {
+            out[o++] = (char)c;
+            i++;
+        } else {
+            size_t len = utf8_len(p + i, n - i);
+            if (len == 0) {
+                memcpy(out + o, "\\ufffd", 6);
+                o += 6;
+                i++;
+            } else {
+                memcpy(out + o, p + i, len);
+                o += len;
+                i += len;
+            }
+        }
+    }
+    return o;
+}
+
+/* --log-format json: {"time":...,"level":...,"worker":...,"session":...,"msg":...} */
+static void write_json(const struct timeval *tv, const struct tm *tm, enum log_level level, const char *sid,
+                       const char *msg)
+{
+    char line[LOG_LINE_MAX * 2], when[64], zone[8];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", tm);
+    strftime(zone, sizeof(zone), "%z", tm);   /* +0100, written +01:00 */
+    size_t n = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s.%03d%.3s:%s\",\"level\":\"%s\"", when,
+                                (int)(tv->tv_usec / 1000), zone, zone[0] ? zone + 3 : "", level_names[level]);
+    if (tag[0])
+        n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"worker\":\"%.*s\"", (int)strlen(tag) - 1, tag);
+    if (sid)
+        n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"session\":\"%s\"", sid);
+    n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"msg\":\"");
+    n += json_text(line + n, sizeof(line) - n - 3, msg);
+    memcpy(line + n, "\"}\n", 3);
+    ssize_t w = write(STDERR_FILENO, line, n + 3);
+    (void)w;
 }
 
 void log_msg(enum log_level level, const char *sid, const char *fmt, ...)
@@ -65,6 +137,14 @@ void log_msg(enum log_level level, const char *sid, const char *fmt, ...)
     struct tm tm;
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
+    if (log_json) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        write_json(&tv, &tm, level, sid, line);
+        return;
+    }
     size_t n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
     int k = snprintf(line + n, sizeof(line) - n, ".%03d %s %s%s%s%s", (int)(tv.tv_usec / 1000),
                      level_names[level], tag, sid ? "[" : "", sid ? sid : "", sid ? "] " : "");

@@ -8,6 +8,7 @@
 #ifndef LUASMTPD_LOG_H
 #define LUASMTPD_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* LV_, not LOG_: <syslog.h> has LOG_INFO and LOG_DEBUG. */
@@ -16,6 +17,7 @@ enum log_level { LV_ERROR, LV_WARN, LV_INFO, LV_DEBUG };
 #define LOG_LINE_MAX 2048
 
 extern enum log_level log_threshold;
+extern bool log_json;          /* --log-format json */
 
 /* "error" "warn" "info" "debug" -> level; -1 when unknown. */
 int  log_level_parse(const char *name);

@@ -276,6 +276,7 @@ static int setup(int argc, char **argv, struct setup *st)
     if (rc != 0)
         return rc;
     log_threshold = (enum log_level)st->cfg.log_level;
+    log_json = st->cfg.log_json;
     st->loop = ev_default_loop(EVFLAG_AUTO);
     if (st->loop == NULL) {
         fprintf(stderr, "luasmtpd: cannot start the event loop\n");
@@ -296,6 +297,7 @@ static int setup(int argc, char **argv, struct setup *st)
         return 2;
     }
     log_threshold = (enum log_level)st->cfg.log_level;
+    log_json = st->cfg.log_json;
     bridge_set_limits(st->bridge, &st->cfg);
     /* A certificate that cannot serve is an error now, not at the first
      * STARTTLS. */
@@ -409,6 +411,7 @@ static void reload(struct ev_loop *loop)
     bridge_config_changes(serving->bridge, next->bridge);
     next->cfg = serving->cfg;         /* the options of the start stay */
     log_threshold = (enum log_level)next->cfg.log_level;
+    log_json = next->cfg.log_json;
     bridge_set_limits(next->bridge, &next->cfg);
     if (bridge_start(next->bridge, &next->cfg, true, err) < 0) {
         log_msg(LV_ERROR, NULL, "reload: %s; the running script goes on", err);

@@ -1,9 +1,11 @@
 """Command line: --help, --version, bad flags and values, listeners."""
+import json
+import smtplib
 import socket
 import subprocess
 import unittest
 
-from harness import BINARY, Server
+from harness import BINARY, Server, tmp_path
 
 
 def run(*args):
@@ -79,3 +81,26 @@ class Cli(unittest.TestCase):
             self.assertTrue(srv.wait_log(r"disconnect from \[::1\]:\d+"), srv.log())
             c4 = srv.client()
             self.assertEqual(c4.greeting[0], 220)
+
+
+class JsonLog(unittest.TestCase):
+    def test_every_line_is_a_json_object(self):
+        path = tmp_path("jsonlog.lua")
+        with open(path, "w") as f:
+            f.write('local l = require "luasmtpd"\n'
+                    'function on_mail(m) l.log("subject", m.subject, "\\xff", {q = "\\"x\\""}) end\n')
+        with Server(path, "--log-format", "json", "--workers", "1") as srv:
+            with smtplib.SMTP(srv.host, srv.port) as c:
+                c.sendmail("a@b.example", ["c@d.example"],
+                           "Subject: =?utf-8?q?K=C3=BChlraum_=22A=22?=\r\n\r\nx\r\n".encode())
+            self.assertTrue(srv.wait_log(r'"msg":"script: subject'), srv.log())
+            srv.stop()
+        events = [json.loads(line) for line in srv.log().splitlines()]
+        self.assertTrue(all({"time", "level", "msg"} <= set(e) for e in events), events)
+        script = [e for e in events if e["msg"].startswith("script: subject")][0]
+        self.assertEqual(script["level"], "info")
+        self.assertRegex(script["session"], r"^[0-9A-F]{16}$")
+        self.assertEqual(script["msg"], 'script: subject Kühlraum "A" \ufffd {q = ""x""}')
+        self.assertRegex(script["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$")
+        accepted = [e for e in events if e["msg"].startswith("message ")]
+        self.assertEqual(len(accepted), 1)
