@@ -30,7 +30,7 @@ static struct server srv;
 
 struct args {
     const char *script;
-    bool check, reload, strict;
+    bool check, reload, strict, dry_run;
     const char *queue_cmd, *queue_arg;  /* --queue-list and the like */
     struct replay_opts replay;
     const char *flags[MAX_FLAGS + 1];   /* options given as flags: they win */
@@ -165,8 +165,13 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
             printf("luasmtpd %s\n", LUASMTPD_VERSION);
             exit(0);
         }
-        if (strcmp(arg, "--check") == 0 || strcmp(arg, "--reload") == 0 || strcmp(arg, "--strict") == 0) {
-            *(arg[2] == 'c' ? &a->check : arg[2] == 'r' ? &a->reload : &a->strict) = true;
+        static const char *const switches[] = { "--check", "--reload", "--strict", "--dry-run" };
+        bool *const flags[] = { &a->check, &a->reload, &a->strict, &a->dry_run };
+        size_t sw = 0;
+        while (sw < sizeof(switches) / sizeof(switches[0]) && strcmp(arg, switches[sw]) != 0)
+            sw++;
+        if (sw < sizeof(switches) / sizeof(switches[0])) {
+            *flags[sw] = true;
             continue;
         }
         /* --queue-list, --queue-show ID, --queue-flush ID|all, --queue-delete ID */
@@ -226,6 +231,8 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
         return usage_error("--check needs a SCRIPT.lua");
     if (a->strict && !a->check)
         return usage_error("--strict goes with --check");
+    if (a->dry_run && !a->replay.file)
+        return usage_error("--dry-run goes with --replay FILE");
     if (a->reload && !cfg->pid_file[0])
         return usage_error("--reload needs --pid-file FILE");
     if (a->reload)
@@ -283,7 +290,8 @@ static int setup(int argc, char **argv, struct setup *st)
         return 1;
     }
     const char *script = st->args.script ? st->args.script : "the default script";
-    if (bridge_open(&st->bridge, st->loop, st->args.script, st->cfg.lua_debug != 0, err) < 0 ||
+    unsigned opts = (st->cfg.lua_debug ? BRIDGE_DEBUG : 0) | (st->args.dry_run ? BRIDGE_DRY_RUN : 0);
+    if (bridge_open(&st->bridge, st->loop, st->args.script, opts, err) < 0 ||
         bridge_apply_config(st->bridge, &st->cfg, st->args.flags, err) < 0 ||
         config_finish(&st->cfg, err) < 0) {
         setup_error(err);

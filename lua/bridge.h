@@ -19,10 +19,13 @@ struct hooks;
 
 #define BRIDGE_ERR_MAX 1024
 
-/* Load `script` (NULL: the embedded default); with debug, scripts get the
- * whole debug library (--lua-debug).  0, or -1 with the reason in err
- * ("file:line: message" for a script error). */
-int  bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, bool debug,
+/* Load `script` (NULL: the embedded default).  Options: BRIDGE_DEBUG,
+ * scripts get the whole debug library (--lua-debug); BRIDGE_DRY_RUN, the
+ * actions only say what they would do (--replay --dry-run).  0, or -1 with
+ * the reason in err ("file:line: message" for a script error). */
+#define BRIDGE_DEBUG   1u
+#define BRIDGE_DRY_RUN 2u
+int  bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, unsigned opts,
                  char *err);
 /* Apply the script's global `config` table to cfg, skipping the options
  * named in `flags` (set on the command line, which wins).  0 or -1 + err. */

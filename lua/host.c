@@ -193,7 +193,7 @@ static void restrict_libs(lua_State *L, bool debug)
     lua_pop(L, 1);
 }
 
-int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, bool debug,
+int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, unsigned opts,
                 char *err)
 {
     struct bridge *b = calloc(1, sizeof(*b));
@@ -216,7 +216,8 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, b
     lua_State *L = b->L;
     lua_atpanic(L, panic);
     luaL_openlibs(L);
-    restrict_libs(L, debug);
+    restrict_libs(L, opts & BRIDGE_DEBUG);
+    b->dry_run = opts & BRIDGE_DRY_RUN;
     budget_open_coroutines(L);
     /* most objects (each mail table) die young: the generational mode
      * collects them for less work */

@@ -366,3 +366,35 @@ Q.agent(function(job)
   M.log("info", "queue: job", job.id, "deferred", string.format("%ds:", delay), err)
   return Q.finish(job.id, "retry", err, os.time() + delay, encoded)
 end)
+
+-- --replay --dry-run: each action says what it would do and succeeds, so a
+-- script can be tried on a message without touching anything.
+if M._dry_run then
+  local function said(what, ...)
+    local parts = {}
+    for i = 1, select("#", ...) do
+      local v = select(i, ...)
+      parts[i] = type(v) == "table" and (v.raw and "mail " .. tostring(v.id) or "{...}") or tostring(v)
+    end
+    M.log("dry-run:", what, table.concat(parts, " "))
+  end
+  local function args_of(t)
+    local shown = {}
+    for i, a in ipairs(t) do shown[i] = a end
+    return table.concat(shown, " ")
+  end
+  M.exec = function(t) said("exec", args_of(t)); return { status = 0, stdout = "", stderr = "" } end
+  M.http = function(t)
+    said("http", t.method or (t.body and "POST" or "GET"), t.url)
+    return { status = 200, headers = {}, body = "" }
+  end
+  M.mqtt.publish = function(topic, payload) said("mqtt.publish", topic, #payload .. " bytes"); return true end
+  M.save = function(mail, dir) said("save", mail, "into", dir); return dir .. "/new/(dry run)" end
+  M.write = function(path, data) said("write", path, #data .. " bytes"); return path end
+  M.forward = function(mail, o)
+    said("forward", mail, "via", o.via)
+    return { code = 250, reply = "2.0.0 dry run", command = "DATA", rejected = {} }
+  end
+  M.queue = function(kind, a, b) said("queue", kind, a, b); return "DRYRUN0000000000" end
+end
+

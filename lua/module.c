@@ -150,6 +150,8 @@ int luaopen_luasmtpd(lua_State *L)
     lua_setfield(L, -2, "version");
     for (const struct action *const *a = bridge_actions; *a; a++)
         (*a)->open(L);
+    lua_pushboolean(L, bridge_of(L)->dry_run);
+    lua_setfield(L, -2, "_dry_run");
     /* the functions written in Lua (lua/luasmtpd.lua) join the table */
     if (luaL_loadbuffer(L, lua_luasmtpd, strlen(lua_luasmtpd), "=luasmtpd.lua") != LUA_OK)
         return lua_error(L);

@@ -441,6 +441,35 @@ end
         self.assertRegex(p.stderr, r'script: shown \{"hi", to = \{\.\.\.\}\} '
                                    r'\{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, \.\.\.\} own\n')
 
+    def test_dry_run_only_says_what_the_actions_would_do(self):
+        out = tmp_path("dry-run-out.txt")
+        path = script(tmp_path("dryrun.lua"), '''
+local l = require "luasmtpd"
+function on_mail(mail)
+  local r = assert(l.exec{"touch", "%(out)s.exec"})
+  assert(l.write("%(out)s", mail.raw))
+  assert(assert(l.http{url = "http://127.0.0.1:9/hook", body = "x"}).status == 200)
+  assert(l.queue("mqtt", "cams/1", "event"))
+  assert(l.forward(mail, {via = "smtp://127.0.0.1:9"}))
+  assert(l.mqtt.publish("cams/1", "event"))
+  l.log("exec status", r.status)
+end
+''' % dict(out=out))
+        p = self.replay("--dry-run", path)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for said in (r"dry-run: exec touch \S+\.exec", r"dry-run: write \S+dry-run-out\.txt \d+ bytes",
+                     r"dry-run: http POST http://127\.0\.0\.1:9/hook", r"dry-run: queue mqtt cams/1 event",
+                     r"dry-run: forward mail \S+ via smtp://127\.0\.0\.1:9", r"dry-run: mqtt\.publish cams/1 5 bytes",
+                     r"script: exec status 0"):
+            self.assertRegex(p.stderr, said)
+        self.assertFalse(os.path.exists(out) or os.path.exists(out + ".exec"))
+        # without --dry-run, --replay performs them
+        p = self.replay(path)
+        self.assertTrue(os.path.exists(out + ".exec"), p.stderr)
+        p = run_bin("--dry-run", path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--dry-run goes with --replay FILE", p.stderr)
+
     def test_ids_do_not_repeat_across_runs(self):
         ids = set()
         for _ in range(10):
