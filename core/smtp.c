@@ -582,6 +582,7 @@ static void finish_message(struct smtp *m, struct reply *r)
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d, refused by %s", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "", buf_len(&m->tx.msg), r->code,
                 m->origin && *m->origin ? m->origin : "the server");
+        m->refusal_logged = true;     /* that line says it: the reply goes to debug */
         reply_text(m, r->code, r->enh, r->text);
     }
     reset_transaction(m);

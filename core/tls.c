@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -68,10 +69,15 @@ int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *er
     /* replies are written from a buffer that may move between retries */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
-    errno = 0;
+    /* a file that cannot be read is said so, once, before OpenSSL tries */
+    const char *unreadable = access(cfg->tls_cert, R_OK) < 0 ? "--tls-cert" : access(key, R_OK) < 0 ? "--tls-key" : NULL;
+    if (unreadable) {
+        snprintf(err, errsz, "%s: cannot read %s: %s", unreadable, unreadable[6] == 'c' ? cfg->tls_cert : key,
+                 strerror(errno));
+        goto fail;
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
-        snprintf(what, sizeof(what), "--tls-cert %s: cannot load the certificate (%s)",
-                 cfg->tls_cert, errno ? strerror(errno) : "not PEM");
+        snprintf(what, sizeof(what), "--tls-cert %s: not a PEM certificate", cfg->tls_cert);
         last_error(err, errsz, what);
         goto fail;
     }

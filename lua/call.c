@@ -187,9 +187,25 @@ static void end_call(struct lcall *c)
 
 /* Under lua_pcall: the traceback of coroutine 1 (light userdata) after
  * message 2 (a light C string). */
+/* The traceback of the coroutine at 1 with the message at 2, without the
+ * frames of the server's own prelude.lua, which only calls the hook. */
 static int traceback(lua_State *L)
 {
     luaL_traceback(L, lua_touserdata(L, 1), lua_touserdata(L, 2), 0);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len), *end = s + len;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    while (s < end) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        size_t n = nl ? (size_t)(nl - s) + 1 : (size_t)(end - s);
+        if (strncmp(s, "\tprelude.lua:", 13) != 0)
+            luaL_addlstring(&b, s, n);
+        s += n;
+    }
+    if (luaL_bufflen(&b) > 0 && luaL_buffaddr(&b)[luaL_bufflen(&b) - 1] == '\n')
+        luaL_buffsub(&b, 1);          /* the prelude's frame was the last */
+    luaL_pushresult(&b);
     return 1;
 }
 

@@ -82,6 +82,7 @@ class Verdicts(ServerTest):
                         r"on_mail_from: yielded outside a luasmtpd wait", r"nested coroutine",
                         r"on_mail_from: not enough memory"):
             self.assertTrue(self.srv.wait_log(pattern), pattern + "\n" + self.srv.log())
+        self.assertEqual(self.srv.count_log(r"prelude\.lua"), 0)   # the server's own frames are left out
         # loop, coloop and wraploop
         self.assertTrue(self.srv.wait_log(r"on_mail_from: ran past its time budget of 0\.5s at \S*verdicts\.lua:\d+;",
                                           count=3), self.srv.log())

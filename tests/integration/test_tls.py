@@ -414,8 +414,11 @@ class Startup(unittest.TestCase):
 
     def test_bad_certificates_exit_2(self):
         cases = [
-            (("--tls-cert", pki("missing.pem")), "cannot load the certificate"),
-            (("--tls-cert", pki("garbage.pem"), "--tls-key", pki("key.pem")), "cannot load the certificate"),
+            (("--tls-cert", pki("missing.pem")),
+             "--tls-cert: cannot read %s: No such file or directory\n" % pki("missing.pem")),
+            (("--tls-cert", pki("cert.pem"), "--tls-key", pki("missing.key")),
+             "--tls-key: cannot read %s: No such file or directory\n" % pki("missing.key")),
+            (("--tls-cert", pki("garbage.pem"), "--tls-key", pki("key.pem")), "not a PEM certificate"),
             (("--tls-cert", pki("cert.pem"), "--tls-key", pki("other.key")), "does not match"),
             (("--tls-cert", pki("cert.pem")), "cannot load the private key"),
             (("--tls-cert", pki("cert.pem"), "--tls-key", pki("key.pem"), "--tls-ciphers", "NOPE"),
