@@ -627,22 +627,46 @@ static const char *const refused_what[] = {
 };
 
 /* One line that says what was refused and who decided:
- *   RCPT TO <x@y> refused by on_rcpt (rules.lua:12): 550 5.7.1 not ours
- * (the message's own line says it for a refused message). */
+ *   RCPT TO <x@y> refused by on_rcpt (rules.lua:12): 550 5.1.1 not ours
+ *   RCPT TO <x@y> refused by --domain: 550 5.7.1 <x@y>: Relaying denied ...
+ * arg (NULL: none) is shown in angle brackets when `bracket`; the reply
+ * that follows goes to the debug level, so that it is said once. */
+static void log_refused(struct smtp *m, const char *what, const char *arg, bool bracket, const char *by,
+                        int code, const char *enh, const char *text)
+{
+    m->refusal_logged = true;
+    if (!log_enabled(LV_INFO))
+        return;
+    char shown[SMTP_PATH_MAX * 4 + 1], said[REPLY_LINE_MAX * 4 + 1];
+    log_msg(LV_INFO, m->id, "%s%s%s%s%s refused by %s: %d%s%s %s", what, arg ? " " : "", arg && bracket ? "<" : "",
+            arg ? log_escape(shown, sizeof(shown), arg, strlen(arg)) : "", arg && bracket ? ">" : "", by, code,
+            enh && *enh ? " " : "", enh ? enh : "", log_escape(said, sizeof(said), text, strcspn(text, "\n")));
+}
+
+/* A hook's refusal (the message's own line says it for a refused message). */
 static void log_refusal(struct smtp *m, enum hook_stage st, const struct verdict *v, const struct reply *r)
 {
-    if (!log_enabled(LV_INFO) || st >= sizeof(refused_what) / sizeof(refused_what[0]) || !refused_what[st])
+    if (st >= sizeof(refused_what) / sizeof(refused_what[0]) || !refused_what[st])
         return;
-    char arg[sizeof(m->arg) * 4 + 1], text[REPLY_LINE_MAX * 4 + 1];
-    const char *shown = st == HOOK_AUTH ? "user=" : "";
-    bool addr = st == HOOK_MAIL || st == HOOK_RCPT;
     bool has_arg = st != HOOK_CONNECT && st != HOOK_DATA;
-    size_t tl = strcspn(r->text, "\n");
-    log_msg(LV_INFO, m->id, "%s%s%s%s%s%s refused by %s: %d%s%s %s", refused_what[st], has_arg ? " " : "",
-            shown, addr || st == HOOK_AUTH ? "<" : "", has_arg ? log_escape(arg, sizeof(arg), m->arg, strlen(m->arg)) : "",
-            addr || st == HOOK_AUTH ? ">" : "", v->origin[0] ? v->origin : "the server", r->code,
-            r->enh && *r->enh ? " " : "", r->enh ? r->enh : "", log_escape(text, sizeof(text), r->text, tl));
-    m->refusal_logged = true;
+    char arg[sizeof(m->arg) + 8];
+    snprintf(arg, sizeof(arg), "%s%s", st == HOOK_AUTH ? "user=" : "", m->arg);
+    log_refused(m, refused_what[st], has_arg ? (st == HOOK_AUTH ? arg : m->arg) : NULL,
+                st == HOOK_MAIL || st == HOOK_RCPT, v->origin[0] ? v->origin : "the server", r->code, r->enh,
+                r->text);
+}
+
+/* The core refuses by one of its options: said as a hook's refusal is
+ * (as an error of the client's, counted for --max-errors, when `error`). */
+static void refuse(struct smtp *m, const char *what, const char *addr, const char *option, int code,
+                   const char *enh, const char *text, bool error)
+{
+    log_refused(m, what, addr, true, option, code, enh, text);
+    if (error)
+        reply_error(m, code, enh, text);
+    else
+        reply_text(m, code, enh, text);
+    m->refusal_logged = false;
 }
 
 static void finish_stage(struct smtp *m, enum hook_stage st, const struct verdict *v)
@@ -770,8 +794,9 @@ static int mail_params(struct smtp *m, const struct smtp_params *ps)
                 return -1;
             }
             if (v > (unsigned long long)m->cfg->max_size) {
-                reply(m, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
-                      m->cfg->max_size);
+                snprintf(text, sizeof(text), "Message size exceeds fixed maximum message size (%lld)",
+                         m->cfg->max_size);
+                refuse(m, "MAIL FROM", NULL, "--max-size", 552, "5.3.4", text, false);
                 return -1;
             }
         } else if (smtp_ieq(p->key, p->keylen, "BODY")) {
@@ -808,11 +833,12 @@ static void cmd_mail(struct smtp *m, const struct smtp_cmd *c)
         return;
     }
     if (m->cfg->require_tls && session_tls_state(m->s) != STLS_ON) {
-        reply_error(m, 530, "5.7.0", "Must issue a STARTTLS command first");
+        refuse(m, "MAIL FROM", NULL, "--require-tls", 530, "5.7.0", "Must issue a STARTTLS command first",
+               true);
         return;
     }
     if (m->cfg->require_auth && m->client.user == NULL) {
-        reply_error(m, 530, "5.7.0", "Authentication required");
+        refuse(m, "MAIL FROM", NULL, "--require-auth", 530, "5.7.0", "Authentication required", true);
         return;
     }
     enum smtp_path_status st = smtp_parse_path(c->arg, c->arglen, "FROM:", SMTP_PATH_NULL_OK, &path);
@@ -848,8 +874,10 @@ static bool rcpt_by_domain(struct smtp *m, const char *addr)
     const char *domain = at ? at + 1 : "";
     bool ours = at == NULL || config_domain_accepted(cfg, domain, strlen(domain));
     if (!ours && m->client.user == NULL) {
-        reply(m, 550, "5.7.1", "<%s>: Relaying denied: %s takes mail for its own domains only",
-              addr, cfg->domains[0]);
+        char text[SMTP_PATH_MAX + CONFIG_HOSTNAME_MAX + 64];
+        snprintf(text, sizeof(text), "<%s>: Relaying denied: %s takes mail for its own domains only", addr,
+                 cfg->domains[0]);
+        refuse(m, "RCPT TO", addr, "--domain", 550, "5.7.1", text, false);
         return true;
     }
     if (ours && (at ? (size_t)(at - addr) : strlen(addr)) == 10 && strncasecmp(addr, "postmaster", 10) == 0) {
@@ -866,7 +894,7 @@ static void cmd_rcpt(struct smtp *m, const struct smtp_cmd *c)
     struct smtp_path path;
 
     if (m->tx.nrcpts >= (size_t)m->cfg->max_recipients) {
-        reply(m, 452, "4.5.3", "Too many recipients");
+        refuse(m, "RCPT TO", NULL, "--max-recipients", 452, "4.5.3", "Too many recipients", false);
         return;
     }
     enum smtp_path_status st = smtp_parse_path(c->arg, c->arglen, "TO:", SMTP_PATH_POSTMASTER_OK, &path);

@@ -30,6 +30,9 @@ class Domains(ServerTest):
         code, text = refused["x@elsewhere.example"]
         self.assertEqual(code, 550)
         self.assertIn(b"5.7.1 <x@elsewhere.example>: Relaying denied: site.example", text)
+        # one log line: what, and which option refused it
+        self.assertTrue(self.srv.wait_log(r"RCPT TO <x@elsewhere\.example> refused by --domain: 550 5\.7\.1 "
+                                          r"<x@elsewhere\.example>: Relaying denied"), self.srv.log())
 
     def test_postmaster_always_accepted(self):
         c = self.session()
