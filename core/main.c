@@ -527,6 +527,9 @@ static int run(struct setup *st, char **argv)
             bridge_describe(st->bridge, desc, sizeof(desc));
             printf("%s: ok; %s\n", st->args.script, desc);
             printf("id: %s%s%s\n", cfg->id, cfg->description[0] ? "; " : "", cfg->description);
+            bridge_config_set(st->bridge, desc, sizeof(desc));
+            if (desc[0])
+                printf("config sets %s: read at start (a reload keeps them as they were)\n", desc);
             if (bridge_warnings(st->bridge, check_warning, st->args.script) > 0 && st->args.strict)
                 rc = 1;
         } else {

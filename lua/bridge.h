@@ -55,6 +55,9 @@ void bridge_running(void *b, char *out, size_t size);
 bool bridge_in_call(const void *b);
 /* A summary for --check: which hooks the script defines. */
 void bridge_describe(struct bridge *b, char *out, size_t outsz);
+/* The options the script's `config` table set ("--max-size, --mqtt-host"),
+ * or "". */
+void bridge_config_set(struct bridge *b, char *out, size_t outsz);
 /* What --check warns of (a global on_* function that is no hook, with the
  * nearest hook's name): warn() once each; the count. */
 int  bridge_warnings(struct bridge *b, void (*warn)(const char *text, const void *arg), const void *arg);

@@ -624,6 +624,21 @@ void bridge_describe(struct bridge *b, char *out, size_t outsz)
         o += (size_t)snprintf(out + o, outsz - o, " none (every sender and recipient is accepted)");
 }
 
+void bridge_config_set(struct bridge *b, char *out, size_t outsz)
+{
+    lua_State *L = b->L;
+    size_t o = 0;
+    out[0] = '\0';
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, "luasmtpd.applied");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (o < outsz)
+            o += (size_t)snprintf(out + o, outsz - o, "%s--%s", o ? ", " : "", lua_tostring(L, -2));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 int bridge_warnings(struct bridge *b, void (*warn)(const char *text, const void *arg), const void *arg)
 {
     lua_State *L = b->L;

@@ -330,6 +330,9 @@ class ScriptLoading(unittest.TestCase):
         self.assertEqual(p.returncode, 1, p.stderr)
         p = self.run_bin("--check", "--strict", VERDICTS)
         self.assertEqual((p.returncode, p.stderr), (0, ""))
+        path = script(tmp_path("cfg-note.lua"), 'config = { max_size = "2M" }\n')
+        self.assertIn("config sets --max-size: read at start (a reload keeps them as they were)\n",
+                      self.run_bin("--check", path).stdout)
 
     def test_require_finds_modules_beside_the_script(self):
         d = tmp_path("rules-dir")
