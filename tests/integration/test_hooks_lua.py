@@ -474,6 +474,26 @@ end
         self.assertEqual(p.returncode, 2)
         self.assertIn("--dry-run goes with --replay FILE", p.stderr)
 
+    def test_json_keeps_the_mail_tables_lists(self):
+        path = script(tmp_path("json.lua"), '''
+local l = require "luasmtpd"
+function on_mail(mail)
+  mail.raw = nil
+  l.log("json", l.json(mail))
+  l.log("other", l.json({ url = "http://a/b", list = {1, "two"}, empty = {} }))
+  l.log("bad", select(2, pcall(l.json, { f = print })))
+end
+''')
+        p = self.replay(path, message=b"Subject: cam/1\n\nbody\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        mail = json.loads(re.search(r"script: json (\{.*\})\n", p.stderr).group(1))
+        self.assertEqual(mail["attachments"], [])
+        self.assertEqual((mail["subject"], mail["recipients"], mail["body"]), ("cam/1", ["postmaster@localhost"], ["body"]))
+        self.assertIn('"subject":"cam/1"', p.stderr)         # "/" left as it is
+        other = json.loads(re.search(r"script: other (\{.*\})\n", p.stderr).group(1))
+        self.assertEqual(other, {"url": "http://a/b", "list": [1, "two"], "empty": {}})
+        self.assertIn("script: bad json: Cannot serialise function", p.stderr)
+
     def test_ids_do_not_repeat_across_runs(self):
         ids = set()
         for _ in range(10):
