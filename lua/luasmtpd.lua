@@ -399,13 +399,37 @@ local function failed_hook(job, args, err)
 end
 
 local settings   -- the queue's options, read at the first delivery
+
+-- Outcomes that could not be written (a full disk): job id -> the finish
+-- to write.  Such a job is not delivered again; the agent stops for a
+-- while and, when it comes to the job next, writes the outcome first.
+-- Only a restart before that delivers it again (at least once).
+local unmarked = {}
+local UNMARKED_PAUSE = 5
+
+local function finish(id, ...)
+  local done, err = Q.finish(id, ...)
+  if done then
+    unmarked[id] = nil
+    return done
+  end
+  if not unmarked[id] then
+    M.log("warn", "queue: job", id, "outcome not written (" .. tostring(err) .. "); kept, written again later")
+  end
+  unmarked[id] = table.pack(...)
+  Q.pause(UNMARKED_PAUSE)
+  return nil, err
+end
+
 Q.agent(function(job)
+  local pending = unmarked[job.id]
+  if pending then return finish(job.id, table.unpack(pending, 1, pending.n)) end
   local args = json().decode(job.args)
   local ok, err, permanent, newargs = pcall(run[job.kind] or function() return "unknown kind", true end, job, args)
   if not ok then err, permanent = "delivery failed: " .. tostring(err), false end
   if err == nil then
     M.log("info", "queue: job", job.id, job.kind, "delivered")
-    return Q.finish(job.id, "done")
+    return finish(job.id, "done")
   end
   settings = settings or Q.settings()
   local set = settings
@@ -415,12 +439,12 @@ Q.agent(function(job)
     err, permanent = "expired after " .. (job.attempts + 1) .. " attempts: " .. err, true
   end
   if permanent then
-    local done, ferr = Q.finish(job.id, "dead", err, 0, encoded)
+    local done, ferr = finish(job.id, "dead", err, 0, encoded)
     failed_hook(job, newargs or args, err)
     return done, ferr
   end
   M.log("info", "queue: job", job.id, "deferred", string.format("%ds:", delay), err)
-  return Q.finish(job.id, "retry", err, os.time() + delay, encoded)
+  return finish(job.id, "retry", err, os.time() + delay, encoded)
 end)
 
 -- --replay --dry-run: each action says what it would do and succeeds, so a

@@ -45,6 +45,7 @@ struct queue {
     long long       max, max_bytes, concurrency, retry[2], lifetime;
     bool            agent;         /* this process delivers */
     bool            kicked;        /* look now, whatever the counter says */
+    double          paused_until;  /* Q.pause(): no job starts before (Unix time) */
     struct running *running;       /* concurrency slots */
 };
 
@@ -272,6 +273,17 @@ static int l_finish(lua_State *L)
     return writer_wait(L, c, &j->w, QUEUE_TIMEOUT, qjob_k);
 }
 
+/* Q.pause(seconds): start no job for that long (the outcome of one could
+ * not be written: the disk is full, the database failing). */
+static int l_pause(lua_State *L)
+{
+    struct queue *q = bridge_of(L)->queue;
+    double secs = luaL_checknumber(L, 1);
+    if (q)
+        q->paused_until = ev_now(q->b->loop) + secs;
+    return 0;
+}
+
 /* Q.settings(): {retry_min =, retry_max =} for deliver's backoff. */
 static int l_settings(lua_State *L)
 {
@@ -386,7 +398,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (b->store == NULL)
             return;
     }
-    if (q->nrunning >= q->concurrency || q->deliverref == LUA_NOREF)
+    if (q->nrunning >= q->concurrency || q->deliverref == LUA_NOREF || ev_now(b->loop) < q->paused_until)
         return;
     unsigned long long gen = store_gen(b, 0);
     bool due = q->next_due > 0 && q->next_due <= ev_now(b->loop);
@@ -496,6 +508,7 @@ static void queue_open(lua_State *L)
         { "put", l_put },
         { "finish", l_finish },
         { "settings", l_settings },
+        { "pause", l_pause },
         { "agent", l_agent },
         { "trace", l_trace },
         { NULL, NULL },
