@@ -150,6 +150,50 @@ static int base64_decode(const char *s, size_t n, struct buf *out)
     return 0;
 }
 
+/* uuencode (x-uuencode, uuencode, x-uue: Netscape, Eudora, Pine and some
+ * devices): after a "begin MODE NAME" line, each line is a length character
+ * and groups of four characters of six bits each ((c - 32) & 63), up to a
+ * line of length 0 or "end".  Without a begin line the body is kept as it
+ * is, as Python's email does. */
+static int uu_decode(const char *s, size_t n, struct buf *out)
+{
+    const char *e = s + n, *line = s;
+    bool begun = false;
+    while (line < e && !begun) {
+        const char *nl = memchr(line, '\n', (size_t)(e - line));
+        const char *next = nl ? nl + 1 : e;
+        begun = e - line > 6 && memcmp(line, "begin ", 6) == 0;
+        line = next;
+    }
+    if (!begun)
+        return buf_append(out, s, n);
+    if (buf_reserve(out, n / 4 * 3 + 3) < 0)
+        return -1;
+    unsigned char *o = (unsigned char *)buf_tail(out), *o0 = o;
+    while (line < e) {
+        const char *nl = memchr(line, '\n', (size_t)(e - line));
+        const char *end = nl ? nl : e, *next = nl ? nl + 1 : e;
+        if (end > line && end[-1] == '\r')
+            end--;
+        size_t len = end > line ? (size_t)((line[0] - 32) & 63) : 0;
+        if (len == 0 || (end - line == 3 && memcmp(line, "end", 3) == 0))
+            break;
+        const char *c = line + 1;
+        for (size_t done = 0; done < len && c < end; c += 4) {
+            unsigned v[4];
+            for (int k = 0; k < 4; k++)
+                v[k] = c + k < end ? (unsigned)((c[k] - 32) & 63) : 0;
+            unsigned char b[3] = { (unsigned char)(v[0] << 2 | v[1] >> 4), (unsigned char)(v[1] << 4 | v[2] >> 2),
+                                   (unsigned char)(v[2] << 6 | v[3]) };
+            for (int k = 0; k < 3 && done < len; k++, done++)
+                *o++ = b[k];
+        }
+        line = next;
+    }
+    buf_commit(out, (size_t)(o - o0));
+    return 0;
+}
+
 /* Quoted-printable (RFC 2045 6.7): =XX, soft breaks, trailing blanks of a
  * line removed; a malformed '=' is kept as it is.  With q, RFC 2047's Q
  * form: '_' is a space and there are no lines. */
@@ -581,6 +625,7 @@ static enum mime_encoding encoding(const char *v, size_t n)
     static const struct { const char *name; enum mime_encoding e; } names[] = {
         { "7bit", MIME_7BIT }, { "8bit", MIME_8BIT }, { "binary", MIME_BINARY },
         { "quoted-printable", MIME_QUOTED_PRINTABLE }, { "base64", MIME_BASE64 },
+        { "x-uuencode", MIME_UUENCODE }, { "uuencode", MIME_UUENCODE }, { "x-uue", MIME_UUENCODE },
     };
     trim(&v, &n);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -987,7 +1032,7 @@ int mime_decode(struct mime *m, const struct mime_part *p, bool as_text, struct 
     const char *s = m->msg + p->body;
     size_t n = p->end - p->body;
     enum mime_encoding e = p->container ? MIME_BINARY : p->encoding;
-    bool transfer = e == MIME_BASE64 || e == MIME_QUOTED_PRINTABLE;
+    bool transfer = e == MIME_BASE64 || e == MIME_QUOTED_PRINTABLE || e == MIME_UUENCODE;
     size_t from = buf_len(out);
     int rc;
 
@@ -996,12 +1041,16 @@ int mime_decode(struct mime *m, const struct mime_part *p, bool as_text, struct 
             return base64_decode(s, n, out);
         if (e == MIME_QUOTED_PRINTABLE)
             return qp_decode(s, n, false, out);
+        if (e == MIME_UUENCODE)
+            return uu_decode(s, n, out);
         return buf_append(out, s, n);
     }
     if (transfer) {
         struct buf raw;
         buf_init(&raw, n + 16);
-        rc = e == MIME_BASE64 ? base64_decode(s, n, &raw) : qp_decode(s, n, false, &raw);
+        rc = e == MIME_BASE64 ? base64_decode(s, n, &raw)
+             : e == MIME_UUENCODE ? uu_decode(s, n, &raw)
+                                  : qp_decode(s, n, false, &raw);
         if (rc == 0 && buf_len(&raw))
             rc = charset_to_utf8(&m->charsets, p->charset, p->charset ? strlen(p->charset) : 0,
                                  buf_head(&raw), buf_len(&raw), out);

@@ -43,7 +43,7 @@ enum mime_cut { MIME_CUT_NONE, MIME_CUT_DEPTH, MIME_CUT_PARTS, MIME_CUT_HEADERS,
                 MIME_CUT_HEADER_SIZE };
 
 enum mime_encoding { MIME_7BIT, MIME_8BIT, MIME_BINARY, MIME_QUOTED_PRINTABLE, MIME_BASE64,
-                     MIME_ENCODING_OTHER };
+                     MIME_UUENCODE, MIME_ENCODING_OTHER };
 
 struct mime_header {
     struct mime_header *next;     /* in the order they came */

@@ -108,6 +108,21 @@ class Differential(unittest.TestCase):
         self.assertEqual(sorted(set(DOCUMENTED) - set(found)), [],
                          "documented differences that no longer differ")
 
+    def test_uuencoded_attachments_of_the_external_corpus(self):
+        """x-uuencode parts decoded as Python's email decodes them (issue 21,
+        item 3), on the shared corpus's messages from Netscape and Eudora."""
+        corpus_dir = os.path.join(HERE, "..", "..", "..", "shared", "external_corpus", "mail-mime-parser")
+        if not os.path.isdir(corpus_dir):
+            self.skipTest("no ../shared/external_corpus")
+        for name in ("emails__m1014.eml", "emails__m2010.eml", "emails__m3007.eml"):
+            path = os.path.join(corpus_dir, name)
+            with open(path, "rb") as f:
+                py = python_view(f.read())["attachments"]
+            ours = our_view(replay(path))["attachments"]
+            self.assertGreater(len(py), 0, name)
+            self.assertEqual([a[2] for a in ours], [a[2] for a in py], name)
+            self.assertTrue(all(a[2].startswith("89504e47") for a in ours if a[1] == "image/png"), name)
+
     def test_every_corpus_message_encodes_as_json(self):
         for name in corpus():
             mail = replay(os.path.join(DATA, name))

@@ -356,6 +356,11 @@ static void test_transfer_encodings(void)
         { "binary", "shift_jis", "\x93\xfa\x96\x7b\n", "\xE6\x97\xA5\xE6\x9C\xAC\n" },
         { "8bit", "euc-jp", "\xC6\xFC\xCB\xDC\xB8\xEC", "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E" },
         { "8bit", "iso-2022-jp", "\x1B$BF", "\xEF\xBF\xBD" },           /* cut mid-character */
+        { "x-uuencode", NULL, "begin 644 a.txt\n#0V%T\n`\nend\n", "Cat" },
+        { "uuencode", NULL, "junk first\r\nbegin 600 b\r\n%:&5L;&\\`\r\n`\r\nend\r\n", "hello" },
+        { "x-uue", NULL, "begin 644 c\n,:&5L;&\\@=V]R;&0A\nend\n", "hello world!" },
+        { "x-uuencode", NULL, "no begin line\n", "no begin line\n" },      /* kept as it is */
+        { "x-uuencode", NULL, "begin 644 d\nM\n", "" },                     /* cut short: no crash */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char msg[512];
