@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "auth.h"
 #include "config.h"
 #include "hook.h"
@@ -443,9 +444,7 @@ static struct auth_seen {
 
 static double mono_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + 1;   /* never 0 */
+    return clock_mono() + 1;          /* never 0: 0 marks a free slot */
 }
 
 /* The client's entry (made when `make`), its window current; or NULL. */

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define LOOK_EVERY_NS  250000000L      /* the thread looks four times a second */
@@ -37,19 +38,13 @@ static struct {
     bool                   running;
 } wd = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void busy_cb(struct ev_loop *loop, ev_check *w, int revents)
 {
     (void)loop;
     (void)w;
     (void)revents;
-    atomic_store_explicit(&wd.since, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&wd.since, clock_mono_ns(), memory_order_relaxed);
 }
 
 static void idle_cb(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -91,8 +86,8 @@ static void *watch(void *arg)
         }
         pthread_cond_timedwait(&wd.wake, &wd.lock, &t);
         long long since = atomic_load_explicit(&wd.since, memory_order_relaxed);
-        if (!wd.quit && since != 0 && now_ns() - since > wd.limit)
-            stuck(now_ns() - since);
+        if (!wd.quit && since != 0 && clock_mono_ns() - since > wd.limit)
+            stuck(clock_mono_ns() - since);
     }
     pthread_mutex_unlock(&wd.lock);
     return NULL;

@@ -17,6 +17,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define WORKERS_MAX   64
@@ -63,12 +64,6 @@ static void take_signals(sigset_t *set, sigset_t *mask)
     sigprocmask(SIG_BLOCK, set, mask);
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Fork the worker of slot i into w: true in the new worker. */
 static bool spawn(struct worker *w, int i, const sigset_t *mask)
@@ -77,7 +72,7 @@ static bool spawn(struct worker *w, int i, const sigset_t *mask)
     if (pid < 0) {
         log_msg(LV_ERROR, NULL, "worker %d: fork: %s; trying again in %.0fs", i + 1,
                 strerror(errno), RESPAWN_DELAY);
-        w->respawn_at = now() + RESPAWN_DELAY;
+        w->respawn_at = clock_mono() + RESPAWN_DELAY;
         return false;
     }
     if (pid == 0) {
@@ -92,7 +87,7 @@ static bool spawn(struct worker *w, int i, const sigset_t *mask)
         return true;
     }
     w->pid = pid;
-    w->started = now();
+    w->started = clock_mono();
     w->respawn_at = 0;
     w->ready = false;
     log_msg(LV_INFO, NULL, "worker %d started (pid %d)", i + 1, (int)pid);
@@ -193,8 +188,8 @@ static void on_ended(struct supervision *sv, pid_t pid, int ws)
         sv->stopping = true;
         signal_all(sv->cur, sv->n, SIGTERM);
     } else {
-        double lived = now() - w->started;
-        w->respawn_at = now() + (lived < RESPAWN_DELAY ? RESPAWN_DELAY : 0);
+        double lived = clock_mono() - w->started;
+        w->respawn_at = clock_mono() + (lived < RESPAWN_DELAY ? RESPAWN_DELAY : 0);
         log_msg(LV_WARN, NULL, "worker %d (pid %d) %s; restarting it%s", i + 1, (int)pid, how,
                 lived < RESPAWN_DELAY ? " in a second" : "");
     }
@@ -237,7 +232,7 @@ static void on_reload(struct supervision *sv)
     memcpy(sv->old, sv->cur, sizeof(sv->cur[0]) * (size_t)sv->n);
     for (int i = 0; i < sv->n; i++) {
         sv->old[i].respawn_at = 0;   /* a slot waiting for a restart is new work */
-        sv->cur[i] = (struct worker){ .respawn_at = now() };
+        sv->cur[i] = (struct worker){ .respawn_at = clock_mono() };
     }
 }
 
@@ -245,7 +240,7 @@ static void on_reload(struct supervision *sv)
  * *next_r becomes the time of the next restart due. */
 static int spawn_due(struct supervision *sv, double *next_r)
 {
-    double t = now();
+    double t = clock_mono();
     *next_r = t + 60;
     for (int i = 0; i < sv->n && !sv->stopping; i++) {
         struct worker *w = &sv->cur[i];
@@ -275,7 +270,7 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
     *status = 0;
     log_msg(LV_INFO, NULL, "supervisor (pid %d) starting %d workers", (int)supervisor, sv.n);
     for (int i = 0; i < sv.n; i++)
-        sv.cur[i].respawn_at = now();
+        sv.cur[i].respawn_at = clock_mono();
 
     for (;;) {
         double next;
@@ -286,7 +281,7 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
             log_msg(LV_INFO, NULL, "supervisor: every worker has stopped");
             return -1;
         }
-        double wait = next - now();
+        double wait = next - clock_mono();
         struct timespec ts = { .tv_sec = wait > 0 ? (time_t)wait : 0,
                                .tv_nsec = wait > 0 ? (long)((wait - (double)(time_t)wait) * 1e9) : 0 };
         siginfo_t si;
@@ -316,10 +311,7 @@ void workers_ready(void)
 
 void workers_notify_reloading(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
-               (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL);
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%lld", clock_mono_ns() / 1000);
 }
 
 void workers_credentials_changed(void)

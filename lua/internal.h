@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "clock.h"
 #include "bridge.h"
 #include "hook.h"
 
@@ -89,9 +90,7 @@ struct lsession {
 /* Seconds on a monotonic clock. */
 static inline double bridge_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return clock_mono();
 }
 
 /* The bridge a state belongs to (from C functions called by scripts). */
