@@ -114,6 +114,8 @@ end
 -- shared by the workers and survives a restart (docs/actions.md).
 local can_wait = M._can_wait
 M._can_wait = nil
+local log = M._log        -- the server's own lines: no "script: " before them
+M._log = nil
 local YEAR = 31536000
 
 -- A key of theirs, which becomes a store key behind a prefix.
@@ -165,7 +167,7 @@ function dog_due(key)
   end
   local won, err = M.store.delete(skey, deadline)
   if won == nil then
-    M.log("warn", "watchdog:", key, err, "(tried again in a second)")
+    log("warn", "watchdog:", key, err, "(tried again in a second)")
     if not dogs[key] then dog_timer(key, M.time() + 1) end
     return
   end
@@ -173,7 +175,7 @@ function dog_due(key)
   local fn = dog_fns[key] or rawget(_G, "on_watchdog")
   if not dogs[key] then dog_fns[key] = nil end
   if type(fn) ~= "function" then
-    M.log("warn", "watchdog:", key, "went off, armed before the server started: define on_watchdog(key) for it")
+    log("warn", "watchdog:", key, "went off, armed before the server started: define on_watchdog(key) for it")
     return
   end
   return fn(key)
@@ -224,9 +226,9 @@ M.after(0, function()
     if a then
       dog_fns[key] = a[2]
       local ok, err = M.store.add(WD .. key, M.time() + a[1])
-      if ok == nil then M.log("warn", "watchdog:", key, err) end
+      if ok == nil then log("warn", "watchdog:", key, err) end
     elseif not M.store.delete(WD .. key) then
-      M.log("warn", "watchdog:", key, "not disarmed")
+      log("warn", "watchdog:", key, "not disarmed")
     end
   end
   for _, skey in ipairs(M.store.keys(WD, math.maxinteger)) do
@@ -262,7 +264,7 @@ function M.debounce(key, seconds)
   local skey = "debounce:" .. key
   local first, err = M.store.add(skey, now + seconds, seconds)
   if first == nil then                      -- the store failed: act, and say so
-    M.log("warn", "debounce:", key, err, "(a window of this process only)")
+    log("warn", "debounce:", key, err, "(a window of this process only)")
     first = true
   end
   ends = not first and M.store.get(skey)
@@ -390,12 +392,12 @@ end
 local function failed_hook(job, args, err)
   local hook = rawget(_G, "on_queue_failed")
   if type(hook) ~= "function" then
-    M.log("warn", "queue: job", job.id, "is dead:", err)
+    log("warn", "queue: job", job.id, "is dead:", err)
     return
   end
   local ok, herr = pcall(hook, { id = job.id, kind = job.kind, error = err, attempts = job.attempts + 1,
     created = job.created, args = args, size = #job.data })
-  if not ok then M.log("error", "queue: on_queue_failed:", herr) end
+  if not ok then log("error", "queue: on_queue_failed:", herr) end
 end
 
 local settings   -- the queue's options, read at the first delivery
@@ -414,7 +416,7 @@ local function finish(id, ...)
     return done
   end
   if not unmarked[id] then
-    M.log("warn", "queue: job", id, "outcome not written (" .. tostring(err) .. "); kept, written again later")
+    log("warn", "queue: job", id, "outcome not written (" .. tostring(err) .. "); kept, written again later")
   end
   unmarked[id] = table.pack(...)
   Q.pause(UNMARKED_PAUSE)
@@ -428,7 +430,7 @@ Q.agent(function(job)
   local ok, err, permanent, newargs = pcall(run[job.kind] or function() return "unknown kind", true end, job, args)
   if not ok then err, permanent = "delivery failed: " .. tostring(err), false end
   if err == nil then
-    M.log("info", "queue: job", job.id, job.kind, "delivered")
+    log("info", "queue: job", job.id, job.kind, "delivered")
     return finish(job.id, "done")
   end
   settings = settings or Q.settings()
@@ -443,7 +445,7 @@ Q.agent(function(job)
     failed_hook(job, newargs or args, err)
     return done, ferr
   end
-  M.log("info", "queue: job", job.id, "deferred", string.format("%ds:", delay), err)
+  log("info", "queue: job", job.id, "deferred", string.format("%ds:", delay), err)
   return finish(job.id, "retry", err, os.time() + delay, encoded)
 end)
 
@@ -456,7 +458,7 @@ if M._dry_run then
       local v = select(i, ...)
       parts[i] = type(v) == "table" and (v.raw and "mail " .. tostring(v.id) or "{...}") or tostring(v)
     end
-    M.log("dry-run:", what, table.concat(parts, " "))
+    log("dry-run:", what, table.concat(parts, " "))
   end
   local function args_of(t)
     local shown = {}

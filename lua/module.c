@@ -83,7 +83,7 @@ static void push_table(lua_State *L, int idx)
 /* luasmtpd.log([level,] ...): one log line, the values joined by spaces
  * (a table shown one level deep); level is "error", "warn", "info"
  * (default) or "debug". */
-static int l_log(lua_State *L)
+static int log_values(lua_State *L, const char *prefix)
 {
     int first = 1, level = LV_INFO, n = lua_gettop(L);
     if (n >= 2 && lua_type(L, 1) == LUA_TSTRING) {
@@ -115,9 +115,21 @@ static int l_log(lua_State *L)
     const char *msg = lua_tolstring(L, -1, &len);
     char esc[LOG_LINE_MAX];
     struct bridge *b = bridge_of(L);
-    log_msg((enum log_level)level, b->running && b->running->s ? smtp_id(b->running->s) : NULL, "script: %s",
+    log_msg((enum log_level)level, b->running && b->running->s ? smtp_id(b->running->s) : NULL, "%s%s", prefix,
             log_escape(esc, sizeof(esc), msg, len));
     return 0;
+}
+
+static int l_log(lua_State *L)
+{
+    return log_values(L, "script: ");
+}
+
+/* _log(...): a line of the server's own, from lua/luasmtpd.lua (the queue's
+ * agent, watchdogs), without "script: " (luasmtpd.lua takes it away). */
+static int l_server_log(lua_State *L)
+{
+    return log_values(L, "");
 }
 
 /* luasmtpd.sleep(seconds): wait without blocking other sessions. */
@@ -143,6 +155,7 @@ int luaopen_luasmtpd(lua_State *L)
         { "log", l_log },
         { "sleep", l_sleep },
         { "_can_wait", l_can_wait },
+        { "_log", l_server_log },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);

@@ -462,6 +462,9 @@ end
                 time.sleep(0.05)
             self.assertEqual(FlakyWeb.calls, [(job, b"door open")] * 3, srv.log())
             self.assertEqual(srv.count_log(r"deferred .*HTTP 503"), 2)
+            # the agent's lines are the server's, not the script's
+            self.assertEqual(srv.count_log(r"info queue: job \S+ deferred"), 2, srv.log())
+            self.assertEqual(srv.count_log(r"script: queue:"), 0)
 
 
 class Store(unittest.TestCase):
