@@ -71,7 +71,6 @@ struct smtp {
     bool                 draining;       /* server stopping: close after this message */
     bool                 closed;         /* the connection is gone */
     bool                 refusal_logged; /* the refusal being answered is on the log */
-    const char          *origin;         /* while a stage finishes: who decided */
     void                *hook_data;
 };
 
@@ -295,6 +294,7 @@ struct reply {
     int         code;
     const char *enh;     /* NULL: no enhanced code */
     const char *text;
+    const char *origin;  /* who decided, for the log ("" if not told) */
 };
 
 typedef void finish_fn(struct smtp *m, struct reply *r);
@@ -580,7 +580,7 @@ static void finish_message(struct smtp *m, struct reply *r)
     } else {
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d, refused by %s", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "", buf_len(&m->tx.msg), r->code,
-                m->origin && *m->origin ? m->origin : "the server");
+                *r->origin ? r->origin : "the server");
         m->refusal_logged = true;     /* that line says it: the reply goes to debug */
         reply_text(m, r->code, r->enh, r->text);
     }
@@ -650,9 +650,12 @@ static void log_refusal(struct smtp *m, enum hook_stage st, const struct verdict
     bool has_arg = st != HOOK_CONNECT && st != HOOK_DATA;
     char arg[sizeof(m->arg) + 8];
     snprintf(arg, sizeof(arg), "%s%s", st == HOOK_AUTH ? "user=" : "", m->arg);
+    /* no origin: the hook accepted, or gave a code that does not fit (resolve) */
+    char by[64] = "the server";
+    if (v->code != VERDICT_ACCEPT)
+        snprintf(by, sizeof(by), "the server (the hook's code %d does not fit)", v->code);
     log_refused(m, refused_what[st], has_arg ? (st == HOOK_AUTH ? arg : m->arg) : NULL,
-                st == HOOK_MAIL || st == HOOK_RCPT, v->origin[0] ? v->origin : "the server", r->code, r->enh,
-                r->text);
+                st == HOOK_MAIL || st == HOOK_RCPT, v->origin[0] ? v->origin : by, r->code, r->enh, r->text);
 }
 
 /* The core refuses by one of its options: said as a hook's refusal is
@@ -674,9 +677,8 @@ static void finish_stage(struct smtp *m, enum hook_stage st, const struct verdic
     resolve(m, st, v, &r);
     if (r.code >= 400)
         log_refusal(m, st, v, &r);
-    m->origin = v->origin;
+    r.origin = v->origin;
     stages[st].finish(m, &r);
-    m->origin = NULL;
     m->refusal_logged = false;
     if (r.code == 421 || v->disconnect)
         session_close_after_flush(m->s);

@@ -287,7 +287,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
         set_verdict_error(v);
         why = "invalid return value";
     }
-    if (verdict && v->code != VERDICT_ACCEPT)   /* the core may still refuse a code */
+    if (verdict && (v->code == VERDICT_REJECT || v->code >= 400))   /* refusals only: not per 250 */
         set_origin(b->L, name, why, v);
     end_call(c);
     return HOOK_DONE;

@@ -494,7 +494,6 @@ static void each_action(struct bridge *b, bool retire)
 
 void bridge_retire(struct bridge *b)
 {
-    b->retired = true;
     each_action(b, true);
 }
 

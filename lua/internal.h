@@ -37,7 +37,6 @@ struct bridge {
     unsigned long   sessions;      /* sessions begun on its hooks, not yet closed */
     bool            held;          /* a reload's, while the script before it finishes:
                                       no broker connection, no delivery agent yet */
-    bool            retired;       /* a reload replaced it: no timers, no agent */
     bool            dry_run;       /* --replay --dry-run: actions are only told */
     struct writer  *writer;        /* writer.c: the writer thread, once started */
     struct store   *store;         /* store.c: the state database, once opened */

@@ -8,7 +8,12 @@ local M = ...
 -- is left unescaped as HSYCO writes it.  It runs on every message of a
 -- typical script, so it makes one string concatenation and one cjson call
 -- per field, and one for the whole body.
-local encode   -- cjson.encode, loaded on first use
+local cjson, encode   -- lua-cjson and its encode, loaded on first use
+local function cjson_lib()
+  cjson = cjson or require("cjson")
+  encode = cjson.encode
+  return cjson
+end
 
 -- cjson writes "/" as "\/", and "\/" only ever stands for "/" in its output.
 -- A plain find jumps from one to the next (gsub would try a match at every
@@ -41,7 +46,7 @@ function M.hsyco_json(mail)
   if type(mail) ~= "table" then
     error("bad argument #1 to 'hsyco_json' (mail table expected, got " .. type(mail) .. ")", 2)
   end
-  encode = encode or require("cjson").encode
+  if not encode then cjson_lib() end
   local lines = {}
   for i, line in ipairs(mail.body or {}) do
     lines[i] = text(line)
@@ -100,7 +105,7 @@ local function json_of(v, key, depth, out)
 end
 
 function M.json(value)
-  encode = encode or require("cjson").encode
+  if not encode then cjson_lib() end
   local out = {}
   local ok, err = pcall(json_of, value, nil, 1, out)
   if not ok then
@@ -286,7 +291,6 @@ end
 -- and has it written; deliver() runs one when the agent says it is due.
 local Q = M._queue
 M._queue = nil
-local cjson   -- loaded on first use
 
 local function copy(t)
   local c = {}
@@ -294,10 +298,9 @@ local function copy(t)
   return c
 end
 
-local function json() cjson = cjson or require("cjson"); return cjson end
 -- a job's options as the jobs table holds them ("/" left as it is, for
 -- --queue-show and the sqlite3 shell)
-local function encode_args(t) return unescape_slashes(json().encode(t)) end
+local function encode_args(t) return unescape_slashes(cjson_lib().encode(t)) end
 
 local function expect(cond, n, what)
   if not cond then error("bad argument #" .. n .. " to 'queue' (" .. what .. ")", 3) end
@@ -426,7 +429,7 @@ end
 Q.agent(function(job)
   local pending = unmarked[job.id]
   if pending then return finish(job.id, table.unpack(pending, 1, pending.n)) end
-  local args = json().decode(job.args)
+  local args = cjson_lib().decode(job.args)
   local ok, err, permanent, newargs = pcall(run[job.kind] or function() return "unknown kind", true end, job, args)
   if not ok then err, permanent = "delivery failed: " .. tostring(err), false end
   if err == nil then

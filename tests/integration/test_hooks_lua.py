@@ -78,6 +78,7 @@ class Verdicts(ServerTest):
         for pattern in (r"on_mail_from: .*verdicts\.lua:\d+: deliberate failure", "stack traceback",
                         r'on_mail_from: invalid return value \(string "[^"]*"\)',
                         r"MAIL FROM <x-error@b\.c> refused by on_mail_from \(script error\): 451 4\.3\.0",
+                        r"MAIL FROM <x-badcode@b\.c> refused by the server \(the hook's code 299 does not fit\)",
                         r"hook mail: invalid reply code 299",
                         r"on_mail_from: yielded outside a luasmtpd wait", r"nested coroutine",
                         r"on_mail_from: not enough memory"):

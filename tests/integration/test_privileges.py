@@ -74,6 +74,10 @@ class User(unittest.TestCase):
                            capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 1)
         self.assertIn("--user no-such-user-here: no such user", p.stderr)
+        p = subprocess.run([BINARY, "--user", "nobody", "--group", "no-such-group-here", "--listen", "127.0.0.1:0",
+                            self.path], capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--group no-such-group-here: no such group", p.stderr)
 
 
 if __name__ == "__main__":

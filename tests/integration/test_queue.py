@@ -113,6 +113,15 @@ def send(port, rcpt="a@example.com", body="Subject: hi\r\n\r\nhello\r\n", sender
             return list(e.recipients.values())[0][0], ""
 
 
+def tls_receiver(test, name, mode="tls"):
+    """A Receiver with STARTTLS and AUTH (mode "tls", or "tls-login": LOGIN
+    only), stopped with the test; (receiver, its CA file)."""
+    cert, key = make_cert()
+    rx = Receiver(name, mode=mode, cert=(cert, key))
+    test.addCleanup(rx.stop)
+    return rx, cert
+
+
 def make_cert():
     cert, key = tmp_path("rx-cert.pem"), tmp_path("rx-key.pem")
     if not os.path.exists(cert):
@@ -194,9 +203,7 @@ class Forward(unittest.TestCase):
             self.assertEqual(len(rx.wait(1)), 1)
 
     def test_starttls_and_auth(self):
-        cert, key = make_cert()
-        rx = Receiver("tls", mode="tls", cert=(cert, key))
-        self.addCleanup(rx.stop)
+        rx, cert = tls_receiver(self, "tls")
         with self.serve(rx, starttls='"required"', cafile=cert, user="dev", password="secret") as srv:
             self.assertEqual(send(srv.port)[0], 250, srv.log())
             got = rx.wait(1)
@@ -208,18 +215,14 @@ class Forward(unittest.TestCase):
             self.assertIn("forward:", text)
 
     def test_auth_login_when_plain_is_not_offered(self):
-        cert, key = make_cert()
-        rx = Receiver("login", mode="tls-login", cert=(cert, key))
-        self.addCleanup(rx.stop)
+        rx, cert = tls_receiver(self, "login", "tls-login")
         with self.serve(rx, starttls='"required"', cafile=cert, user="dev", password="secret") as srv:
             self.assertEqual(send(srv.port)[0], 250, srv.log())
             got = rx.wait(1)
             self.assertEqual(got[0].split(b"\n", 1)[0], b"X-Envelope: cam@lan a@example.com auth LOGIN")
 
     def test_wrong_password_gives_the_servers_refusal(self):
-        cert, key = make_cert()
-        rx = Receiver("badauth", mode="tls", cert=(cert, key))
-        self.addCleanup(rx.stop)
+        rx, cert = tls_receiver(self, "badauth")
         with self.serve(rx, starttls='"required"', cafile=cert, user="dev", password="wrong") as srv:
             code, text = send(srv.port)      # the script answers with r.code and r.reply
             self.assertEqual((code, text), (535, "5.7.8 Authentication credentials invalid"), srv.log())
@@ -227,9 +230,7 @@ class Forward(unittest.TestCase):
             self.assertEqual(rx.messages(), [])
 
     def test_queued_job_with_a_refused_login_is_retried_not_dropped(self):
-        cert, key = make_cert()
-        rx = Receiver("softbounce", mode="tls", cert=(cert, key))
-        self.addCleanup(rx.stop)
+        rx, cert = tls_receiver(self, "softbounce")
         path = script("softbounce", '''
 local l = require "luasmtpd"
 config = { queue = { retry = "1,1" } }
@@ -634,9 +635,7 @@ function on_close() l.store.set("k", 1) end
 
 class RelayExample(unittest.TestCase):
     def test_plain_in_starttls_and_auth_out(self):
-        cert, key = make_cert()
-        rx = Receiver("relay", mode="tls", cert=(cert, key))
-        self.addCleanup(rx.stop)
+        rx, cert = tls_receiver(self, "relay")
         env = dict(SMARTHOST="smtp://127.0.0.1:%d" % rx.port, SMTP_USER="dev",
                    SMTP_PASSWORD="secret", SMTP_CAFILE=cert, LAN="127.0.")
         example = os.path.join(HERE, "..", "..", "examples", "relay.lua")

@@ -73,6 +73,25 @@ class Reload(unittest.TestCase):
             self.assertEqual(c.ehlo()[0], 250)
             self.assertEqual(c.esmtp_features.get("size"), str(10 << 20))
 
+    def test_reloads_are_bounded_while_old_scripts_still_have_sessions(self):
+        srv = self.srv
+        held = []
+        self.addCleanup(lambda: [s.close() for s in held])
+        for i in range(8):                        # each reload leaves a script with a session
+            held.append(socket.create_connection((srv.host, srv.port)))
+            self.assertTrue(srv.wait_log(r"connect from", count=i + 1))
+            self.assertIn("loaded", self.reload())
+        srv.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(srv.wait_log(r"reload: 8 scripts before still finish their sessions: not reloaded"),
+                        srv.log())
+        for s in held:
+            s.close()
+        self.assertTrue(srv.wait_log(r"reload: the script before has no session left: closed", count=8),
+                        srv.log())
+        self.assertIn("loaded", self.reload())    # and reloads work again
+        self.send("after")
+        self.assertTrue(srv.wait_log(r"on_mail v1 after"), srv.log())
+
     def test_a_broken_script_leaves_the_running_one(self):
         srv = self.srv
         with open(self.path, "w") as f:
