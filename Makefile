@@ -36,7 +36,7 @@ MALLOC_LIBS ?= -Wl,--push-state,--no-as-needed -lmimalloc -Wl,--pop-state
 LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
-CORE_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
+CORE_SRC  := core/addr.c core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c core/transcript.c
 LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/forward.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/queue.c lua/save.c lua/store.c lua/timer.c lua/writer.c
@@ -114,13 +114,15 @@ $(B)/san/test_%: $(B)/san/tests/unit/test_%.o $(SAN_CORE)
 asan: $(B)/san/luasmtpd
 
 # libFuzzer targets (clang), with ASan+UBSan, seeded from tests/data and
-# tests/fuzz/NAME (fuzz_NAME's own seeds).  `make test` runs each briefly;
-# `make fuzz FUZZ_SECONDS=600` as long as asked.
+# tests/fuzz/NAME (fuzz_NAME's own seeds), with tests/fuzz/NAME.dict as the
+# dictionary where there is one; fuzz_mime also from the external corpus
+# (../shared/external_corpus, read in place).  `make test` runs each
+# briefly; `make fuzz FUZZ_SECONDS=600` as long as asked.
 FUZZ_CC   ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_SRC  := core/auth.c core/base64.c core/buf.c core/charset.c core/mime.c core/smtp_parse.c \
+FUZZ_SRC  := core/addr.c core/auth.c core/base64.c core/buf.c core/charset.c core/mime.c core/smtp_parse.c \
              core/transcript.c
-FUZZ_BIN  := $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol $(B)/fuzz/fuzz_session $(B)/fuzz/fuzz_transcript
+FUZZ_BIN  := $(B)/fuzz/fuzz_addr $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol $(B)/fuzz/fuzz_session $(B)/fuzz/fuzz_transcript
 FUZZ_FLAGS = $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(WFLAGS)
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
@@ -133,16 +135,15 @@ $(B)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(CORE_SRC) $(HEADERS)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(CORE_LIBS)
 
 # luasmtpd beside smtp-sink (docs/performance.md); BENCH_ARGS="--quick" for a short run
-bench: deps all
+bench: deps all $(B)/bench_mime
 	@scripts/bench.sh $(BENCH_ARGS)
 
+# the MIME extractor alone (scripts/bench_mime.c)
+$(B)/bench_mime: $(B)/obj/scripts/bench_mime.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS)
+
 fuzz: $(FUZZ_BIN)
-	@for f in $(FUZZ_BIN); do \
-	    mkdir -p $(B)/fuzz/corpus-$$(basename $$f) && \
-	    seeds=tests/fuzz/$$(basename $$f | sed 's/^fuzz_//'); \
-	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(B)/fuzz/corpus-$$(basename $$f) tests/data \
-	        $$( [ -d $$seeds ] && echo $$seeds ) || exit 1; \
-	done
+	@FUZZ_BRIEF=$(FUZZ_SECONDS) sh tests/run.sh $(B) fuzz
 
 deps:
 	@sh scripts/deps.sh

@@ -74,10 +74,8 @@ void buf_commit(struct buf *b, size_t n)
     b->end += n;
 }
 
-int buf_append(struct buf *b, const void *p, size_t n)
+int buf_append_grow(struct buf *b, const void *p, size_t n)
 {
-    if (n == 0)
-        return 0;
     if (buf_reserve(b, n) < 0)
         return -1;
     memcpy(b->data + b->end, p, n);

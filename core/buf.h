@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 struct buf {
     char  *data;
@@ -49,7 +50,19 @@ static inline char *buf_tail(struct buf *b) { return b->data + b->end; }
 static inline size_t buf_room(const struct buf *b) { return b->size - b->end; }
 void   buf_commit(struct buf *b, size_t n);
 
-int    buf_append(struct buf *b, const void *p, size_t n);
+/* Append n bytes; 0, or -1 when the cap or memory does not allow it.  The
+ * common case, room already there, costs no call. */
+int    buf_append_grow(struct buf *b, const void *p, size_t n);
+static inline int buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (n > b->size - b->end)
+        return buf_append_grow(b, p, n);
+    if (n) {
+        memcpy(b->data + b->end, p, n);
+        b->end += n;
+    }
+    return 0;
+}
 void   buf_consume(struct buf *b, size_t n);
 
 /*

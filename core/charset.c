@@ -57,7 +57,9 @@ static const struct { const char *name, *use; } aliases[] = {
     { "shift_jis", "cp932" }, { "sjis", "cp932" }, { "x-sjis", "cp932" },
     { "iso-2022-jp", CP50221 }, { "csiso2022jp", CP50221 },
     { "windows-31j", "cp932" },
+    /* RFC 1556's bidi variants name the same characters */
     { "iso-8859-6-i", "iso-8859-6" }, { "iso-8859-8-i", "iso-8859-8" },
+    { "iso-8859-6-e", "iso-8859-6" }, { "iso-8859-8-e", "iso-8859-8" },
 };
 
 /* Normalise a declared name into out (lower case, quotes, blanks and an RFC
@@ -89,6 +91,11 @@ static int normalise(const char *name, size_t n, char out[CHARSET_NAME_MAX + 1])
         out[i] = c;
     }
     out[n] = '\0';
+    /* "win-1257", as some writers shorten windows-1257 */
+    if (n >= 8 && n + 4 <= CHARSET_NAME_MAX && memcmp(out, "win-", 4) == 0 && out[4] >= '0' && out[4] <= '9') {
+        memmove(out + 8, out + 4, n - 3);
+        memcpy(out, "windows-", 8);
+    }
     for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
         if (strcmp(out, aliases[i].name) == 0) {
             strcpy(out, aliases[i].use);
@@ -275,7 +282,9 @@ static size_t jis_to_euc(const unsigned char *in, size_t len, unsigned char *out
             if (i + 1 < len && in[i + 1] >= 0x21 && in[i + 1] <= 0x7E)
                 out[o++] = (unsigned char)(in[++i] | 0x80);
         } else {
-            out[o++] = c;
+            /* an 8-bit byte is no character of this 7-bit code: 0xFF is
+             * none of EUC-JP either, so it becomes the decoder's U+FFFD */
+            out[o++] = c < 0x80 ? c : 0xFF;
         }
     }
     return o;

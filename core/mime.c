@@ -55,6 +55,11 @@ static char *arena_str(struct mime *m, const char *s, size_t n, bool lower)
     char *out = arena_alloc(m, n + 2 * nuls + 1), *o = out;
     if (out == NULL)
         return NULL;
+    if (nuls == 0 && !lower) {
+        memcpy(out, s, n);
+        out[n] = '\0';
+        return out;
+    }
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '\0') {
@@ -103,10 +108,16 @@ static bool slice_is(const char *s, size_t n, const char *lit)
     return strlen(lit) == n && strncasecmp(s, lit, n) == 0;
 }
 
-/* RFC 2045 token characters. */
+/* RFC 2045 token characters: ASCII but controls, blanks and tspecials. */
 static bool is_token(char c)
 {
-    return (unsigned char)c > ' ' && (unsigned char)c < 127 && !strchr("()<>@,;:\\\"/[]?=", c);
+    static const bool tspecials[128] = {
+        ['('] = true, [')'] = true, ['<'] = true, ['>'] = true, ['@'] = true, [','] = true,
+        [';'] = true, [':'] = true, ['\\'] = true, ['"'] = true, ['/'] = true, ['['] = true,
+        [']'] = true, ['?'] = true, ['='] = true,
+    };
+    unsigned char u = (unsigned char)c;
+    return u > ' ' && u < 127 && !tspecials[u];
 }
 
 /* ---- transfer encodings ---- */
@@ -247,6 +258,7 @@ struct parser {
         struct mime_part *part;
         const char *boundary;
         size_t blen;
+        bool delimited;           /* a delimiter line of it came */
     } frames[MIME_DEPTH_MAX + 1];
     int nframes;
     struct mime_part *cur;        /* the part being read */
@@ -254,6 +266,8 @@ struct parser {
     bool field;                   /* a header field is being read: */
     size_t field_start, field_colon, field_end, name_end;
     struct buf unfolded, decoded, bytes, pending;   /* scratch */
+    struct addr_list addrs;
+    unsigned addresses_kept;      /* the message's address headers whose mailboxes are kept */
     bool oom;
 };
 
@@ -360,12 +374,18 @@ static int decode_words(struct parser *p, const char *s, size_t n, struct buf *o
     return rc;
 }
 
+static int header_words(void *p, const char *s, size_t n, struct buf *out)
+{
+    return decode_words(p, s, n, out);
+}
+
 /* ---- parameters (RFC 2045 5.1, RFC 2231) ---- */
 
 #define PARAM_SECTIONS 64
 
 struct param_iter {
     const char *s, *e;
+    bool open;                    /* a parameter may start at s, no ';' before it */
 };
 
 struct param {
@@ -400,10 +420,14 @@ static void skip_cfws(struct param_iter *it)
 static bool next_param(struct param_iter *it, struct param *pr)
 {
     for (;;) {
-        const char *semi = memchr(it->s, ';', (size_t)(it->e - it->s));
-        if (semi == NULL)
-            return false;
-        it->s = semi + 1;
+        if (it->open) {
+            it->open = false;
+        } else {
+            const char *semi = memchr(it->s, ';', (size_t)(it->e - it->s));
+            if (semi == NULL)
+                return false;
+            it->s = semi + 1;
+        }
         skip_cfws(it);
         pr->attr = it->s;
         while (it->s < it->e && is_token(*it->s) && *it->s != '*')
@@ -468,15 +492,13 @@ static int percent_decode(const char *s, size_t n, struct buf *out)
 /* The value of parameter `name` of a header value, decoded to UTF-8 into
  * p->decoded: RFC 2231 forms (name*=, name*0=, name*0*=...) win over the
  * plain one, which may carry RFC 2047 words.  false when absent. */
-static bool param_value(struct parser *p, const char *hv, size_t hn, const char *name)
+static bool param_value(struct parser *p, struct param_iter it, const char *name)
 {
-    struct param_iter it = { hv, hv + hn };
-    struct param pr, plain = { 0 }, sect[PARAM_SECTIONS];
+    struct param pr, plain = { 0 }, sect[PARAM_SECTIONS];   /* cleared as used */
     bool have_plain = false, have_sect = false, ext[PARAM_SECTIONS] = { false };
     size_t nl = strlen(name);
     unsigned long nsect = 0;
 
-    memset(sect, 0, sizeof(sect));
     while (next_param(&it, &pr)) {
         if (pr.attr_len < nl || strncasecmp(pr.attr, name, nl) != 0)
             continue;
@@ -503,13 +525,17 @@ static bool param_value(struct parser *p, const char *hv, size_t hn, const char 
                 continue;
             extended = d < rn;
         }
-        if (idx >= PARAM_SECTIONS || sect[idx].attr)
+        if (idx >= PARAM_SECTIONS)
             continue;
+        if (idx >= nsect) {       /* sections [0, nsect) are set or cleared */
+            memset(sect + nsect, 0, (idx + 1 - nsect) * sizeof(sect[0]));
+            nsect = idx + 1;
+        } else if (sect[idx].attr) {
+            continue;
+        }
         sect[idx] = pr;
         ext[idx] = extended;
         have_sect = true;
-        if (idx + 1 > nsect)
-            nsect = idx + 1;
     }
     buf_clear(&p->decoded);
     buf_clear(&p->bytes);
@@ -544,8 +570,12 @@ static bool param_value(struct parser *p, const char *hv, size_t hn, const char 
     }
     if (!have_plain)
         return false;
-    int rc = plain.quoted ? unquote(plain.val, plain.val_len, &p->bytes)
-                          : buf_append(&p->bytes, plain.val, plain.val_len);
+    if (!plain.quoted) {
+        int rc = decode_words(p, plain.val, plain.val_len, &p->decoded);
+        p->oom |= rc < 0;
+        return rc == 0;
+    }
+    int rc = unquote(plain.val, plain.val_len, &p->bytes);
     if (rc == 0)
         rc = decode_words(p, buf_head(&p->bytes), buf_len(&p->bytes), &p->decoded);
     p->oom |= rc < 0;
@@ -554,10 +584,10 @@ static bool param_value(struct parser *p, const char *hv, size_t hn, const char 
 
 /* A parameter's value as an arena string (lower-cased if asked); NULL when
  * it is missing, or empty and not `empty`. */
-static const char *param_str(struct parser *p, const char *hv, size_t hn, const char *name,
+static const char *param_str(struct parser *p, struct param_iter params, const char *name,
                              bool lower, bool empty)
 {
-    if (!param_value(p, hv, hn, name))
+    if (!param_value(p, params, name))
         return NULL;
     const char *v = buf_head(&p->decoded);
     size_t n = buf_len(&p->decoded);
@@ -572,23 +602,34 @@ static bool type_is(const struct mime_part *part, const char *prefix)
     return strncmp(part->type, prefix, strlen(prefix)) == 0;
 }
 
-/* The length of a structured value's head (type/subtype, a disposition):
- * up to its parameters or a comment. */
-static size_t value_head(const char *v, size_t n)
+/* The head of a structured value (type/subtype, a disposition), trimmed,
+ * and where its parameters are: the head ends at ';' or a comment, or at
+ * a blank inside it when the ';' was left out ("application/pdf name=x",
+ * as some writers send it). */
+static struct param_iter value_head(const char *v, size_t n, const char **head, size_t *head_len)
 {
     size_t i = 0;
     while (i < n && v[i] != ';' && v[i] != '(')
         i++;
-    return i;
+    const char *t = v;
+    trim(&t, &i);
+    *head = t;
+    *head_len = i;
+    for (size_t k = 0; k < i; k++)
+        if (is_wsp(t[k])) {
+            *head_len = k;
+            return (struct param_iter){ t + k, v + n, true };
+        }
+    return (struct param_iter){ v, v + n, false };
 }
 
 /* Content-Type: type/subtype (lower case; RFC 2045 5.2 default when
  * missing or malformed) and the parameters used. */
 static void content_type(struct parser *p, struct mime_part *part, const char *v, size_t n)
 {
-    const char *t = v;
-    size_t tn = value_head(v, n);
-    trim(&t, &tn);
+    const char *t;
+    size_t tn;
+    struct param_iter params = value_head(v, n, &t, &tn);
     const char *slash = memchr(t, '/', tn);
     bool ok = slash && slash > t && slash < t + tn - 1;
     for (size_t i = 0; ok && i < tn; i++)
@@ -596,26 +637,26 @@ static void content_type(struct parser *p, struct mime_part *part, const char *v
     if (!ok)
         return;                   /* the default stays */
     part->type = arena_str(p->m, t, tn, true);
-    part->charset = param_str(p, v, n, "charset", true, false);
-    const char *name = param_str(p, v, n, "name", false, false);
+    part->charset = param_str(p, params, "charset", true, false);
+    const char *name = param_str(p, params, "name", false, false);
     if (part->filename == NULL)
         part->filename = name;
     if (type_is(part, "multipart/")) {
         /* any length, even none: RFC 2046 asks for 1 to 70 characters,
          * and mail readers take longer and empty ones too (the header
          * field's own cap bounds it) */
-        part->boundary = param_str(p, v, n, "boundary", false, true);
+        part->boundary = param_str(p, params, "boundary", false, true);
     }
 }
 
 static void content_disposition(struct parser *p, struct mime_part *part, const char *v, size_t n)
 {
-    const char *t = v;
-    size_t tn = value_head(v, n);
-    trim(&t, &tn);
+    const char *t;
+    size_t tn;
+    struct param_iter params = value_head(v, n, &t, &tn);
     if (tn)
         part->disposition = arena_str(p->m, t, tn, true);
-    const char *f = param_str(p, v, n, "filename", false, false);
+    const char *f = param_str(p, params, "filename", false, false);
     if (f)
         part->filename = f;
 }
@@ -632,6 +673,57 @@ static enum mime_encoding encoding(const char *v, size_t n)
         if (slice_is(v, n, names[i].name))
             return names[i].e;
     return MIME_ENCODING_OTHER;
+}
+
+/* ---- address headers ---- */
+
+/* Which address header a field is: 0 for none, else a bit of its own
+ * (From, To, ... and their Resent- forms). */
+static unsigned address_header(const char *name, size_t n)
+{
+    static const char *const names[] = { "from", "sender", "reply-to", "to", "cc", "bcc" };
+    unsigned resent = 0;
+    if (n > 7 && strncasecmp(name, "resent-", 7) == 0) {
+        name += 7;
+        n -= 7;
+        resent = 6;
+    }
+    if (n < 2 || n > 8)
+        return 0;
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (slice_is(name, n, names[i]))
+            return 1u << (i + resent);
+    return 0;
+}
+
+/* A copy of the C string s in the arena. */
+static const char *arena_dup(struct mime *m, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *out = arena_alloc(m, n);
+    return out ? memcpy(out, s, n) : NULL;
+}
+
+/* h's mailboxes, copied from l into the arena. */
+static int keep_addresses(struct mime *m, struct mime_header *h, const struct addr_list *l)
+{
+    struct address a;
+    size_t n = 0;
+    for (size_t i = 0; addr_next(l, &i, &a);)
+        n++;
+    struct address *v = arena_alloc(m, n * sizeof(*v) + 1);
+    if (v == NULL)
+        return -1;
+    h->addresses = v;
+    for (size_t i = 0; addr_next(l, &i, &a); v++) {
+        v->name = arena_dup(m, a.name);
+        v->address = arena_dup(m, a.address);
+        v->group = a.group ? arena_dup(m, a.group) : NULL;
+        if (v->name == NULL || v->address == NULL || (a.group && v->group == NULL))
+            return -1;
+        h->naddresses++;
+    }
+    return 0;
 }
 
 /* The header field read so far is complete: store it. */
@@ -684,19 +776,27 @@ static void end_field(struct parser *p)
              mime_header(part, "content-transfer-encoding") == NULL)
         part->encoding = encoding(v, vn);
 
+    /* an address header is read as one (RFC 5322 3.4) and written back in
+     * the canonical form, encoded words decoded in its names only */
+    unsigned addresses = address_header(name, nn);
     buf_clear(&p->decoded);
     struct mime_header *h = arena_alloc(m, sizeof(*h));
-    if (h == NULL || decode_words(p, v, vn, &p->decoded) < 0) {
+    if (h == NULL ||
+        (addresses ? addr_parse(&p->addrs, v, vn, header_words, p) < 0 || addr_render(&p->addrs, &p->decoded) < 0
+                   : decode_words(p, v, vn, &p->decoded) < 0)) {
         p->oom = true;
         return;
     }
-    h->next = NULL;
-    h->name = arena_str(m, name, nn, true);
-    h->value = arena_str(m, buf_head(&p->decoded), buf_len(&p->decoded), false);
-    if (h->name == NULL || h->value == NULL) {
+    *h = (struct mime_header){ .name = arena_str(m, name, nn, true),
+                               .value = arena_str(m, buf_head(&p->decoded), buf_len(&p->decoded), false) };
+    /* the mailboxes of the message's own first From, To, ... */
+    bool keep = part == m->root && (addresses & ~p->addresses_kept);
+    if (h->name == NULL || h->value == NULL || (keep && keep_addresses(m, h, &p->addrs) < 0)) {
         p->oom = true;
         return;
     }
+    if (keep)
+        p->addresses_kept |= addresses;
     if (slice_is(name, nn, "content-id") && part->content_id == NULL && h->value[0])
         part->content_id = h->value;
     if (part->last_header)
@@ -769,6 +869,7 @@ static bool end_headers(struct parser *p, size_t at)
         f->part = part;
         f->boundary = part->boundary;
         f->blen = strlen(part->boundary);
+        f->delimited = false;
         return true;
     }
     return new_part(p, part, at);
@@ -840,6 +941,24 @@ static bool header_line(struct parser *p, size_t ls, size_t le)
     return true;
 }
 
+/* Close the frames from `keep` on (their parts have ended).  A multipart
+ * whose boundary never came is read as the text it holds, the way mail
+ * readers show it, so that it is not lost; a blank one stays empty. */
+static void drop_frames(struct parser *p, int keep)
+{
+    for (int i = keep; i < p->nframes; i++) {
+        struct mime_part *part = p->frames[i].part;
+        bool blank = true;
+        for (size_t k = part->body; k < part->end && blank; k++)
+            blank = is_wsp(p->msg[k]) || p->msg[k] == '\r' || p->msg[k] == '\n';
+        if (!p->frames[i].delimited && !blank) {
+            part->container = false;
+            part->type = "text/plain";
+        }
+    }
+    p->nframes = keep;
+}
+
 static void parse(struct parser *p)
 {
     size_t pos = 0, len = p->len, stop = len;
@@ -868,9 +987,10 @@ static void parse(struct parser *p)
                     at--;
                 struct mime_part *mp = p->frames[k].part;
                 close_parts(p, mp, at);
-                p->nframes = k + 1;
+                p->frames[k].delimited = true;
+                drop_frames(p, k + 1);
                 if (close) {
-                    p->nframes = k;   /* what follows is its epilogue */
+                    drop_frames(p, k);   /* what follows is its epilogue */
                     p->cur = mp;
                 } else if (!new_part(p, mp, next)) {
                     stop = at;        /* a limit: what follows is not read */
@@ -896,6 +1016,7 @@ static void parse(struct parser *p)
         msg[stop - 1] == '\r')
         stop--;
     close_parts(p, NULL, stop);
+    drop_frames(p, 0);
     p->m->root->end = len;        /* the message's body is all it holds */
 }
 
@@ -904,12 +1025,12 @@ static void parse(struct parser *p)
 int mime_parse(const char *msg, size_t len, const struct mime_limits *lim, struct mime **m_r)
 {
     struct mime *m = calloc(1, sizeof(*m));
-    struct parser *p = calloc(1, sizeof(*p));
+    struct parser parser = { 0 }, *p = &parser;   /* on the stack: a few KB */
     int rc = -1;
 
     *m_r = NULL;
-    if (m == NULL || p == NULL)
-        goto out;
+    if (m == NULL)
+        return -1;
     m->msg = msg;
     m->len = len;
     charset_cache_init(&m->charsets);
@@ -920,12 +1041,12 @@ int mime_parse(const char *msg, size_t len, const struct mime_limits *lim, struc
     p->msg = msg;
     p->len = len;
     struct buf *scratch[] = { &p->unfolded, &p->decoded, &p->bytes, &p->pending };
-    for (size_t i = 0; i < sizeof(scratch) / sizeof(scratch[0]); i++) {
-        /* bounded by a header field, its decoding growing it at most 3 times */
+    /* bounded by a header field, its decoding growing it at most 3 times;
+     * allocated when first used */
+    for (size_t i = 0; i < sizeof(scratch) / sizeof(scratch[0]); i++)
         buf_init(scratch[i], 4 * p->lim.header_size + 1024);
-        if (buf_reserve(scratch[i], 256) < 0)
-            p->oom = true;
-    }
+    /* a header field's tokens and mailboxes: a few dozen bytes a byte at most */
+    addr_list_init(&p->addrs, 64 * p->lim.header_size + 1024);
     if (!p->oom)
         parse(p);
     if (!p->oom && m->root != NULL) {
@@ -935,8 +1056,7 @@ int mime_parse(const char *msg, size_t len, const struct mime_limits *lim, struc
     }
     for (size_t i = 0; i < sizeof(scratch) / sizeof(scratch[0]); i++)
         buf_free(scratch[i]);
-out:
-    free(p);
+    addr_list_free(&p->addrs);
     mime_free(&m);
     return rc;
 }
@@ -1004,6 +1124,10 @@ void mime_bodies(const struct mime *m, const struct mime_part **text_r,
 bool mime_is_attachment(const struct mime_part *p, const struct mime_part *text,
                         const struct mime_part *html)
 {
+    /* a part with neither headers nor content (two delimiters in a row)
+     * has nothing to deliver */
+    if (p->headers == NULL && p->body == p->end && p->parent)
+        return false;
     return p != text && p != html && (!p->container || mime_is_message(p));
 }
 

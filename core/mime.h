@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "addr.h"
 #include "buf.h"
 #include "charset.h"
 
@@ -48,7 +49,10 @@ enum mime_encoding { MIME_7BIT, MIME_8BIT, MIME_BINARY, MIME_QUOTED_PRINTABLE, M
 struct mime_header {
     struct mime_header *next;     /* in the order they came */
     const char *name;             /* lower case */
-    const char *value;            /* unfolded, trimmed, decoded, valid UTF-8 */
+    const char *value;            /* unfolded, trimmed, decoded, valid UTF-8; an
+                                     address header in addr_render's form */
+    const struct address *addresses;  /* the message's own first From, To, ...: */
+    size_t naddresses;                /* its mailboxes (addr.h); else NULL, 0 */
 };
 
 struct mime_part {
@@ -96,7 +100,8 @@ bool mime_is_message(const struct mime_part *p);
 void mime_bodies(const struct mime *m, const struct mime_part **text_r,
                  const struct mime_part **html_r);
 /* Is p delivered as an attachment: a part with content of its own (not a
- * multipart) that is neither of the bodies above. */
+ * multipart) that is neither of the bodies above, nor empty and without
+ * headers. */
 bool mime_is_attachment(const struct mime_part *p, const struct mime_part *text,
                         const struct mime_part *html);
 /* Append p's body with its transfer encoding undone.  As text, it is also

@@ -61,13 +61,14 @@ end
 
 -- json(value): JSON text of a value as cjson writes it, but for two
 -- things.  "/" is left as it is.  An empty table that stands for a list of
--- the mail table (recipients, attachments, header_list, body) is written
--- [], where cjson, which cannot tell, writes {}: receivers that expect an
--- array would break on a mail without attachments.
+-- the mail table (recipients, attachments, header_list, body, and each
+-- list of addresses) is written [], where cjson, which cannot tell, writes
+-- {}: receivers that expect an array would break on a mail without
+-- attachments.
 local LIST_FIELDS = { recipients = true, attachments = true, header_list = true, body = true }
 local JSON_DEPTH = 100
 
-local function json_of(v, key, depth, out)
+local function json_of(v, key, parent, depth, out)
   if type(v) ~= "table" then
     out[#out + 1] = encode(v)
     return
@@ -75,7 +76,7 @@ local function json_of(v, key, depth, out)
   if depth > JSON_DEPTH then error("json: nested more than " .. JSON_DEPTH .. " deep", 0) end
   local n = #v
   if next(v) == nil then
-    out[#out + 1] = LIST_FIELDS[key] and "[]" or "{}"
+    out[#out + 1] = (LIST_FIELDS[key] or parent == "addresses") and "[]" or "{}"
     return
   end
   local count = 0
@@ -84,7 +85,7 @@ local function json_of(v, key, depth, out)
     out[#out + 1] = "["
     for i = 1, n do
       if i > 1 then out[#out + 1] = "," end
-      json_of(v[i], nil, depth + 1, out)
+      json_of(v[i], nil, key, depth + 1, out)
     end
     out[#out + 1] = "]"
     return
@@ -99,7 +100,7 @@ local function json_of(v, key, depth, out)
     first = false
     out[#out + 1] = encode(tostring(k))
     out[#out + 1] = ":"
-    json_of(item, k, depth + 1, out)
+    json_of(item, k, key, depth + 1, out)
   end
   out[#out + 1] = "}"
 end
@@ -107,7 +108,7 @@ end
 function M.json(value)
   if not encode then cjson_lib() end
   local out = {}
-  local ok, err = pcall(json_of, value, nil, 1, out)
+  local ok, err = pcall(json_of, value, nil, nil, 1, out)
   if not ok then
     local msg = tostring(err):gsub("^[^:]*:%d+: ", "")   -- cjson's message, without our place
     error(msg:find("^json: ") and msg or "json: " .. msg, 2)

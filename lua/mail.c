@@ -44,6 +44,34 @@ static void push_headers(lua_State *L, const struct mime_part *p)
     lua_setfield(L, -2, "headers");
 }
 
+/* addresses: the mailboxes of the message's address headers, each a list
+ * of {name=, address=[, group=]} (empty when the header is absent). */
+static void push_addresses(lua_State *L, const struct mime_part *root)
+{
+    static const struct { const char *field, *header; } lists[] = {
+        { "from", "from" }, { "to", "to" }, { "cc", "cc" }, { "bcc", "bcc" },
+        { "reply_to", "reply-to" }, { "sender", "sender" },
+    };
+    lua_createtable(L, 0, sizeof(lists) / sizeof(lists[0]));
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        const struct mime_header *h = root->headers;
+        while (h && strcmp(h->name, lists[i].header) != 0)
+            h = h->next;
+        size_t n = h ? h->naddresses : 0;
+        lua_createtable(L, n < INT_MAX ? (int)n : INT_MAX, 0);
+        for (size_t k = 0; k < n; k++) {
+            const struct address *a = &h->addresses[k];
+            lua_createtable(L, 0, 3);
+            set_str(L, "name", a->name);
+            set_str(L, "address", a->address);
+            set_str(L, "group", a->group);
+            lua_rawseti(L, -2, (lua_Integer)k + 1);
+        }
+        lua_setfield(L, -2, lists[i].field);
+    }
+    lua_setfield(L, -2, "addresses");
+}
+
 /* Up to `max` lines of text[0, n), each cut at MAIL_LINE_MAX on a
  * character boundary; a CR before a line's LF is dropped.  The array is
  * left on the stack; true if a line was cut. */
@@ -272,6 +300,7 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
         set_str(L, more[i].field, mime_header(root, more[i].header));
     push_headers(L, root);
+    push_addresses(L, root);
     if (push_bodies(L, b, m, msg, size, &bd->tmp, &line_cut) < 0)
         return -1;
     if (m->cut != MIME_CUT_NONE)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """luasmtpd beside Postfix's smtp-sink, driven by smtp-source (make bench).
 
-Each workload runs against smtp-sink (the ceiling: it parses nothing) and
+First the MIME extractor alone (build/bench_mime: plain, nested multipart,
+14 MB base64).  Then each workload runs against smtp-sink (the ceiling: it parses nothing) and
 against build/luasmtpd with scripts/bench.lua (a Lua on_mail that reads the
 subject and sender, encodes HSYCO's JSON with cjson and counts), in
 alternating rounds, and reports medians: messages/s, the ratio to smtp-sink
@@ -16,7 +17,7 @@ relaying to the same sink: throughput, CPU per message, the p99 latency of
 the 250, and luasmtpd's queue() commit latency.  A benchmark, not a test:
 nothing here passes or fails on timings.
 
-  scripts/bench.py [--rounds N] [--quick] [--only sink|relay] [--binary build/luasmtpd]
+  scripts/bench.py [--rounds N] [--quick] [--only mime|sink|relay] [--binary build/luasmtpd]
 """
 import argparse
 import asyncio
@@ -467,22 +468,32 @@ def beside_sink(binary, rounds, scale):
 
 
 
+def mime_alone(binary):
+    """The MIME extractor without the server: scripts/bench_mime.c."""
+    print("MIME extractor alone (parse and decode every part, best of 5 rounds):")
+    subprocess.run([binary], cwd=ROOT, check=True)
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "luasmtpd"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer messages per round")
-    ap.add_argument("--only", choices=("sink", "relay"), help="one part: beside smtp-sink, or the relay")
+    ap.add_argument("--only", choices=("sink", "relay", "mime"),
+                    help="one part: beside smtp-sink, the relay, or the MIME extractor alone")
     a = ap.parse_args()
     scale = 0.2 if a.quick else 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    if a.only != "relay":
+    if a.only in (None, "mime"):
+        mime_alone(os.path.join(os.path.dirname(a.binary), "bench_mime"))
+    if a.only in (None, "sink"):
         beside_sink(a.binary, a.rounds, scale)
-    if a.only != "sink" and os.geteuid() != 0:
+    if a.only in (None, "relay") and os.geteuid() != 0:
         print("relay: skipped: Postfix's master needs root to start its daemons as postfix")
-    elif a.only != "sink":
+    elif a.only in (None, "relay"):
         relay(a.binary, a.rounds, int(5000 * scale))
 
 

@@ -1,10 +1,14 @@
 #!/bin/sh
-# Run every suite: C unit tests and the integration suite, each against the
-# normal build and the ASan+UBSan build.  The last line sums them up as
-# "N passed, N failed"; the exit status is 1 when anything failed.
-#   tests/run.sh [BUILD_DIR]
+# Run every suite: C unit tests, the fuzz targets briefly, and the
+# integration suite, each against the normal build and the ASan+UBSan
+# build; with `fuzz`, the fuzz targets only (make fuzz).  The last line sums
+# them up as "N passed, N failed"; the exit status is 1 when anything failed.
+#   tests/run.sh [BUILD_DIR] [fuzz]
 set -u
 B=${1:-build}
+only=${2:-}
+# real mail from other parsers' test suites, read in place (never copied)
+CORPUS=${LUASMTPD_CORPUS:-../shared/external_corpus}
 log=$(mktemp)
 one=$(mktemp)
 trap 'rm -f "$log" "$one"' EXIT
@@ -26,18 +30,26 @@ suite() {
     tail -n 1 "$one" | tee -a "$log"
 }
 
-for t in "$B"/test_* "$B"/san/test_*; do
-    [ -x "$t" ] && suite "$t"
-done
-# Fuzz targets, briefly: a crash or a sanitizer report fails the run.
+if [ "$only" != fuzz ]; then
+    for t in "$B"/test_* "$B"/san/test_*; do
+        [ -x "$t" ] && suite "$t"
+    done
+fi
+# Fuzz targets, briefly: a crash or a sanitizer report fails the run.  New
+# inputs go to the first directory, under the build; the seeds stay as they
+# are.
 fuzz() {
     f=$1
+    name=$(basename "$f" | sed 's/^fuzz_//')
     corpus="$B/fuzz/corpus-$(basename "$f")"
-    seeds="tests/fuzz/$(basename "$f" | sed 's/^fuzz_//')"
-    [ -d "$seeds" ] || seeds=""
+    seeds="tests/data"
+    [ -d "tests/fuzz/$name" ] && seeds="$seeds tests/fuzz/$name"
+    [ "$name" = mime ] && [ -d "$CORPUS" ] && seeds="$seeds $CORPUS"
+    dict=""
+    [ -f "tests/fuzz/$name.dict" ] && dict="-dict=tests/fuzz/$name.dict"
     mkdir -p "$corpus"
     # shellcheck disable=SC2086
-    if "$f" -max_total_time="${FUZZ_BRIEF:-20}" -max_len=65536 "$corpus" tests/data $seeds >"$one" 2>&1; then
+    if "$f" -max_total_time="${FUZZ_BRIEF:-20}" -max_len=65536 $dict "$corpus" $seeds >"$one" 2>&1; then
         line="$(basename "$f"): 1 passed, 0 failed ($(grep -o 'Done [0-9]* runs' "$one"))"
     else
         grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$one" | head -n 20
@@ -50,9 +62,11 @@ for f in "$B"/fuzz/fuzz_*; do
     [ -x "$f" ] && { echo "== $f"; fuzz "$f"; }
 done
 
-for bin in "$B/luasmtpd" "$B/san/luasmtpd"; do
-    [ -x "$bin" ] && suite "$PYTHON" tests/integration/run.py --binary "$bin"
-done
+if [ "$only" != fuzz ]; then
+    for bin in "$B/luasmtpd" "$B/san/luasmtpd"; do
+        [ -x "$bin" ] && suite "$PYTHON" tests/integration/run.py --binary "$bin"
+    done
+fi
 
 # Sum the per-suite "N passed, N failed" lines.
 awk '

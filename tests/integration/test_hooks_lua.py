@@ -489,6 +489,7 @@ end
         self.assertEqual(p.returncode, 0, p.stderr)
         mail = json.loads(re.search(r"script: json (\{.*\})\n", p.stderr).group(1))
         self.assertEqual(mail["attachments"], [])
+        self.assertEqual(mail["addresses"], {k: [] for k in ("from", "to", "cc", "bcc", "reply_to", "sender")})
         self.assertEqual((mail["subject"], mail["recipients"], mail["body"]), ("cam/1", ["postmaster@localhost"], ["body"]))
         self.assertIn('"subject":"cam/1"', p.stderr)         # "/" left as it is
         other = json.loads(re.search(r"script: other (\{.*\})\n", p.stderr).group(1))

@@ -217,7 +217,7 @@ static void test_content_type(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "%s%s%s\n\nx\n", cases[i].ct ? "Content-Type: " : "",
+        snprintf(msg, sizeof(msg), "%s%s%s\n\n\n", cases[i].ct ? "Content-Type: " : "",
                  cases[i].ct ? cases[i].ct : "", cases[i].ct ? "\n" : "");
         struct parsed p = parse(msg);
         const struct mime_part *r = p.m->root;
