@@ -166,19 +166,9 @@ static int base64_decode(const char *s, size_t n, struct buf *out)
  * and groups of four characters of six bits each ((c - 32) & 63), up to a
  * line of length 0 or "end".  Without a begin line the body is kept as it
  * is, as Python's email does. */
-static int uu_decode(const char *s, size_t n, struct buf *out)
+static int uu_lines(const char *line, const char *e, struct buf *out)
 {
-    const char *e = s + n, *line = s;
-    bool begun = false;
-    while (line < e && !begun) {
-        const char *nl = memchr(line, '\n', (size_t)(e - line));
-        const char *next = nl ? nl + 1 : e;
-        begun = e - line > 6 && memcmp(line, "begin ", 6) == 0;
-        line = next;
-    }
-    if (!begun)
-        return buf_append(out, s, n);
-    if (buf_reserve(out, n / 4 * 3 + 3) < 0)
+    if (buf_reserve(out, (size_t)(e - line) / 4 * 3 + 3) < 0)
         return -1;
     unsigned char *o = (unsigned char *)buf_tail(out), *o0 = o;
     while (line < e) {
@@ -203,6 +193,82 @@ static int uu_decode(const char *s, size_t n, struct buf *out)
     }
     buf_commit(out, (size_t)(o - o0));
     return 0;
+}
+
+static int uu_decode(const char *s, size_t n, struct buf *out)
+{
+    const char *e = s + n, *line = s;
+    bool begun = false;
+    while (line < e && !begun) {
+        const char *nl = memchr(line, '\n', (size_t)(e - line));
+        const char *next = nl ? nl + 1 : e;
+        begun = e - line > 6 && memcmp(line, "begin ", 6) == 0;
+        line = next;
+    }
+    return begun ? uu_lines(line, e, out) : buf_append(out, s, n);
+}
+
+/* Is line[0, n) a line of uuencoded data: its length character, then the
+ * four characters for each three bytes (a last group may be left short,
+ * and a writer may add a checksum character or blanks)? */
+static bool uu_line(const char *line, size_t n)
+{
+    while (n && (line[n - 1] == ' ' || line[n - 1] == '\r'))
+        n--;
+    if (n == 0 || line[0] < ' ' || line[0] > '`')
+        return false;
+    size_t len = (size_t)((line[0] - 32) & 63), chars = (len + 2) / 3 * 4;
+    if (n - 1 < (len * 4 + 2) / 3 || n - 1 > chars + 2)
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (line[i] < ' ' || line[i] > '`')
+            return false;
+    return true;
+}
+
+bool mime_uu_block(const char *text, size_t len, size_t from, struct mime_uu *b)
+{
+    for (size_t pos = from; pos < len;) {
+        const char *line = text + pos, *nl = memchr(line, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - line) : len - pos, next = pos + n + (nl != NULL);
+        size_t digits = 0;
+        while (n > 6 + digits && line[6 + digits] >= '0' && line[6 + digits] <= '7')
+            digits++;
+        if (n < 6 || memcmp(line, "begin ", 6) != 0 || digits < 3 || digits > 4 ||
+            (n > 6 + digits && line[6 + digits] != ' ')) {
+            pos = next;
+            continue;
+        }
+        /* its data lines, then "end" (after a line of length 0, as writers
+         * put one) */
+        size_t at = next;
+        b->data = at;
+        for (;;) {
+            const char *l = text + at, *lnl = at < len ? memchr(l, '\n', len - at) : NULL;
+            size_t ln = at < len ? (lnl ? (size_t)(lnl - l) : len - at) : 0;
+            size_t trimmed = ln && l[ln - 1] == '\r' ? ln - 1 : ln;
+            if (at < len && trimmed == 3 && memcmp(l, "end", 3) == 0) {
+                b->start = pos;
+                b->end = lnl ? at + ln + 1 : len;
+                b->data_end = at;
+                b->name = line + 6 + digits + (n > 6 + digits);
+                b->name_len = (size_t)(line + n - b->name);
+                while (b->name_len && (b->name[b->name_len - 1] == '\r' || b->name[b->name_len - 1] == ' '))
+                    b->name_len--;
+                return true;
+            }
+            if (at >= len || !uu_line(l, ln))
+                break;            /* not a block: go on after its begin line */
+            at += ln + (lnl != NULL);
+        }
+        pos = next;
+    }
+    return false;
+}
+
+int mime_uu_decode(const char *text, const struct mime_uu *b, struct buf *out)
+{
+    return uu_lines(text + b->data, text + b->data_end, out);
 }
 
 /* Quoted-printable (RFC 2045 6.7): =XX, soft breaks, trailing blanks of a

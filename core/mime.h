@@ -109,4 +109,18 @@ bool mime_is_attachment(const struct mime_part *p, const struct mime_part *text,
  * out cannot grow. */
 int  mime_decode(struct mime *m, const struct mime_part *p, bool as_text, struct buf *out);
 
+/* A uuencoded file inside a text body, as mail readers find one: a line
+ * "begin MODE NAME" (MODE three or four octal digits), lines of uuencoded
+ * data, and a line "end".  Offsets are into the text searched. */
+struct mime_uu {
+    size_t start, end;            /* the block, its begin and end lines included */
+    size_t data, data_end;        /* its data lines */
+    const char *name;             /* its file name (not NUL-terminated), */
+    size_t name_len;              /* 0 when the begin line gives none */
+};
+/* The first block in text[from, len); false when there is none. */
+bool mime_uu_block(const char *text, size_t len, size_t from, struct mime_uu *b);
+/* Append the bytes of block b of text.  0 or -1. */
+int  mime_uu_decode(const char *text, const struct mime_uu *b, struct buf *out);
+
 #endif

@@ -3,6 +3,7 @@
  * cjson.encode(mail) works. */
 #include <limits.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "internal.h"
@@ -133,11 +134,13 @@ static int push_attachment(lua_State *L, struct mime *m, const struct mime_part 
 struct build {
     struct mime *m;
     struct buf   tmp;
+    struct buf   uu;          /* the text body, when uuencoded files are taken out of it */
 };
 
 static void build_free(struct build *bd)
 {
     buf_free(&bd->tmp);
+    buf_free(&bd->uu);
     mime_free(&bd->m);
 }
 
@@ -154,12 +157,80 @@ void mail_abandon(struct bridge *b)
     b->building = NULL;
 }
 
+/* The uuencoded files of the text body in bd->tmp go to bd->uu, which
+ * then holds the whole text, and bd->tmp keeps the rest of the text, the
+ * way mail readers show such a message.  0, or -1 out of memory. */
+static int take_uu(struct build *bd)
+{
+    struct mime_uu blk;
+    buf_clear(&bd->uu);
+    if (!mime_uu_block(buf_head(&bd->tmp), buf_len(&bd->tmp), 0, &blk))
+        return 0;
+    struct buf whole = bd->tmp;
+    bd->tmp = bd->uu;
+    bd->uu = whole;
+    const char *s = buf_head(&bd->uu);
+    size_t n = buf_len(&bd->uu), at = 0;
+    do {
+        if (buf_append(&bd->tmp, s + at, blk.start - at) < 0)
+            return -1;
+        at = blk.end;
+    } while (mime_uu_block(s, n, at, &blk));
+    return buf_append(&bd->tmp, s + at, n - at);
+}
+
+/* The type a uuencoded file's name suggests, as mail readers guess it (a
+ * begin line gives no type). */
+static const char *type_of_name(const char *name, size_t n)
+{
+    static const struct { const char *ext, *type; } types[] = {
+        { ".jpg", "image/jpeg" }, { ".jpeg", "image/jpeg" }, { ".png", "image/png" },
+        { ".gif", "image/gif" }, { ".bmp", "image/bmp" }, { ".tif", "image/tiff" },
+        { ".tiff", "image/tiff" }, { ".pdf", "application/pdf" }, { ".zip", "application/zip" },
+        { ".txt", "text/plain" }, { ".csv", "text/csv" }, { ".xml", "application/xml" },
+        { ".htm", "text/html" }, { ".html", "text/html" }, { ".wav", "audio/wav" },
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        size_t e = strlen(types[i].ext);
+        if (n > e && strncasecmp(name + n - e, types[i].ext, e) == 0)
+            return types[i].type;
+    }
+    return "application/octet-stream";
+}
+
+/* Each uuencoded file taken out of the text, as an attachment. */
+static int push_uu(lua_State *L, struct build *bd, lua_Integer *na)
+{
+    const char *s = buf_head(&bd->uu);
+    size_t n = buf_len(&bd->uu);
+    struct mime_uu blk;
+    for (size_t at = 0; mime_uu_block(s, n, at, &blk); at = blk.end) {
+        lua_createtable(L, 0, 5);
+        if (blk.name_len) {
+            lua_pushlstring(L, blk.name, blk.name_len);
+            lua_setfield(L, -2, "filename");
+        }
+        set_str(L, "content_type", type_of_name(blk.name, blk.name_len));
+        set_str(L, "disposition", "attachment");
+        buf_clear(&bd->tmp);
+        if (mime_uu_decode(s, &blk, &bd->tmp) < 0)
+            return -1;
+        lua_pushinteger(L, (lua_Integer)buf_len(&bd->tmp));
+        lua_setfield(L, -2, "size");
+        lua_pushlstring(L, buf_head(&bd->tmp), buf_len(&bd->tmp));
+        lua_setfield(L, -2, "content");
+        lua_rawseti(L, -2, ++*na);
+    }
+    return 0;
+}
+
 /* text, html and the lines of body; *cut_r when a line was cut.  0, or -1
  * out of memory. */
 static int push_bodies(lua_State *L, struct bridge *b, struct mime *m, const char *msg,
-                       size_t size, struct buf *tmp, bool *cut_r)
+                       size_t size, struct build *bd, bool *cut_r)
 {
     const struct mime_part *root = m->root, *text, *html;
+    struct buf *tmp = &bd->tmp;
     mime_bodies(m, &text, &html);
     if (html) {
         if (push_decoded(L, m, html, true, tmp) < 0)
@@ -167,8 +238,11 @@ static int push_bodies(lua_State *L, struct bridge *b, struct mime *m, const cha
         lua_setfield(L, -2, "html");
     }
     if (text) {
-        if (push_decoded(L, m, text, true, tmp) < 0)
+        buf_clear(tmp);
+        if (mime_decode(m, text, true, tmp) < 0 || take_uu(bd) < 0)
             return -1;
+        tmp = &bd->tmp;           /* take_uu may have swapped the buffers */
+        lua_pushlstring(L, buf_head(tmp), buf_len(tmp));
         lua_setfield(L, -2, "text");
     }
     if (b->rawbody) {
@@ -191,6 +265,8 @@ static int push_bodies(lua_State *L, struct bridge *b, struct mime *m, const cha
             return -1;
         lua_rawseti(L, -2, ++na);
     }
+    if (push_uu(L, bd, &na) < 0)
+        return -1;
     lua_setfield(L, -2, "attachments");
     return 0;
 }
@@ -277,6 +353,7 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
     struct build *bd = lua_newuserdatauv(L, sizeof(*bd), 0);
     bd->m = NULL;
     buf_init(&bd->tmp, 4 * size + 64);
+    buf_init(&bd->uu, 4 * size + 64);
     if (luaL_newmetatable(L, "luasmtpd.mailbuild")) {
         lua_pushcfunction(L, build_gc);
         lua_setfield(L, -2, "__gc");
@@ -301,7 +378,7 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
         set_str(L, more[i].field, mime_header(root, more[i].header));
     push_headers(L, root);
     push_addresses(L, root);
-    if (push_bodies(L, b, m, msg, size, &bd->tmp, &line_cut) < 0)
+    if (push_bodies(L, b, m, msg, size, bd, &line_cut) < 0)
         return -1;
     if (m->cut != MIME_CUT_NONE)
         set_str(L, "truncated", mime_cut_name(m->cut));

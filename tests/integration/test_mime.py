@@ -27,6 +27,8 @@ DOCUMENTED = {
     ("nul_bytes.eml", "subject"): "a NUL in a header value becomes U+FFFD",
     ("qp_latin1.eml", "text"): "RFC 2045 6.7: blanks ending a quoted-printable line are dropped",
     ("unknown_charset.eml", "text"): "an unknown charset keeps valid UTF-8, replaces the rest",
+    ("uuencode_in_text.eml", "text"): "a uuencoded file in the text is taken out of it",
+    ("uuencode_in_text.eml", "attachments"): "... and is an attachment",
 }
 
 
@@ -225,6 +227,18 @@ class MailTable(unittest.TestCase):
         self.assertEqual(mail["reply_to"], '"\\"Boss\\" <boss@corp>," <evil@x.example>')
         self.assertEqual(email.utils.getaddresses([mail["reply_to"]]), [('"Boss" <boss@corp>,', "evil@x.example")])
         self.assertEqual(mail["headers"]["sender"], "=?utf-8?q?=40attacker.example?=@site.example")
+
+    def test_uuencoded_file_in_the_text(self):
+        mail = self.mail("uuencode_in_text.eml")
+        self.assertEqual(mail["text"], "Motion on camera 2, picture below.\n\n\n"
+                                       "begin 644 is not a file\nZone 2.\n")
+        self.assertNotIn("end", mail["body"])
+        [att] = mail["attachments"]
+        self.assertEqual((att["filename"], att["content_type"], att["disposition"], att["size"]),
+                         ("snap 2.png", "image/png", "attachment", 521))
+        self.assertEqual(bytes.fromhex(att["content"]), bytes(range(256)) * 2 + b"\x89PNG tail")
+        # --rawbody leaves the body as it came
+        self.assertIn("begin 644 snap 2.png", self.mail("uuencode_in_text.eml", "--rawbody")["body"])
 
     def test_alternative_and_rawbody(self):
         mail = self.mail("alternative.eml")

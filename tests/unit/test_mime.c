@@ -619,6 +619,49 @@ static void test_every_charset(void)
         CHECK(failed[k][0] == '\0', "%s decodes in every charset: not %s", inputs[k].what, failed[k]);
 }
 
+/* Uuencoded files inside a text, as mime_uu_block finds them. */
+static void test_uu_blocks(void)
+{
+    static const struct { const char *text, *name, *bytes; size_t start; } cases[] = {
+        { "see:\nbegin 644 a.txt\n#86)C\n`\nend\ntail\n", "a.txt", "abc", 5 },
+        { "begin 0755 x\r\n#86)C\r\nend", "x", "abc", 0 },       /* CRLF, no last line break */
+        { "begin 644 \n#86)C\nend\n", "", "abc", 0 },             /* no name */
+        { "begin 644 a\n#86)C\n", NULL, NULL, 0 },                /* no end: not a block */
+        { "begin 644 a\nnot uuencoded at all\nend\n", NULL, NULL, 0 },
+        { "begin 64 a\n#86)C\nend\n", NULL, NULL, 0 },             /* a mode of 3 or 4 digits */
+        { "begin 644a\n#86)C\nend\n", NULL, NULL, 0 },
+        { "begin again tomorrow\nend\n", NULL, NULL, 0 },
+        { "xbegin 644 a\n#86)C\nend\n", NULL, NULL, 0 },
+        { "begin 644 a\n\"86)\nend\n", "a", "ab", 0 },             /* a last group left short */
+        { "begin 644 a\n#86\nend\n", NULL, NULL, 0 },              /* too short for its length */
+        { "begin 644 a\n#86)C   \nend\n", "a", "abc", 0 },         /* blanks after a line */
+        { "begin 644 a\nend\n", "a", "", 0 },                        /* empty */
+    };
+    struct buf out;
+    buf_init(&out, 1 << 16);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *t = cases[i].text;
+        struct mime_uu b;
+        bool found = mime_uu_block(t, strlen(t), 0, &b);
+        CHECK(found == (cases[i].name != NULL), "case %zu: found %d", i, found);
+        if (!found || !cases[i].name)
+            continue;
+        buf_clear(&out);
+        CHECK(b.start == cases[i].start, "case %zu: start %zu", i, b.start);
+        CHECK(b.name_len == strlen(cases[i].name) && memcmp(b.name, cases[i].name, b.name_len) == 0,
+              "case %zu: name %.*s", i, (int)b.name_len, b.name);
+        CHECK(mime_uu_decode(t, &b, &out) == 0 && buf_len(&out) == strlen(cases[i].bytes) &&
+              memcmp(buf_head(&out), cases[i].bytes, buf_len(&out)) == 0, "case %zu: bytes", i);
+        CHECK(b.end <= strlen(t) && (b.end == strlen(t) || t[b.end - 1] == '\n'), "case %zu: end %zu", i, b.end);
+    }
+    /* the second of two, from where the first ended */
+    const char *two = "begin 644 a\n#86)C\nend\nbetween\nbegin 644 b\n!80``\nend\n";
+    struct mime_uu b;
+    CHECK(mime_uu_block(two, strlen(two), 0, &b) && mime_uu_block(two, strlen(two), b.end, &b) &&
+          b.name_len == 1 && b.name[0] == 'b' && b.start == 30, "second block");
+    buf_free(&out);
+}
+
 int main(void)
 {
     if (getenv("LUASMTPD_TEST_DATA"))
@@ -629,6 +672,7 @@ int main(void)
     test_multipart();
     test_transfer_encodings();
     test_limits();
+    test_uu_blocks();
     test_corpus();
     test_every_charset();
     return test_summary("test_mime");

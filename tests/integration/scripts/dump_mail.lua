@@ -4,7 +4,12 @@ local cjson = require "cjson"
 local luasmtpd = require "luasmtpd"
 
 local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+  local out = {}
+  for i = 1, #s, 1024 do
+    local chunk = s:sub(i, i + 1023)
+    out[#out + 1] = ("%02x"):rep(#chunk):format(chunk:byte(1, -1))
+  end
+  return table.concat(out)
 end
 
 function on_mail(mail)
