@@ -149,6 +149,8 @@ static bool is_word(const struct tok *t)
  * unescape the backslashes of a quoted string or comment undone. */
 static int append(struct buf *out, const char *s, size_t n, bool unescape)
 {
+    if (!unescape && !memchr(s, '\0', n))
+        return buf_append(out, s, n);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         bool escape = unescape && s[i] == '\\' && i + 1 < n;

@@ -24,22 +24,28 @@ struct arena {
     _Alignas(max_align_t) char data[];
 };
 
-static void *arena_alloc(struct mime *m, size_t n)
+/* A new chunk for at least n bytes (rounded), n of them taken. */
+static void *arena_grow(struct mime *m, size_t n)
+{
+    size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+    struct arena *a = malloc(sizeof(*a) + size);
+    if (a == NULL)
+        return NULL;
+    a->size = size;
+    a->used = n;
+    a->next = m->arena;
+    m->arena = a;
+    return a->data;
+}
+
+static inline void *arena_alloc(struct mime *m, size_t n)
 {
     const size_t align = _Alignof(max_align_t);
     struct arena *a = m->arena;
 
     n = (n + align - 1) & ~(align - 1);
-    if (a == NULL || a->size - a->used < n) {
-        size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
-        a = malloc(sizeof(*a) + size);
-        if (a == NULL)
-            return NULL;
-        a->size = size;
-        a->used = 0;
-        a->next = m->arena;
-        m->arena = a;
-    }
+    if (a == NULL || a->size - a->used < n)
+        return arena_grow(m, n);
     void *p = a->data + a->used;
     a->used += n;
     return p;
@@ -55,8 +61,12 @@ static char *arena_str(struct mime *m, const char *s, size_t n, bool lower)
     char *out = arena_alloc(m, n + 2 * nuls + 1), *o = out;
     if (out == NULL)
         return NULL;
-    if (nuls == 0 && !lower) {
-        memcpy(out, s, n);
+    if (nuls == 0) {              /* the common case, in a loop the compiler can widen */
+        if (lower)
+            for (size_t i = 0; i < n; i++)
+                out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] - 'A' + 'a' : s[i]);
+        else
+            memcpy(out, s, n);
         out[n] = '\0';
         return out;
     }
