@@ -15,6 +15,7 @@ enum opt_type {
     OPT_LOGLEVEL, OPT_LOGFORMAT, OPT_TEXT,   /* OPT_TEXT: a string of at most `max` bytes at offset */
     OPT_DOMAIN, OPT_AUTH_METHODS, OPT_WORKERS,   /* OPT_WORKERS: OPT_INT or "auto" */
     OPT_SECONDS_PAIR,          /* "MIN,MAX": two OPT_SECONDS, the first at offset */
+    OPT_PROXY, OPT_CIDRS,      /* --proxy-protocol, --proxy-from */
 };
 
 struct option_def {
@@ -36,6 +37,14 @@ static const struct option_def options[] = {
     { "listen-tls", OPT_LISTEN, 1, 0, 0, "ADDR:PORT",
       "listen for implicit TLS (SMTPS, RFC 8314; port 465 by convention);\n"
       "repeatable; needs --tls-cert" },
+    { "proxy-protocol", OPT_PROXY, 0, 0, 0, "ADDR:PORT|*",
+      "the listener at ADDR:PORT (of --listen or --listen-tls; * for all) takes\n"
+      "HAProxy's PROXY header (v1 or v2) before the client speaks: hooks and logs\n"
+      "see the client's address; a connection without a valid header is closed;\n"
+      "repeatable" },
+    { "proxy-from", OPT_CIDRS, 0, 0, 0, "CIDR,...",
+      "the proxies allowed to send a PROXY header (10.0.0.0/8, 2001:db8::1); others\n"
+      "are refused and logged; repeatable (default loopback: 127.0.0.0/8, ::1)" },
     { "hostname", OPT_HOSTNAME, 0, 0, 0, "NAME",
       "name in the greeting and EHLO reply; default the machine's name" },
     { "banner", OPT_TEXT, OFF(banner), 0, CONFIG_BANNER_MAX, "TEXT",
@@ -238,7 +247,7 @@ const char *config_option_name(const char *name)
 enum config_list config_option_list(const char *name)
 {
     const struct option_def *o = find_option(name);
-    if (o && (o->type == OPT_LISTEN || o->type == OPT_DOMAIN))
+    if (o && (o->type == OPT_LISTEN || o->type == OPT_DOMAIN || o->type == OPT_PROXY || o->type == OPT_CIDRS))
         return CONFIG_LIST_REPEAT;
     return o && o->type == OPT_AUTH_METHODS ? CONFIG_LIST_COMMA : CONFIG_LIST_NONE;
 }
@@ -436,6 +445,54 @@ static int set_listen(struct config *cfg, const struct option_def *o, const char
     return 0;
 }
 
+static int set_proxy(struct config *cfg, const char *value, char *err)
+{
+    char nerr[NET_ERR_MAX];
+    if (strcmp(value, "*") == 0) {
+        cfg->proxy_all = true;
+        return 0;
+    }
+    if (cfg->nproxy_listen == CONFIG_LISTEN_MAX) {
+        snprintf(err, CONFIG_ERR_MAX, "--proxy-protocol: at most %d listeners", CONFIG_LISTEN_MAX);
+        return -1;
+    }
+    if (net_parse_addr(value, &cfg->proxy_listen[cfg->nproxy_listen], nerr) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "--proxy-protocol: %s", nerr);
+        return -1;
+    }
+    cfg->nproxy_listen++;
+    return 0;
+}
+
+/* "10.0.0.0/8,192.0.2.7": each network is added. */
+static int set_cidrs(struct config *cfg, const char *value, char *err)
+{
+    char nerr[NET_ERR_MAX], one[NET_ADDRSTR_MAX + 8];
+    for (const char *p = value; *p;) {
+        size_t n = strcspn(p, ", ");
+        if (n >= sizeof(one)) {
+            snprintf(err, CONFIG_ERR_MAX, "--proxy-from: '%.*s' is too long", (int)n, p);
+            return -1;
+        }
+        if (n > 0) {
+            memcpy(one, p, n);
+            one[n] = '\0';
+            if (cfg->nproxy_from == CONFIG_PROXY_FROM_MAX) {
+                snprintf(err, CONFIG_ERR_MAX, "--proxy-from: at most %d networks", CONFIG_PROXY_FROM_MAX);
+                return -1;
+            }
+            if (net_parse_cidr(one, &cfg->proxy_from[cfg->nproxy_from], nerr) < 0) {
+                snprintf(err, CONFIG_ERR_MAX, "--proxy-from: %s", nerr);
+                return -1;
+            }
+            cfg->nproxy_from++;
+        }
+        p += n;
+        p += strspn(p, ", ");
+    }
+    return 0;
+}
+
 static int set_text(struct config *cfg, const struct option_def *o, const char *value, char *err)
 {
     size_t n = strlen(value);
@@ -518,6 +575,10 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
         return 0;
     case OPT_DOMAIN:
         return set_domain(cfg, value, err);
+    case OPT_PROXY:
+        return set_proxy(cfg, value, err);
+    case OPT_CIDRS:
+        return set_cidrs(cfg, value, err);
     case OPT_AUTH_METHODS:
         return parse_auth_methods(value, &cfg->auth_methods, err);
     case OPT_LOGFORMAT:
@@ -580,6 +641,22 @@ int config_finish(struct config *cfg, char *err)
     }
     if (cfg->nlisten == 0 && net_parse_addr("127.0.0.1:2525", &cfg->listen[0], nerr) == 0)
         cfg->nlisten = 1;
+    for (int i = 0; i < cfg->nlisten; i++)
+        cfg->listen_proxy[i] = cfg->proxy_all;
+    for (int k = 0; k < cfg->nproxy_listen; k++) {
+        int i = 0;
+        while (i < cfg->nlisten && !net_addr_equal(&cfg->proxy_listen[k], &cfg->listen[i]))
+            i++;
+        if (i == cfg->nlisten) {
+            char a[NET_ADDRSTR_MAX];
+            snprintf(err, CONFIG_ERR_MAX, "--proxy-protocol %s: no such listener (--listen, --listen-tls)",
+                     net_addr_str(&cfg->proxy_listen[k], a));
+            return -1;
+        }
+        cfg->listen_proxy[i] = true;
+    }
+    if (cfg->nproxy_from == 0 && (set_cidrs(cfg, "127.0.0.0/8,::1", err) < 0))
+        return -1;
     for (int i = 0; i < cfg->nlisten && cfg->workers > 1; i++) {
         char host[NET_ADDRSTR_MAX];
         if (net_addr_host(&cfg->listen[i], host) == 0) {

@@ -23,6 +23,7 @@
 #define CONFIG_DOMAINS_MAX  64
 #define CONFIG_BANNER_MAX   200
 #define CONFIG_MQTT_ID_MAX  128
+#define CONFIG_PROXY_FROM_MAX 32
 
 /* --auth-methods */
 #define CONFIG_AUTH_PLAIN   1u
@@ -31,7 +32,14 @@
 struct config {
     struct net_addr listen[CONFIG_LISTEN_MAX];
     bool   listen_tls[CONFIG_LISTEN_MAX];  /* implicit TLS (--listen-tls) */
+    bool   listen_proxy[CONFIG_LISTEN_MAX];  /* a PROXY header first (--proxy-protocol) */
     int    nlisten;
+    /* --proxy-protocol: the listeners named, resolved by config_finish */
+    struct net_addr proxy_listen[CONFIG_LISTEN_MAX];
+    int    nproxy_listen;
+    bool   proxy_all;           /* --proxy-protocol '*' */
+    struct net_cidr proxy_from[CONFIG_PROXY_FROM_MAX];   /* --proxy-from; default loopback */
+    int    nproxy_from;
     char   hostname[CONFIG_HOSTNAME_MAX + 1];
     char   banner[CONFIG_BANNER_MAX + 1];     /* after the hostname in the 220 */
     char   description[CONFIG_TEXT_MAX + 1];  /* free text for --check */

@@ -26,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct session_proxy;
+
 struct smtp;
 struct smtp_params;
 
@@ -108,6 +110,8 @@ const char *smtp_id(const struct smtp *s);
 const char *smtp_server_id(const struct smtp *s);   /* --id */
 const char *smtp_peer_host(const struct smtp *s, int *port_r);
 const char *smtp_local_host(const struct smtp *s, int *port_r);
+/* What a PROXY header said (session.h), or NULL without one. */
+const struct session_proxy *smtp_proxy(const struct smtp *s);
 const char *smtp_helo(const struct smtp *s);        /* NULL before HELO */
 bool        smtp_esmtp(const struct smtp *s);
 const char *smtp_sender(const struct smtp *s);      /* NULL before MAIL */

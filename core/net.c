@@ -141,3 +141,72 @@ char *net_addr_str(const struct net_addr *addr, char *out)
     snprintf(out, NET_ADDRSTR_MAX, addr->ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
     return out;
 }
+
+/* The address bytes of a (4 or 16) and its family. */
+static const unsigned char *addr_bytes(const struct net_addr *a, int *family, int *bits)
+{
+    *family = a->ss.ss_family;
+    if (*family == AF_INET) {
+        *bits = 32;
+        return (const unsigned char *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+    }
+    *bits = 128;
+    return (const unsigned char *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+}
+
+int net_parse_cidr(const char *text, struct net_cidr *c, char *err)
+{
+    char host[NET_ADDRSTR_MAX];
+    const char *slash = strchr(text, '/');
+    size_t hlen = slash ? (size_t)(slash - text) : strlen(text);
+    memset(c, 0, sizeof(*c));
+    if (hlen == 0 || hlen >= sizeof(host)) {
+        snprintf(err, NET_ERR_MAX, "'%s': expected ADDRESS[/BITS], e.g. 10.0.0.0/8 or 2001:db8::/32", text);
+        return -1;
+    }
+    memcpy(host, text, hlen);
+    host[hlen] = '\0';
+    int max = 32;
+    if (inet_pton(AF_INET, host, c->addr) == 1) {
+        c->family = AF_INET;
+    } else if (inet_pton(AF_INET6, host, c->addr) == 1) {
+        c->family = AF_INET6;
+        max = 128;
+    } else {
+        snprintf(err, NET_ERR_MAX, "'%s': '%s' is not an IPv4 or IPv6 address", text, host);
+        return -1;
+    }
+    c->bits = max;
+    if (slash) {
+        char *end;
+        errno = 0;
+        long bits = strtol(slash + 1, &end, 10);
+        if (slash[1] == '\0' || *end != '\0' || errno != 0 || bits < 0 || bits > max) {
+            snprintf(err, NET_ERR_MAX, "'%s': the prefix length must be 0 to %d", text, max);
+            return -1;
+        }
+        c->bits = (int)bits;
+    }
+    return 0;
+}
+
+bool net_cidr_match(const struct net_cidr *c, const struct net_addr *a)
+{
+    int family, bits;
+    const unsigned char *b = addr_bytes(a, &family, &bits);
+    if (family != c->family)
+        return false;
+    int full = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(b, c->addr, (size_t)full) != 0)
+        return false;
+    unsigned char mask = (unsigned char)(0xFF << (8 - rest));
+    return rest == 0 || (b[full] & mask) == (c->addr[full] & mask);
+}
+
+bool net_addr_equal(const struct net_addr *a, const struct net_addr *b)
+{
+    int fa, fb, bits;
+    const unsigned char *pa = addr_bytes(a, &fa, &bits), *pb = addr_bytes(b, &fb, &bits);
+    char ha[NET_ADDRSTR_MAX], hb[NET_ADDRSTR_MAX];
+    return fa == fb && memcmp(pa, pb, (size_t)bits / 8) == 0 && net_addr_host(a, ha) == net_addr_host(b, hb);
+}

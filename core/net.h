@@ -1,6 +1,7 @@
 /*
- * net: socket calls and nothing else.  0 or a descriptor on success, -1 with
- * a message in err (size NET_ERR_MAX) on failure.
+ * net: socket calls, and the addresses and networks they take.  0 or a
+ * descriptor on success, -1 with a message in err (size NET_ERR_MAX) on
+ * failure.
  */
 #ifndef LUASMTPD_NET_H
 #define LUASMTPD_NET_H
@@ -34,5 +35,16 @@ void net_loopback_addr(struct net_addr *addr);
 int  net_addr_host(const struct net_addr *addr, char *host);
 /* "1.2.3.4:25" / "[::1]:25" into out (NET_ADDRSTR_MAX). */
 char *net_addr_str(const struct net_addr *addr, char *out);
+/* Same address and port. */
+bool net_addr_equal(const struct net_addr *a, const struct net_addr *b);
+
+/* A network: "10.0.0.0/8", "2001:db8::/32", or one address ("192.0.2.7"). */
+struct net_cidr {
+    int family;                   /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int bits;
+};
+int  net_parse_cidr(const char *text, struct net_cidr *c, char *err);
+bool net_cidr_match(const struct net_cidr *c, const struct net_addr *a);
 
 #endif

@@ -232,7 +232,7 @@ int replay_run(struct ev_loop *loop, const struct config *cfg, const struct hook
     ev_io_init(&c.wio, write_cb, c.fd, EV_WRITE);
     c.io.data = c.wio.data = &c;
     ev_io_start(loop, &c.io);
-    if (server_adopt(&srv, sv[0], &peer, false) < 0) {
+    if (server_adopt(&srv, sv[0], &peer, 0) < 0) {
         close(sv[0]);
         c.step = R_DONE;
     } else {

@@ -30,6 +30,14 @@ static void reject_over_limit(struct server *srv, const struct listener *l, int 
             srv->sessions.nsessions);
 }
 
+static bool from_proxy(const struct config *cfg, const struct net_addr *peer)
+{
+    for (int i = 0; i < cfg->nproxy_from; i++)
+        if (net_cidr_match(&cfg->proxy_from[i], peer))
+            return true;
+    return false;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct listener *l = w->data;
@@ -58,7 +66,14 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             reject_over_limit(srv, l, fd, &peer);
             continue;
         }
-        if (server_adopt(srv, fd, &peer, l->tls) < 0) {
+        if (l->proxy && !from_proxy(srv->cfg, &peer)) {
+            char a[NET_ADDRSTR_MAX], b[NET_ADDRSTR_MAX];
+            log_msg(LV_WARN, NULL, "refused %s on %s: not a proxy allowed to send a PROXY header (--proxy-from)",
+                    net_addr_str(&peer, a), net_addr_str(&l->addr, b));
+            close(fd);
+            continue;
+        }
+        if (server_adopt(srv, fd, &peer, (l->tls ? SESSION_TLS : 0) | (l->proxy ? SESSION_PROXY : 0)) < 0) {
             log_msg(LV_ERROR, NULL, "out of memory for a new session");
             close(fd);
         }
@@ -129,6 +144,7 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
         struct listener *l = &srv->listeners[i];
         l->srv = srv;
         l->tls = cfg->listen_tls[i];
+        l->proxy = cfg->listen_proxy[i];
         l->fd = net_listen(&cfg->listen[i], LISTEN_BACKLOG, cfg->workers > 1, err);
         if (l->fd < 0) {
             log_msg(LV_ERROR, NULL, "%s", err);
@@ -142,8 +158,8 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
         ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
         l->io.data = l;
         ev_io_start(loop, &l->io);
-        log_msg(LV_INFO, NULL, "listening on %s%s", net_addr_str(&l->addr, a),
-                l->tls ? " (implicit TLS)" : "");
+        log_msg(LV_INFO, NULL, "listening on %s%s%s", net_addr_str(&l->addr, a),
+                l->tls ? " (implicit TLS)" : "", l->proxy ? " (PROXY protocol)" : "");
     }
     return 0;
 }
@@ -173,11 +189,11 @@ void server_stop(struct server *srv)
         ev_break(srv->loop, EVBREAK_ALL);
 }
 
-int server_adopt(struct server *srv, int fd, const struct net_addr *peer, bool tls)
+int server_adopt(struct server *srv, int fd, const struct net_addr *peer, unsigned how)
 {
     uint64_t id = srv->next_id;
     srv->next_id += srv->id_step;
-    return session_new(&srv->sessions, fd, peer, tls, id);
+    return session_new(&srv->sessions, fd, peer, how, id);
 }
 
 void server_set_hooks(struct server *srv, const struct hooks *hooks, struct tls_server *tls)

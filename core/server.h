@@ -22,6 +22,7 @@ struct listener {
     int     fd;
     struct net_addr addr;
     bool    tls;           /* implicit TLS */
+    bool    proxy;         /* a PROXY header first (--proxy-protocol) */
 };
 
 struct server {
@@ -45,9 +46,9 @@ int  server_init(struct server *srv, struct ev_loop *loop, const struct config *
 /* SIGTERM/SIGINT: stop accepting, let messages in progress finish within
  * the grace period; the loop ends when the last session has gone. */
 void server_stop(struct server *srv);
-/* Serve fd (connected to peer) as a new session: 0, or -1 when out of
- * memory (the caller closes fd). */
-int  server_adopt(struct server *srv, int fd, const struct net_addr *peer, bool tls);
+/* Serve fd (connected to peer) as a new session, how as for session_new():
+ * 0, or -1 when out of memory (the caller closes fd). */
+int  server_adopt(struct server *srv, int fd, const struct net_addr *peer, unsigned how);
 void server_free(struct server *srv);
 /* A reload: sessions from now on ask `hooks` and use `tls` (those in
  * progress keep what they began with). */

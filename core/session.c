@@ -22,13 +22,18 @@ static void life_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static int  start_tls(struct session *s);
 static void settle(struct session *s);
+static void begin(struct session *s);
 
-int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bool tls,
+int session_new(struct session_owner *o, int fd, const struct net_addr *peer, unsigned how,
                 uint64_t id)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -1;
+    if ((how & SESSION_PROXY) && (s->proxy = calloc(1, sizeof(*s->proxy))) == NULL) {
+        free(s);
+        return -1;
+    }
     struct ev_loop *loop = o->loop;
     const struct config *cfg = o->cfg;
 
@@ -44,6 +49,7 @@ int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bo
     buf_init(&s->in, IN_MAX);
     buf_init(&s->out, OUT_MAX);
     if ((s->proto = o->proto->open(o->proto_ctx, s)) == NULL) {
+        free(s->proxy);
         free(s);
         return -1;
     }
@@ -62,21 +68,108 @@ int session_new(struct session_owner *o, int fd, const struct net_addr *peer, bo
     o->sessions = s;
     o->nsessions++;
 
-    char from[NET_ADDRSTR_MAX], to[NET_ADDRSTR_MAX];
-    log_msg(LV_INFO, s->id, "connect from %s to %s%s", net_addr_str(&s->peer, from),
-            net_addr_str(&s->local, to), tls ? " (TLS)" : "");
+    s->implicit_tls = how & SESSION_TLS;
     if (cfg->session_timeout > 0)
         ev_timer_start(loop, &s->life);
-    if (tls) {
-        if (start_tls(s) < 0)
-            session_close(s, "out of memory for TLS");
-    } else {
+    if (s->proxy) {                 /* the connect line waits for the client's address */
+        s->proxy_wait = true;
         ev_timer_again(loop, &s->idle);
-        s->begun = true;
-        o->proto->start(s->proto);
+    } else {
+        begin(s);
     }
     settle(s);
     return 0;
+}
+
+/* The connection is the client's: log it, then the handshake or the protocol. */
+static void begin(struct session *s)
+{
+    char from[NET_ADDRSTR_MAX], to[NET_ADDRSTR_MAX], via[NET_ADDRSTR_MAX + 32] = "";
+    if (s->proxy && !s->proxy->local)
+        snprintf(via, sizeof(via), " via %s%s%s:%d (PROXY v%d)", strchr(s->proxy->host, ':') ? "[" : "",
+                 s->proxy->host, strchr(s->proxy->host, ':') ? "]" : "", s->proxy->port, s->proxy->version);
+    log_msg(s->quiet ? LV_DEBUG : LV_INFO, s->id, "connect from %s to %s%s%s%s", net_addr_str(&s->peer, from),
+            net_addr_str(&s->local, to), via, s->implicit_tls ? " (TLS)" : "",
+            s->quiet ? " (the proxy's own connection: a health check)" : "");
+    if (s->implicit_tls) {
+        if (start_tls(s) < 0)
+            session_close(s, "out of memory for TLS");
+    } else {
+        ev_timer_again(s->owner->loop, &s->idle);
+        s->begun = true;
+        s->owner->proto->start(s->proto);
+    }
+}
+
+/* --- PROXY header ------------------------------------------------------------ */
+
+/* What the header says replaces the connection's endpoints: the client
+ * and the address it connected to (unless it is the proxy's own). */
+static void proxied(struct session *s, const struct proxy_header *h)
+{
+    struct session_proxy *p = s->proxy;
+    memcpy(p->host, s->peer_host, sizeof(p->host));
+    p->port = s->peer_port;
+    p->version = h->version;
+    p->tls = h->ssl;
+    p->tls_verified = h->ssl_verified;
+    memcpy(p->authority, h->authority, sizeof(p->authority));
+    /* a header naming the connection's own peer relays no client: HAProxy's
+     * health checks with check-send-proxy say so in version 1 */
+    p->local = h->local || net_addr_equal(&h->src, &s->peer);
+    s->quiet = p->local;
+    if (p->local)
+        return;
+    s->peer = h->src;
+    s->local = h->dst;
+    s->peer_port = net_addr_host(&s->peer, s->peer_host);
+    s->local_port = net_addr_host(&s->local, s->local_host);
+}
+
+/* Read the PROXY header, never a byte past it: what is there is peeked at,
+ * and only the header's bytes are taken from the socket, so that a TLS
+ * handshake or the client's first command after it stays there. */
+static void receive_proxy(struct session *s)
+{
+    size_t have = buf_len(&s->in), want = PROXY_MAX - have;
+    char peer[NET_ADDRSTR_MAX];
+    if (buf_reserve(&s->in, want) < 0) {
+        session_close(s, "out of memory for the PROXY header");
+        return;
+    }
+    ssize_t n = recv(s->fd, buf_tail(&s->in), want, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        log_msg(LV_INFO, s->id, "connection from %s closed before its PROXY header",
+                net_addr_str(&s->peer, peer));
+        session_close(s, n < 0 ? strerror(errno) : "no PROXY header");
+        return;
+    }
+    struct proxy_header h;
+    size_t len;
+    const char *why;
+    enum proxy_result r = proxy_parse(buf_head(&s->in), have + (size_t)n, &h, &len, &why);
+    if (r == PROXY_BAD) {
+        log_msg(LV_WARN, s->id, "closing the connection from %s: bad PROXY header: %s",
+                net_addr_str(&s->peer, peer), why);
+        session_close(s, "bad PROXY header");
+        return;
+    }
+    size_t take = r == PROXY_OK ? len - have : (size_t)n;
+    ssize_t got = recv(s->fd, buf_tail(&s->in), take, 0);
+    if (got != (ssize_t)take) {       /* what was peeked cannot fail to come */
+        session_close(s, got < 0 ? strerror(errno) : "the PROXY header went short");
+        return;
+    }
+    buf_commit(&s->in, take);
+    if (r == PROXY_MORE)
+        return;
+    buf_clear(&s->in);
+    buf_shrink(&s->in);
+    proxied(s, &h);
+    s->proxy_wait = false;
+    begin(s);
 }
 
 /* --- TLS --------------------------------------------------------------- */
@@ -301,7 +394,7 @@ static void settle(struct session *s)
     do {
         /* Take buffered input while replies can be queued, then send them
          * all in one write: pipelined replies go out batched and in order. */
-        left = buf_len(&s->in);
+        left = s->proxy_wait ? 0 : buf_len(&s->in);   /* a PROXY header's part is not input */
         if (left > 0 && session_can_take(s))
             p->input(s->proto);
         /* The client has finished sending: once everything it sent has
@@ -372,7 +465,9 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct session *s = w->data;
     (void)loop;
     (void)revents;
-    if (s->tls_state == STLS_HANDSHAKE)
+    if (s->proxy_wait)
+        receive_proxy(s);
+    else if (s->tls_state == STLS_HANDSHAKE)
         handshake(s);
     else
         receive(s);
@@ -403,7 +498,12 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct session *s = w->data;
     (void)loop;
     (void)revents;
-    if (s->tls_state == STLS_HANDSHAKE) {
+    if (s->proxy_wait) {
+        char peer[NET_ADDRSTR_MAX];
+        log_msg(LV_WARN, s->id, "closing the connection from %s: no PROXY header within --timeout",
+                net_addr_str(&s->peer, peer));
+        session_close(s, "no PROXY header");
+    } else if (s->tls_state == STLS_HANDSHAKE) {
         log_msg(LV_INFO, s->id, "TLS handshake timed out (--tls-timeout)");
         session_close(s, "TLS handshake timed out");
     } else if (s->closing) {
@@ -454,7 +554,7 @@ void session_close(struct session *s, const char *why)
     s->fd = -1;
     s->owner->proto->closed(s->proto, summary, sizeof(summary));
     char peer[NET_ADDRSTR_MAX];
-    log_msg(LV_INFO, s->id, "disconnect from %s%s%s%s duration=%.3fs", net_addr_str(&s->peer, peer),
+    log_msg(s->quiet ? LV_DEBUG : LV_INFO, s->id, "disconnect from %s%s%s%s duration=%.3fs", net_addr_str(&s->peer, peer),
             why ? ": " : "", why ? why : "", summary, ev_now(loop) - s->started);
 }
 
@@ -466,6 +566,7 @@ void session_free(struct session *s)
     o->proto->free(s->proto);
     buf_free(&s->in);
     buf_free(&s->out);
+    free(s->proxy);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -489,6 +590,10 @@ const char *session_local_host(const struct session *s, int *port_r)
     if (port_r)
         *port_r = s->local_port;
     return s->local_host;
+}
+const struct session_proxy *session_proxy(const struct session *s)
+{
+    return s->proxy && !s->proxy_wait ? s->proxy : NULL;
 }
 const char *session_tls_version(const struct session *s)
 {

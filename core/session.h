@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "config.h"
 #include "net.h"
+#include "proxy.h"
 
 struct session;
 struct tls_conn;
@@ -60,6 +61,20 @@ struct session_owner {
     void (*gone)(struct session_owner *o); /* one of them was freed */
 };
 
+/* What a PROXY header said of a connection (session_proxy()). */
+struct session_proxy {
+    char host[NET_ADDRSTR_MAX];     /* the proxy: the connection's own peer */
+    int  port;
+    int  version;                   /* 1 or 2 */
+    bool local;                     /* the proxy's own connection (a health check) */
+    bool tls, tls_verified;         /* v2: the client spoke TLS to the proxy */
+    char authority[PROXY_TEXT_MAX]; /* v2: the name the client asked the proxy for, or "" */
+};
+
+/* How session_new() starts a connection. */
+#define SESSION_TLS   1u            /* implicit TLS: a handshake first */
+#define SESSION_PROXY 2u            /* a PROXY header first (before any TLS) */
+
 enum session_tls {
     STLS_NONE,       /* plaintext */
     STLS_STARTING,   /* STARTTLS answered: the handshake starts once the reply is sent */
@@ -85,6 +100,10 @@ struct session {
     ev_tstamp started;
     struct tls_conn *tls;
     enum session_tls tls_state;
+    struct session_proxy *proxy;     /* NULL unless the listener takes PROXY headers */
+    bool      proxy_wait;            /* its header has not come yet */
+    bool      implicit_tls;          /* a handshake starts once the header is read */
+    bool      quiet;                 /* a proxy's health check: connect and disconnect at debug */
     bool      read_wants_write;      /* a TLS read needs the socket writable first */
     bool      write_wants_read;      /* a TLS write needs the socket readable first */
 
@@ -97,9 +116,11 @@ struct session {
 };
 
 /* Serve a connected fd as session `id` of o: 0, or -1 when out of memory
- * (the caller closes fd).  With tls, it starts with a TLS handshake
- * (implicit TLS) and the protocol starts after it. */
-int  session_new(struct session_owner *o, int fd, const struct net_addr *peer, bool tls,
+ * (the caller closes fd).  how: SESSION_PROXY reads a PROXY header first
+ * (the client's address replaces the proxy's; no valid header closes the
+ * connection), SESSION_TLS then a TLS handshake (implicit TLS); the
+ * protocol starts after them. */
+int  session_new(struct session_owner *o, int fd, const struct net_addr *peer, unsigned how,
                  uint64_t id);
 
 /* --- for the protocol ------------------------------------------------------ */
@@ -130,6 +151,8 @@ const struct config *session_config(const struct session *s);
 const char *session_id(const struct session *s);
 const char *session_peer_host(const struct session *s, int *port_r);
 const char *session_local_host(const struct session *s, int *port_r);
+/* The PROXY header's account of the connection, or NULL without one. */
+const struct session_proxy *session_proxy(const struct session *s);
 /* TLS: NULL without it; the client certificate's subject "" without one. */
 const char *session_tls_version(const struct session *s);
 const char *session_tls_cipher(const struct session *s);

@@ -701,6 +701,13 @@ static void call_hook(struct smtp *m, enum hook_stage st, const struct hook_args
         memcpy(m->arg, arg, n);
         m->arg[n] = '\0';
     }
+    /* A proxy's own connection (a health check) carries no client: the
+     * script is not asked about it, and it cannot send mail (cmd_mail). */
+    const struct session_proxy *px = session_proxy(m->s);
+    if (px && px->local) {
+        finish_stage(m, st, &v);
+        return;
+    }
     if (h->call(h->ctx, m, st, a, &v) == HOOK_PENDING) {
         m->pending = (int)st;
         session_pause(m->s);
@@ -831,6 +838,12 @@ static void cmd_mail(struct smtp *m, const struct smtp_cmd *c)
     }
     if (maxm > 0 && m->nmessages >= (unsigned long long)maxm) {
         reply_close(m, "4.7.0", "Too many messages in one session");
+        return;
+    }
+    const struct session_proxy *px = session_proxy(m->s);
+    if (px && px->local) {
+        refuse(m, "MAIL FROM", NULL, "--proxy-protocol", 550, "5.7.1",
+               "Not a client: the proxy's own connection (PROXY LOCAL) sends no mail", true);
         return;
     }
     if (m->cfg->require_tls && session_tls_state(m->s) != STLS_ON) {
@@ -1392,6 +1405,7 @@ const char *smtp_id(const struct smtp *m) { return m->id; }
 const char *smtp_server_id(const struct smtp *m) { return m->cfg->id; }
 const char *smtp_peer_host(const struct smtp *m, int *port_r) { return session_peer_host(m->s, port_r); }
 const char *smtp_local_host(const struct smtp *m, int *port_r) { return session_local_host(m->s, port_r); }
+const struct session_proxy *smtp_proxy(const struct smtp *m) { return session_proxy(m->s); }
 const char *smtp_helo(const struct smtp *m) { return m->client.helo; }
 bool smtp_esmtp(const struct smtp *m) { return m->client.esmtp; }
 const char *smtp_sender(const struct smtp *m) { return m->tx.sender; }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "session.h"
 
 #define SESSION_MT "luasmtpd.session"
 
@@ -64,6 +65,35 @@ static void f_port(lua_State *L, struct box *bx)
     smtp_peer_host(bx->s, &port);
     lua_pushinteger(L, port);
 }
+static void f_proxied(lua_State *L, struct box *bx)
+{
+    const struct session_proxy *p = smtp_proxy(bx->s);
+    lua_pushboolean(L, p && !p->local);
+}
+/* the proxy's side of a PROXY header: nil without one */
+static void f_proxy_authority(lua_State *L, struct box *bx)
+{
+    const struct session_proxy *p = smtp_proxy(bx->s);
+    lua_pushstring(L, p && p->authority[0] ? p->authority : NULL);
+}
+static void f_proxy_ip(lua_State *L, struct box *bx)
+{
+    const struct session_proxy *p = smtp_proxy(bx->s);
+    lua_pushstring(L, p ? p->host : NULL);
+}
+static void f_proxy_port(lua_State *L, struct box *bx)
+{
+    const struct session_proxy *p = smtp_proxy(bx->s);
+    if (p)
+        lua_pushinteger(L, p->port);
+    else
+        lua_pushnil(L);
+}
+static void f_proxy_tls(lua_State *L, struct box *bx)
+{
+    const struct session_proxy *p = smtp_proxy(bx->s);
+    lua_pushboolean(L, p && p->tls);
+}
 static void f_recipients(lua_State *L, struct box *bx) { lsession_push_recipients(L, bx->s); }
 static void f_sender(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_sender(bx->s)); }
 static void f_server_id(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_server_id(bx->s)); }
@@ -100,6 +130,11 @@ static const struct field fields[] = {
     { "local_port", f_local_port },
     { "params", f_params },
     { "port", f_port },
+    { "proxied", f_proxied },
+    { "proxy_authority", f_proxy_authority },
+    { "proxy_ip", f_proxy_ip },
+    { "proxy_port", f_proxy_port },
+    { "proxy_tls", f_proxy_tls },
     { "recipients", f_recipients },
     { "sender", f_sender },
     { "server_id", f_server_id },

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "session.h"
 #include "mime.h"
 
 /* A line of mail.body longer than this is cut (mail.truncated says so). */
@@ -278,7 +279,13 @@ static void push_envelope(lua_State *L, struct smtp *s, const char *msg, size_t 
     lsession_push_recipients(L, s);
     lua_setfield(L, -2, "recipients");
     set_str(L, "helo", smtp_helo(s) ? smtp_helo(s) : "");
-    set_str(L, "ip", smtp_peer_host(s, NULL));
+    int port;
+    set_str(L, "ip", smtp_peer_host(s, &port));
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "port");
+    const struct session_proxy *proxy = smtp_proxy(s);
+    if (proxy && !proxy->local)
+        set_str(L, "proxy", proxy->host);
     lua_pushlstring(L, msg, size);
     lua_setfield(L, -2, "raw");
     lua_pushinteger(L, (lua_Integer)size);

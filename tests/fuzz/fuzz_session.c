@@ -2,7 +2,8 @@
  * sends, from the greeting on, to the real state machine (session, smtp,
  * the DATA scanner, AUTH) over a socketpair inside the process, with hooks
  * whose verdicts depend on the input (reject, multi-line text, disconnect,
- * AUTH).  Each message that reaches the end of data is run through the MIME
+ * AUTH).  Input that starts like a PROXY header is read as one first.
+ * Each message that reaches the end of data is run through the MIME
  * extractor.  Checks: the session ends, every reply line is well formed.
  *   make fuzz [FUZZ_SECONDS=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/session) */
 #include <ev.h>
@@ -174,7 +175,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ev_io_start(loop, &c.wio);
     else
         shutdown(c.fd, SHUT_WR);
-    if (server_adopt(&srv, sv[0], &peer, false) < 0)
+    /* input that starts like a PROXY header comes through a listener that
+     * takes one (--proxy-protocol) */
+    bool proxy = (size >= 5 && memcmp(data, "PROXY", 5) == 0) || (size >= 2 && memcmp(data, "\r\n\r\n", size < 4 ? size : 4) == 0);
+    if (server_adopt(&srv, sv[0], &peer, proxy ? SESSION_PROXY : 0) < 0)
         abort();
     ev_run(loop, 0);
     if (srv.sessions.sessions != NULL)

@@ -60,7 +60,7 @@ static inline int connect_client(struct server *srv)
         return -1;
     memset(&peer, 0, sizeof(peer));
     peer.ss.ss_family = AF_UNIX;
-    if (server_adopt(srv, sv[0], &peer, false) < 0) {
+    if (server_adopt(srv, sv[0], &peer, 0) < 0) {
         close(sv[0]);
         close(sv[1]);
         return -1;
