@@ -37,7 +37,7 @@ LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/incl
 LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 CORE_SRC  := core/addr.c core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
-             core/proxy.c \
+             core/clients.c core/proxy.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
              core/tls.c core/transcript.c
 LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/forward.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/queue.c lua/save.c lua/store.c lua/timer.c lua/writer.c

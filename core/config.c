@@ -42,7 +42,7 @@ static const struct option_def options[] = {
       "HAProxy's PROXY header (v1 or v2) before the client speaks: hooks and logs\n"
       "see the client's address; a connection without a valid header is closed;\n"
       "repeatable" },
-    { "proxy-from", OPT_CIDRS, 0, 0, 0, "CIDR,...",
+    { "proxy-from", OPT_CIDRS, OFF(proxy_from), 0, 0, "CIDR,...",
       "the proxies allowed to send a PROXY header (10.0.0.0/8, 2001:db8::1); others\n"
       "are refused and logged; repeatable (default loopback: 127.0.0.0/8, ::1)" },
     { "hostname", OPT_HOSTNAME, 0, 0, 0, "NAME",
@@ -61,6 +61,22 @@ static const struct option_def options[] = {
       "concurrent connections; one more is answered 421 and closed (default 100)" },
     { "max-size", OPT_SIZE, OFF(max_size), 1024, 1LL << 30, "BYTES",
       "largest message, advertised with SIZE; K, M, G suffixes (default 10M)" },
+    { "max-clients-per-ip", OPT_INT, OFF(max_clients_per_ip), 0, 100000, "N",
+      "connections open from one client (an IPv4 address, an IPv6 /64); one more\n"
+      "is answered 421 4.7.0 and closed; 0 = no limit (default 10)" },
+    { "connect-rate", OPT_INT, OFF(connect_rate), 0, 1000000, "N",
+      "connections one client may open a minute (a burst of N, then N a minute);\n"
+      "past it 421 4.7.0; 0 = no limit (default 600)" },
+    { "max-bad-clients", OPT_INT, OFF(max_bad_clients), 0, 1000, "N",
+      "a client whose sessions were closed for errors (--max-errors,\n"
+      "--max-junk-commands, --max-auth-failures) N times in 10 minutes waits\n"
+      "before its greeting: 5s, 5s more each time after, 30s at most; 0 = never\n"
+      "(default 3)" },
+    { "client-ipv6-prefix", OPT_INT, OFF(client_ipv6_prefix), 16, 128, "BITS",
+      "the IPv6 prefix that is one client for the limits above (default 64)" },
+    { "client-limit-exceptions", OPT_CIDRS, OFF(client_exceptions), 0, 0, "CIDR,...",
+      "clients the per-client limits leave alone (default loopback: 127.0.0.0/8,\n"
+      "::1; \"\" for none); repeatable" },
     { "max-recipients", OPT_INT, OFF(max_recipients), 1, 100000, "N",
       "recipients per message; the next RCPT gets 452 (default 100)" },
     { "max-messages", OPT_INT, OFF(max_messages), 0, 1000000, "N",
@@ -191,6 +207,10 @@ void config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_clients = 100;
+    cfg->max_clients_per_ip = 10;
+    cfg->connect_rate = 600;
+    cfg->client_ipv6_prefix = 64;
+    cfg->max_bad_clients = 3;
     cfg->workers = 1;
     cfg->max_size = 10LL << 20;
     cfg->max_recipients = 100;
@@ -464,28 +484,39 @@ static int set_proxy(struct config *cfg, const char *value, char *err)
     return 0;
 }
 
-/* "10.0.0.0/8,192.0.2.7": each network is added. */
-static int set_cidrs(struct config *cfg, const char *value, char *err)
+bool config_cidrs_match(const struct config_cidrs *c, const struct net_addr *a)
 {
+    for (int i = 0; i < c->n; i++)
+        if (net_cidr_match(&c->v[i], a))
+            return true;
+    return false;
+}
+
+/* "10.0.0.0/8,192.0.2.7": each network is added to the list at the
+ * option's offset. */
+static int set_cidrs(struct config *cfg, const struct option_def *o, const char *value, char *err)
+{
+    struct config_cidrs *c = (struct config_cidrs *)((char *)cfg + o->offset);
     char nerr[NET_ERR_MAX], one[NET_ADDRSTR_MAX + 8];
+    c->set = true;
     for (const char *p = value; *p;) {
         size_t n = strcspn(p, ", ");
         if (n >= sizeof(one)) {
-            snprintf(err, CONFIG_ERR_MAX, "--proxy-from: '%.*s' is too long", (int)n, p);
+            snprintf(err, CONFIG_ERR_MAX, "--%s: '%.*s' is too long", o->name, (int)n, p);
             return -1;
         }
         if (n > 0) {
             memcpy(one, p, n);
             one[n] = '\0';
-            if (cfg->nproxy_from == CONFIG_PROXY_FROM_MAX) {
-                snprintf(err, CONFIG_ERR_MAX, "--proxy-from: at most %d networks", CONFIG_PROXY_FROM_MAX);
+            if (c->n == CONFIG_CIDRS_MAX) {
+                snprintf(err, CONFIG_ERR_MAX, "--%s: at most %d networks", o->name, CONFIG_CIDRS_MAX);
                 return -1;
             }
-            if (net_parse_cidr(one, &cfg->proxy_from[cfg->nproxy_from], nerr) < 0) {
-                snprintf(err, CONFIG_ERR_MAX, "--proxy-from: %s", nerr);
+            if (net_parse_cidr(one, &c->v[c->n], nerr) < 0) {
+                snprintf(err, CONFIG_ERR_MAX, "--%s: %s", o->name, nerr);
                 return -1;
             }
-            cfg->nproxy_from++;
+            c->n++;
         }
         p += n;
         p += strspn(p, ", ");
@@ -578,7 +609,7 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
     case OPT_PROXY:
         return set_proxy(cfg, value, err);
     case OPT_CIDRS:
-        return set_cidrs(cfg, value, err);
+        return set_cidrs(cfg, o, value, err);
     case OPT_AUTH_METHODS:
         return parse_auth_methods(value, &cfg->auth_methods, err);
     case OPT_LOGFORMAT:
@@ -655,8 +686,11 @@ int config_finish(struct config *cfg, char *err)
         }
         cfg->listen_proxy[i] = true;
     }
-    if (cfg->nproxy_from == 0 && (set_cidrs(cfg, "127.0.0.0/8,::1", err) < 0))
-        return -1;
+    for (size_t i = 0; i < NOPTIONS; i++)   /* lists not given are loopback */
+        if (options[i].type == OPT_CIDRS &&
+            !((struct config_cidrs *)((char *)cfg + options[i].offset))->set &&
+            set_cidrs(cfg, &options[i], "127.0.0.0/8,::1", err) < 0)
+            return -1;
     for (int i = 0; i < cfg->nlisten && cfg->workers > 1; i++) {
         char host[NET_ADDRSTR_MAX];
         if (net_addr_host(&cfg->listen[i], host) == 0) {

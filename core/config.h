@@ -23,7 +23,15 @@
 #define CONFIG_DOMAINS_MAX  64
 #define CONFIG_BANNER_MAX   200
 #define CONFIG_MQTT_ID_MAX  128
-#define CONFIG_PROXY_FROM_MAX 32
+#define CONFIG_CIDRS_MAX    32
+
+/* A list of networks (--proxy-from, --client-limit-exceptions). */
+struct config_cidrs {
+    struct net_cidr v[CONFIG_CIDRS_MAX];
+    int n;
+    bool set;                   /* given, even empty: no default then */
+};
+bool config_cidrs_match(const struct config_cidrs *c, const struct net_addr *a);
 
 /* --auth-methods */
 #define CONFIG_AUTH_PLAIN   1u
@@ -38,8 +46,14 @@ struct config {
     struct net_addr proxy_listen[CONFIG_LISTEN_MAX];
     int    nproxy_listen;
     bool   proxy_all;           /* --proxy-protocol '*' */
-    struct net_cidr proxy_from[CONFIG_PROXY_FROM_MAX];   /* --proxy-from; default loopback */
-    int    nproxy_from;
+    struct config_cidrs proxy_from;      /* --proxy-from; default loopback */
+    /* per-client limits (server.c), a client being an IPv4 address or an
+     * IPv6 prefix */
+    long long max_clients_per_ip;
+    long long connect_rate;              /* connections a minute */
+    long long client_ipv6_prefix;
+    long long max_bad_clients;           /* closings for errors in 10 minutes before a tarpit */
+    struct config_cidrs client_exceptions;   /* --client-limit-exceptions; default loopback */
     char   hostname[CONFIG_HOSTNAME_MAX + 1];
     char   banner[CONFIG_BANNER_MAX + 1];     /* after the hostname in the 220 */
     char   description[CONFIG_TEXT_MAX + 1];  /* free text for --check */

@@ -210,3 +210,19 @@ bool net_addr_equal(const struct net_addr *a, const struct net_addr *b)
     char ha[NET_ADDRSTR_MAX], hb[NET_ADDRSTR_MAX];
     return fa == fb && memcmp(pa, pb, (size_t)bits / 8) == 0 && net_addr_host(a, ha) == net_addr_host(b, hb);
 }
+
+void net_client_key(const struct net_addr *a, int prefix6, unsigned char key[NET_KEY_MAX])
+{
+    int family, bits;
+    const unsigned char *b = addr_bytes(a, &family, &bits);
+    memset(key, 0, NET_KEY_MAX);
+    key[0] = family == AF_INET ? 4 : 6;
+    if (family == AF_INET) {
+        memcpy(key + 1, b, 4);
+        return;
+    }
+    int full = prefix6 / 8, rest = prefix6 % 8;
+    memcpy(key + 1, b, (size_t)full);
+    if (rest)
+        key[1 + full] = (unsigned char)(b[full] & (0xFF << (8 - rest)));
+}

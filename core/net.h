@@ -47,4 +47,9 @@ struct net_cidr {
 int  net_parse_cidr(const char *text, struct net_cidr *c, char *err);
 bool net_cidr_match(const struct net_cidr *c, const struct net_addr *a);
 
+/* Who a client is for per-client limits: its IPv4 address, or the first
+ * prefix6 bits of its IPv6 address (a /64 is one subscriber). */
+#define NET_KEY_MAX 17
+void net_client_key(const struct net_addr *a, int prefix6, unsigned char key[NET_KEY_MAX]);
+
 #endif

@@ -30,14 +30,6 @@ static void reject_over_limit(struct server *srv, const struct listener *l, int 
             srv->sessions.nsessions);
 }
 
-static bool from_proxy(const struct config *cfg, const struct net_addr *peer)
-{
-    for (int i = 0; i < cfg->nproxy_from; i++)
-        if (net_cidr_match(&cfg->proxy_from[i], peer))
-            return true;
-    return false;
-}
-
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct listener *l = w->data;
@@ -66,7 +58,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             reject_over_limit(srv, l, fd, &peer);
             continue;
         }
-        if (l->proxy && !from_proxy(srv->cfg, &peer)) {
+        if (l->proxy && !config_cidrs_match(&srv->cfg->proxy_from, &peer)) {
             char a[NET_ADDRSTR_MAX], b[NET_ADDRSTR_MAX];
             log_msg(LV_WARN, NULL, "refused %s on %s: not a proxy allowed to send a PROXY header (--proxy-from)",
                     net_addr_str(&peer, a), net_addr_str(&l->addr, b));
@@ -88,6 +80,48 @@ static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     for (int k = 0; k < srv->nlisteners; k++)
         ev_io_start(loop, &srv->listeners[k].io);
+}
+
+/* The per-client limits: connections open, a minute's connections, and
+ * a delay for a client whose sessions were closed for errors lately. */
+static const char *admit(struct session_owner *o, struct session *s, double *delay_r)
+{
+    struct server *srv = (struct server *)o;   /* sessions is its first member */
+    const struct config *cfg = srv->cfg;
+    char a[NET_ADDRSTR_MAX];
+    if (config_cidrs_match(&cfg->client_exceptions, &s->peer))
+        return NULL;
+    net_client_key(&s->peer, (int)cfg->client_ipv6_prefix, s->client);
+    if (cfg->max_clients_per_ip) {
+        long long open = 0;
+        for (const struct session *x = o->sessions; x; x = x->next)
+            open += x->admitted && memcmp(x->client, s->client, NET_KEY_MAX) == 0;
+        if (open >= cfg->max_clients_per_ip) {
+            log_msg(LV_WARN, s->id, "refused %s: %lld connections open from this client (--max-clients-per-ip)",
+                    net_addr_str(&s->peer, a), open);
+            return "Too many connections from your address, try again later";
+        }
+    }
+    if (cfg->connect_rate && !clients_connect(&srv->clients, s->client, ev_now(srv->loop), (double)cfg->connect_rate)) {
+        log_msg(LV_WARN, s->id, "refused %s: over %lld connections a minute from this client (--connect-rate)",
+                net_addr_str(&s->peer, a), cfg->connect_rate);
+        return "Too many connections from your address, slow down";
+    }
+    unsigned bad = cfg->max_bad_clients ? clients_bad_count(&srv->clients, s->client, ev_now(srv->loop)) : 0;
+    if (bad >= cfg->max_bad_clients && bad > 0) {
+        *delay_r = 5.0 * (bad - cfg->max_bad_clients + 1);
+        if (*delay_r > 30)
+            *delay_r = 30;
+        log_msg(LV_WARN, s->id, "%s waits %.0fs before its greeting: %u sessions closed for errors "
+                "in 10 minutes (--max-bad-clients)", net_addr_str(&s->peer, a), *delay_r, bad);
+    }
+    return NULL;
+}
+
+static void client_bad(struct session_owner *o, struct session *s)
+{
+    struct server *srv = (struct server *)o;
+    clients_bad(&srv->clients, s->client, ev_now(srv->loop));
 }
 
 /* A session was freed: the last one ends a stop. */
@@ -122,7 +156,7 @@ int server_init(struct server *srv, struct ev_loop *loop, const struct config *c
     srv->cfg = cfg;
     srv->sessions = (struct session_owner){ .loop = loop, .cfg = cfg, .tls = tls,
                                             .proto = &smtp_proto, .proto_ctx = hooks,
-                                            .gone = session_gone };
+                                            .gone = session_gone, .admit = admit, .bad = client_bad };
     /* Session ids, sorted by time: the start second (32 bits), then a count
      * of sessions that begins at a number the kernel draws at random, so
      * that servers started in the same second (a quick restart, --replay
@@ -214,4 +248,5 @@ void server_free(struct server *srv)
         session_close(s, "server exiting");
         session_free(s);
     }
+    clients_free(&srv->clients);
 }

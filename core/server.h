@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "net.h"
+#include "clients.h"
 #include "session.h"
 
 struct hooks;
@@ -35,6 +36,7 @@ struct server {
     ev_timer             grace;
     uint64_t             next_id;
     uint64_t             id_step;       /* the number of workers */
+    struct clients       clients;       /* connections a minute, per client */
     bool                 stopping;
 };
 

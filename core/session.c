@@ -23,6 +23,7 @@ static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static int  start_tls(struct session *s);
 static void settle(struct session *s);
 static void begin(struct session *s);
+static void start(struct session *s);
 
 int session_new(struct session_owner *o, int fd, const struct net_addr *peer, unsigned how,
                 uint64_t id)
@@ -91,10 +92,37 @@ static void begin(struct session *s)
     log_msg(s->quiet ? LV_DEBUG : LV_INFO, s->id, "connect from %s to %s%s%s%s", net_addr_str(&s->peer, from),
             net_addr_str(&s->local, to), via, s->implicit_tls ? " (TLS)" : "",
             s->quiet ? " (the proxy's own connection: a health check)" : "");
+    double delay = 0;
+    const char *refusal = s->owner->admit ? s->owner->admit(s->owner, s, &delay) : NULL;
+    if (refusal) {
+        /* a TLS client would take plaintext for a broken handshake: it is
+         * only closed */
+        if (!s->implicit_tls) {
+            char line[CONFIG_HOSTNAME_MAX + 128];
+            int n = snprintf(line, sizeof(line), "421 4.7.0 %s %s\r\n", s->owner->cfg->hostname, refusal);
+            session_write(s, line, (size_t)n);
+        }
+        s->closing = true;
+        return;
+    }
+    s->admitted = true;
+    if (delay > 0) {              /* nothing is read or sent until it is over */
+        s->tarpit = true;
+        s->idle.repeat = delay;
+        ev_timer_again(s->owner->loop, &s->idle);
+        return;
+    }
+    start(s);
+}
+
+/* The handshake of implicit TLS, or the protocol. */
+static void start(struct session *s)
+{
     if (s->implicit_tls) {
         if (start_tls(s) < 0)
             session_close(s, "out of memory for TLS");
     } else {
+        s->idle.repeat = (ev_tstamp)s->owner->cfg->timeout;
         ev_timer_again(s->owner->loop, &s->idle);
         s->begun = true;
         s->owner->proto->start(s->proto);
@@ -305,7 +333,7 @@ static void update_io(struct session *s)
 {
     struct ev_loop *loop = s->owner->loop;
     bool want;
-    if (s->dead)
+    if (s->dead || s->tarpit)
         want = false;
     else if (s->tls_state == STLS_HANDSHAKE)
         want = !ev_is_active(&s->wio);   /* the handshake waits for one direction */
@@ -498,7 +526,10 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct session *s = w->data;
     (void)loop;
     (void)revents;
-    if (s->proxy_wait) {
+    if (s->tarpit) {
+        s->tarpit = false;
+        start(s);
+    } else if (s->proxy_wait) {
         char peer[NET_ADDRSTR_MAX];
         log_msg(LV_WARN, s->id, "closing the connection from %s: no PROXY header within --timeout",
                 net_addr_str(&s->peer, peer));
@@ -537,6 +568,11 @@ void session_shutdown(struct session *s)
     settle(s);
 }
 
+void session_mark_bad(struct session *s)
+{
+    s->bad = true;
+}
+
 void session_close(struct session *s, const char *why)
 {
     if (s->dead)
@@ -553,6 +589,8 @@ void session_close(struct session *s, const char *why)
     close(s->fd);
     s->fd = -1;
     s->owner->proto->closed(s->proto, summary, sizeof(summary));
+    if (s->bad && s->admitted && s->owner->bad)
+        s->owner->bad(s->owner, s);
     char peer[NET_ADDRSTR_MAX];
     log_msg(s->quiet ? LV_DEBUG : LV_INFO, s->id, "disconnect from %s%s%s%s duration=%.3fs", net_addr_str(&s->peer, peer),
             why ? ": " : "", why ? why : "", summary, ev_now(loop) - s->started);

@@ -59,6 +59,12 @@ struct session_owner {
     struct session      *sessions;         /* the live ones */
     unsigned long        nsessions;
     void (*gone)(struct session_owner *o); /* one of them was freed */
+    /* A client's connection, its address known (after any PROXY header):
+     * NULL to let it in (after *delay_r seconds, a tarpit, when it sets
+     * one), else the 421 text that turns it away (logged by the owner). */
+    const char *(*admit)(struct session_owner *o, struct session *s, double *delay_r);
+    /* An admitted session marked by session_mark_bad() has closed. */
+    void (*bad)(struct session_owner *o, struct session *s);
 };
 
 /* What a PROXY header said of a connection (session_proxy()). */
@@ -104,6 +110,10 @@ struct session {
     bool      proxy_wait;            /* its header has not come yet */
     bool      implicit_tls;          /* a handshake starts once the header is read */
     bool      quiet;                 /* a proxy's health check: connect and disconnect at debug */
+    unsigned char client[NET_KEY_MAX];   /* the client for per-client limits (net_client_key) */
+    bool      admitted;              /* counted among its client's connections */
+    bool      tarpit;                /* admitted, waiting out a delay before the greeting */
+    bool      bad;                   /* closed for its errors (session_mark_bad) */
     bool      read_wants_write;      /* a TLS read needs the socket writable first */
     bool      write_wants_read;      /* a TLS write needs the socket readable first */
 
@@ -140,6 +150,9 @@ void session_pause(struct session *s);
 void session_resume(struct session *s);
 /* Close once everything queued has been sent. */
 void session_close_after_flush(struct session *s);
+/* The session is closing for the client's errors (--max-errors and the
+ * like): it counts against the client (--max-bad-clients). */
+void session_mark_bad(struct session *s);
 /* STARTTLS was answered: discard what the client sent after the command
  * (RFC 3207 section 5: it is plaintext that must not reach the TLS
  * session), read nothing more, and start the handshake once the reply is

@@ -214,6 +214,14 @@ static void reply_close(struct smtp *m, const char *enh, const char *why)
     session_close_after_flush(m->s);
 }
 
+/* A limit on a client's errors was hit: close, and hold it against the
+ * client (--max-bad-clients). */
+static void close_for_errors(struct smtp *m, const char *text)
+{
+    session_mark_bad(m->s);
+    reply_close(m, "4.7.0", text);
+}
+
 /* NOOP, RSET, VRFY, EXPN or HELP outside a transaction: past
  * --max-junk-commands each counts as an error (Postfix's
  * smtpd_junk_command_limit), so one NOOP per --timeout cannot hold a
@@ -226,7 +234,7 @@ static void count_junk(struct smtp *m)
     if (++m->nerrors >= (unsigned)m->cfg->max_errors) {
         log_msg(LV_INFO, m->id, "%lu commands that move no mail (--max-junk-commands): closing",
                 m->njunk);
-        reply_close(m, "4.7.0", "Too many commands that move no mail");
+        close_for_errors(m, "Too many commands that move no mail");
     }
 }
 
@@ -235,7 +243,7 @@ static void reply_error(struct smtp *m, int code, const char *enh, const char *t
 {
     reply_text(m, code, enh, text);
     if (++m->nerrors >= (unsigned)m->cfg->max_errors)
-        reply_close(m, "4.7.0", "Too many errors");
+        close_for_errors(m, "Too many errors");
 }
 
 /* --- the transaction ------------------------------------------------------- */
@@ -491,7 +499,7 @@ static void auth_failed(struct smtp *m, int code, const char *enh, const char *t
     reply_text(m, code, enh, text);
     if (++m->nauth_failures >= (unsigned)m->cfg->max_auth_failures) {
         log_msg(LV_WARN, m->id, "%u failed AUTH attempts: closing", m->nauth_failures);
-        reply_close(m, "4.7.0", "Too many authentication failures");
+        close_for_errors(m, "Too many authentication failures");
     }
 }
 

@@ -329,3 +329,112 @@ class BehindHAProxy(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def connect_from(port, source):
+    s = socket.socket()
+    s.bind((source, 0))
+    s.settimeout(5)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+class PerClientLimits(unittest.TestCase):
+    """--max-clients-per-ip and --connect-rate: one client cannot take the
+    slots of all, and behind a proxy the client is the header's."""
+
+    def test_one_client_fills_its_share_and_another_still_gets_its_greeting(self):
+        with Server("--client-limit-exceptions", "", "--max-clients", "50", "--max-clients-per-ip", "10",
+                    "--connect-rate", "0", script(), log_level="info") as srv:
+            held, refused = [], 0
+            for _ in range(50):
+                s = connect_from(srv.port, "127.0.0.1")
+                first = read_reply(s)
+                if first.startswith(b"220 "):
+                    held.append(s)
+                else:
+                    self.assertTrue(first.startswith(b"421 4.7.0 "), first)
+                    self.assertTrue(closed(s))
+                    refused += 1
+                    s.close()
+            self.assertEqual((len(held), refused), (10, 40))
+            t = time.monotonic()
+            other = connect_from(srv.port, "127.0.0.2")
+            self.assertTrue(read_reply(other).startswith(b"220 "))
+            self.assertLess(time.monotonic() - t, 1.0)
+            other.close()
+            self.assertEqual(srv.count_log(r"refused 127\.0\.0\.1:\d+: 10 connections open from this client "
+                                           r"\(--max-clients-per-ip\)"), 40)
+            # a connection closed frees its place
+            held.pop().close()
+            for _ in range(50):
+                s = connect_from(srv.port, "127.0.0.1")
+                if read_reply(s).startswith(b"220 "):
+                    break
+                s.close()
+                time.sleep(0.02)
+            else:
+                self.fail("no place freed")
+            for s in held + [s]:
+                s.close()
+
+    def test_connect_rate(self):
+        with Server("--client-limit-exceptions", "", "--connect-rate", "5", script(), log_level="info") as srv:
+            replies = []
+            for _ in range(8):
+                s = connect_from(srv.port, "127.0.0.3")
+                replies.append(read_reply(s)[:3])
+                s.close()
+            self.assertEqual(replies, [b"220"] * 5 + [b"421"] * 3)
+            s = connect_from(srv.port, "127.0.0.4")
+            self.assertTrue(read_reply(s).startswith(b"220 "))
+            s.close()
+            self.assertTrue(srv.wait_log(r"refused 127\.0\.0\.3:\d+: over 5 connections a minute from this client"))
+
+    def test_loopback_is_an_exception_by_default(self):
+        with Server("--max-clients-per-ip", "2", script(), log_level="info") as srv:
+            socks = [connect_from(srv.port, "127.0.0.1") for _ in range(5)]
+            self.assertTrue(all(read_reply(s).startswith(b"220 ") for s in socks))
+            for s in socks:
+                s.close()
+
+    def test_behind_a_proxy_the_client_is_the_headers(self):
+        with Server("--proxy-protocol", "*", "--client-limit-exceptions", "", "--max-clients-per-ip", "2",
+                    "--connect-rate", "0", script(), log_level="info") as srv:
+            socks = []
+            for src in ("192.0.2.7", "192.0.2.7", "192.0.2.7", "192.0.2.8"):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                s.sendall(("PROXY TCP4 %s 198.51.100.2 %d 25\r\n" % (src, 40000 + len(socks))).encode())
+                socks.append((src, s, read_reply(s)[:3]))
+            self.assertEqual([r for _, _, r in socks], [b"220", b"220", b"421", b"220"])
+            self.assertTrue(srv.wait_log(r"refused 192\.0\.2\.7:40002: 2 connections open from this client"))
+            for _, s, _ in socks:
+                s.close()
+
+    def test_a_client_closed_for_errors_again_and_again_waits_for_its_greeting(self):
+        with Server("--client-limit-exceptions", "", "--max-errors", "2", "--max-bad-clients", "2", script(),
+                    log_level="info") as srv:
+            for _ in range(2):
+                s = connect_from(srv.port, "127.0.0.5")
+                self.assertTrue(read_reply(s).startswith(b"220 "))
+                s.sendall(b"BOGUS\r\nBOGUS\r\n")
+                self.assertIn(b"421 4.7.0", read_reply(s) + read_reply(s))
+                self.assertTrue(closed(s))
+                s.close()
+            t = time.monotonic()
+            other = connect_from(srv.port, "127.0.0.6")
+            self.assertTrue(read_reply(other).startswith(b"220 "))
+            self.assertLess(time.monotonic() - t, 1.0)
+            other.close()
+            s = connect_from(srv.port, "127.0.0.5")
+            s.settimeout(10)
+            t = time.monotonic()
+            s.sendall(b"EHLO early\r\n")            # read only after the wait
+            data = read_reply(s)
+            self.assertTrue(data.startswith(b"220 "), data)
+            self.assertGreater(time.monotonic() - t, 4.5)
+            while b"250 " not in data:
+                data += read_reply(s)
+            s.close()
+            self.assertTrue(srv.wait_log(r"127\.0\.0\.5:\d+ waits 5s before its greeting: 2 sessions closed for "
+                                         r"errors in 10 minutes \(--max-bad-clients\)"))
