@@ -28,6 +28,7 @@ enum smtp_state {
     ST_RCPT,         /* at least one recipient */
     ST_DATA,         /* reading the message */
     ST_AUTH,         /* AUTH: reading the client's next SASL response */
+    ST_BDAT,         /* BDAT chunks taken, the LAST one not yet */
     ST_COUNT
 };
 
@@ -37,6 +38,7 @@ enum auth_step { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASSWORD };
 struct smtp_tx {
     char    *sender;
     bool     smtputf8;              /* MAIL ... SMTPUTF8 */
+    bool     binarymime;            /* MAIL ... BODY=BINARYMIME: BDAT only (RFC 3030 3) */
     char   **rcpts;
     size_t   nrcpts, rcpts_cap;
     struct smtp_data data;          /* the DATA scanner */
@@ -71,13 +73,23 @@ struct smtp {
     bool                 draining;       /* server stopping: close after this message */
     bool                 closed;         /* the connection is gone */
     bool                 refusal_logged; /* the refusal being answered is on the log */
+    /* BDAT (RFC 3030): the chunk being read, whatever the state, so that
+     * its bytes are never taken for commands */
+    struct {
+        unsigned long long left;    /* bytes still to come */
+        unsigned long long total;   /* the message's bytes so far, kept or not */
+        bool   reading, keep, last;
+        bool   waiting;             /* a first BDAT awaits on_data's verdict */
+        int    code;                /* not kept: the answer once it is read */
+        char   enh[8], text[REPLY_LINE_MAX];
+    } chunk;
     void                *hook_data;
 };
 
 static const char *state_name(enum smtp_state st)
 {
     static const char *const names[ST_COUNT] = {
-        "greeting", "refused", "init", "ready", "mail", "rcpt", "data", "auth",
+        "greeting", "refused", "init", "ready", "mail", "rcpt", "data", "auth", "bdat",
     };
     return names[st];
 }
@@ -427,7 +439,7 @@ static void send_ehlo(struct smtp *m, const char *greet)
     /* the first line is cut at REPLY_LINE_MAX anyway: the greeting text
      * never pushes the keywords out */
     snprintf(text, sizeof(text),
-             "%s%s%.256s%s\nSIZE %lld\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s%s%s\nHELP",
+             "%s%s%.256s%s\nSIZE %lld\n8BITMIME\nCHUNKING\nBINARYMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s%s%s\nHELP",
              hostname(m), *greet ? " " : "", greet, cfg->pipelining ? "\nPIPELINING" : "",
              cfg->max_size, starttls_offered(m) ? "\nSTARTTLS" : "",
              auth ? "\nAUTH" : "", auth && (cfg->auth_methods & CONFIG_AUTH_PLAIN) ? " PLAIN" : "",
@@ -563,8 +575,26 @@ static void finish_rcpt(struct smtp *m, struct reply *r)
     reply_text(m, r->code, r->enh, r->text);
 }
 
+/* Read the chunk of the BDAT just answered; keep: into the message, else
+ * skipped and answered code enh text once read. */
+static void read_chunk(struct smtp *m, bool keep, int code, const char *enh, const char *text)
+{
+    m->chunk.reading = true;
+    m->chunk.keep = keep;
+    m->chunk.code = code;
+    snprintf(m->chunk.enh, sizeof(m->chunk.enh), "%s", enh ? enh : "");
+    snprintf(m->chunk.text, sizeof(m->chunk.text), "%s", text ? text : "");
+}
+
 static void finish_data(struct smtp *m, struct reply *r)
 {
+    if (m->chunk.waiting) {       /* the first BDAT: no 354, the chunk follows */
+        m->chunk.waiting = false;
+        if (r->code < 400)
+            enter_state(m, ST_BDAT);
+        read_chunk(m, r->code < 400, r->code, r->enh, r->text);
+        return;
+    }
     if (r->code < 400) {
         enter_state(m, ST_DATA);
         smtp_data_init(&m->tx.data);
@@ -816,9 +846,10 @@ static int mail_params(struct smtp *m, const struct smtp_params *ps)
                 return -1;
             }
         } else if (smtp_ieq(p->key, p->keylen, "BODY")) {
+            m->tx.binarymime = p->value && smtp_ieq(p->value, p->valuelen, "BINARYMIME");
             if (p->value == NULL || !(smtp_ieq(p->value, p->valuelen, "7BIT") ||
-                                      smtp_ieq(p->value, p->valuelen, "8BITMIME"))) {
-                reply_error(m, 555, "5.5.4", "Unsupported BODY value (7BIT or 8BITMIME)");
+                                      smtp_ieq(p->value, p->valuelen, "8BITMIME") || m->tx.binarymime)) {
+                reply_error(m, 555, "5.5.4", "Unsupported BODY value (7BIT, 8BITMIME or BINARYMIME)");
                 return -1;
             }
         } else if (smtp_ieq(p->key, p->keylen, "SMTPUTF8")) {
@@ -944,10 +975,82 @@ static void cmd_data(struct smtp *m, const struct smtp_cmd *c)
         reply_error(m, 501, "5.5.4", "Syntax: DATA");
         return;
     }
+    if (m->tx.binarymime) {
+        reply_error(m, 503, "5.5.1", "BODY=BINARYMIME takes BDAT, not DATA");
+        return;
+    }
     m->ntransactions++;
     snprintf(m->tx.msgid, sizeof(m->tx.msgid), "%s.%lu", m->id, m->ntransactions);
     struct hook_args a = { 0 };
     call_hook(m, HOOK_DATA, &a, NULL);
+}
+
+static void end_of_data(struct smtp *m);
+
+static void cmd_bdat(struct smtp *m, const struct smtp_cmd *c)
+{
+    unsigned long long size;
+    bool last;
+    if (!smtp_parse_bdat(c->arg, c->arglen, &size, &last)) {
+        reply_error(m, 501, "5.5.4", "Syntax: BDAT size [LAST]");
+        return;
+    }
+    m->chunk.left = size;
+    m->chunk.last = last;
+    if (m->state == ST_RCPT) {    /* the first chunk: on_data decides, as for DATA */
+        m->ntransactions++;
+        snprintf(m->tx.msgid, sizeof(m->tx.msgid), "%s.%lu", m->id, m->ntransactions);
+        m->chunk.total = 0;
+        m->chunk.waiting = true;
+        struct hook_args a = { 0 };
+        call_hook(m, HOOK_DATA, &a, NULL);
+    } else if (m->state == ST_BDAT) {
+        read_chunk(m, true, 250, NULL, NULL);
+    } else {                      /* out of order: answered once its bytes are skipped */
+        read_chunk(m, false, 503, "5.5.1", m->state == ST_MAIL ? "Need RCPT before BDAT" : "Need MAIL before BDAT");
+        m->nerrors++;
+    }
+}
+
+/* The BDAT chunk has been read. */
+static void chunk_done(struct smtp *m)
+{
+    m->chunk.reading = false;
+    if (!m->chunk.keep) {
+        if (m->state == ST_BDAT)  /* the chunk after a refused first one, or past --max-size */
+            reset_transaction(m);
+        reply_text(m, m->chunk.code, m->chunk.enh[0] ? m->chunk.enh : NULL, m->chunk.text[0] ? m->chunk.text : NULL);
+        return;
+    }
+    if (m->chunk.total > (unsigned long long)m->cfg->max_size || m->tx.data.overflow) {
+        m->tx.data.size = (size_t)m->chunk.total;
+        end_of_data(m);           /* 552, or 451 out of memory */
+        return;
+    }
+    if (!m->chunk.last) {
+        reply(m, 250, "2.0.0", "%llu octets received", (unsigned long long)buf_len(&m->tx.msg));
+        return;
+    }
+    end_of_data(m);
+}
+
+/* Take what is buffered of the chunk: true once it is all read. */
+static bool take_chunk(struct smtp *m, struct buf *in)
+{
+    size_t n = buf_len(in);
+    if (n > m->chunk.left)
+        n = (size_t)m->chunk.left;
+    if (m->chunk.keep) {
+        m->chunk.total += n;
+        if (m->chunk.total > (unsigned long long)m->cfg->max_size ||
+            buf_append(&m->tx.msg, buf_head(in), n) < 0)
+            m->tx.data.overflow = true;   /* read on, keep no more */
+        if (m->tx.data.overflow)
+            buf_clear(&m->tx.msg);
+    }
+    buf_consume(in, n);
+    m->chunk.left -= n;
+    return m->chunk.left == 0;
 }
 
 static void end_of_data(struct smtp *m)
@@ -1208,7 +1311,7 @@ static void cmd_not_implemented(struct smtp *m, const struct smtp_cmd *c)
 }
 
 #define S(x) (1u << (x))
-#define S_SESSION (S(ST_INIT) | S(ST_READY) | S(ST_MAIL) | S(ST_RCPT))
+#define S_SESSION (S(ST_INIT) | S(ST_READY) | S(ST_MAIL) | S(ST_RCPT) | S(ST_BDAT))
 
 static const struct command {
     unsigned    states;       /* where the command is allowed */
@@ -1229,7 +1332,7 @@ static const struct command {
     [SMTP_HELP]     = { S_SESSION, NULL, cmd_help, true },
     [SMTP_STARTTLS] = { S_SESSION, NULL, cmd_starttls, false },
     [SMTP_AUTH]     = { S(ST_READY), NULL, cmd_auth, false },
-    [SMTP_BDAT]     = { S_SESSION, NULL, cmd_not_implemented, false },
+    [SMTP_BDAT]     = { S_SESSION | S(ST_BDAT), NULL, cmd_bdat, false },
     [SMTP_ETRN]     = { S_SESSION, NULL, cmd_not_implemented, false },
     [SMTP_TURN]     = { S_SESSION, NULL, cmd_not_implemented, false },
 };
@@ -1242,7 +1345,9 @@ static const char *sequence_error(const struct smtp *m, enum smtp_verb verb)
     case SMTP_MAIL:
         return m->state == ST_INIT ? "Send HELO or EHLO first" : "Nested MAIL command";
     case SMTP_DATA:
-        return m->state == ST_MAIL ? "Need RCPT before DATA" : "Need MAIL before DATA";
+        return m->state == ST_MAIL   ? "Need RCPT before DATA"
+               : m->state == ST_BDAT ? "DATA cannot follow BDAT in one transaction"
+                                     : "Need MAIL before DATA";
     case SMTP_AUTH:   /* RFC 4954 section 4: not within a transaction */
         return m->state == ST_INIT ? "Send EHLO first" : "AUTH not allowed in a mail transaction";
     default:
@@ -1297,6 +1402,14 @@ static void input(void *p)
     struct smtp *m = p;
     struct buf *in = session_input(m->s);
     while (session_can_take(m->s)) {
+        if (m->chunk.reading) {
+            if (buf_len(in) == 0 && m->chunk.left > 0)
+                return;
+            session_touch(m->s);
+            if (take_chunk(m, in))
+                chunk_done(m);
+            continue;
+        }
         if (m->state == ST_DATA) {
             size_t lines = m->tx.data.lines;
             bool done;
@@ -1342,6 +1455,9 @@ static void eof(void *p)
     if (m->state == ST_DATA)
         log_msg(LV_WARN, m->id, "connection lost in DATA after %zu bytes: message %s discarded",
                 m->tx.data.size, m->tx.msgid);
+    else if (m->state == ST_BDAT || m->chunk.reading)
+        log_msg(LV_WARN, m->id, "connection lost in BDAT after %llu bytes: message %s discarded",
+                m->chunk.total, m->tx.msgid);
 }
 
 static void timeout(void *p, const char *why)
@@ -1359,7 +1475,7 @@ static void timeout(void *p, const char *why)
 static void shutdown_(void *p)
 {
     struct smtp *m = p;
-    if (m->state == ST_DATA || m->pending == HOOK_MESSAGE) {
+    if (m->state == ST_DATA || m->state == ST_BDAT || m->chunk.reading || m->pending == HOOK_MESSAGE) {
         m->draining = true;   /* the message in progress may finish */
         return;
     }

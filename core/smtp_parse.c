@@ -464,3 +464,21 @@ size_t smtp_data_scan(struct smtp_data *d, const char *in, size_t len,
     }
     return i;
 }
+
+bool smtp_parse_bdat(const char *arg, size_t n, unsigned long long *size_r, bool *last_r)
+{
+    size_t i = 0;
+    unsigned long long v = 0;
+    while (i < n && arg[i] >= '0' && arg[i] <= '9' && i < 18)
+        v = v * 10 + (unsigned long long)(arg[i++] - '0');
+    if (i == 0 || (i < n && arg[i] != ' '))
+        return false;
+    *size_r = v;
+    *last_r = false;
+    if (i == n)
+        return true;
+    while (i < n && arg[i] == ' ')
+        i++;
+    *last_r = smtp_ieq(arg + i, n - i, "LAST");
+    return *last_r;
+}

@@ -28,7 +28,8 @@ enum smtp_verb {
     SMTP_HELO, SMTP_EHLO, SMTP_MAIL, SMTP_RCPT, SMTP_DATA, SMTP_RSET,
     SMTP_NOOP, SMTP_QUIT, SMTP_VRFY, SMTP_EXPN, SMTP_HELP,
     SMTP_STARTTLS, SMTP_AUTH,   /* offered when configured (a certificate, on_auth) */
-    SMTP_BDAT, SMTP_ETRN, SMTP_TURN,   /* known, answered 502 */
+    SMTP_BDAT,                  /* CHUNKING, RFC 3030 */
+    SMTP_ETRN, SMTP_TURN,       /* known, answered 502 */
     SMTP_VERB_COUNT
 };
 
@@ -107,5 +108,9 @@ void smtp_data_init(struct smtp_data *d);
  */
 size_t smtp_data_scan(struct smtp_data *d, const char *in, size_t len,
                       struct buf *sink, bool *done_r);
+
+/* BDAT's argument: "SIZE" or "SIZE LAST" (RFC 3030), SIZE decimal, at
+ * most 18 digits.  false on anything else. */
+bool smtp_parse_bdat(const char *arg, size_t n, unsigned long long *size_r, bool *last_r);
 
 #endif

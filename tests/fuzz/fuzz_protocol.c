@@ -25,6 +25,10 @@ static void one_line(const char *line, size_t len)
         if (smtp_parse_path(c.arg, c.arglen, "TO:", SMTP_PATH_POSTMASTER_OK, &path) == SMTP_PATH_OK)
             (void)smtp_param_find(&path.params, "SIZE");
     }
+    unsigned long long chunk;
+    bool last;
+    if (smtp_parse_bdat(c.arg, c.arglen, &chunk, &last) && chunk >= 1000000000000000000ull)
+        abort();                  /* at most 18 digits */
     char dec[AUTH_LINE_MAX];
     size_t n;
     struct auth_plain p;

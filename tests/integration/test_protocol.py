@@ -122,7 +122,9 @@ class Protocol(ServerTest):
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SIZE=99999999"), 552, "5.3.4")
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SIZE=abc"), 501, "5.5.4")
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SIZE"), 501, "5.5.4")
-        self.assertReply(c.cmd("MAIL FROM:<a@b.c> BODY=BINARYMIME"), 555, "5.5.4")
+        self.assertReply(c.cmd("MAIL FROM:<a@b.c> BODY=BINARYMIME"), 250)   # RFC 3030, with BDAT
+        self.assertReply(c.cmd("RSET"), 250)
+        self.assertReply(c.cmd("MAIL FROM:<a@b.c> BODY=UUENCODE"), 555, "5.5.4")
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> FOO=bar"), 555, "5.5.4")
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SIZE=1 SIZE=2"), 501, "Duplicate")
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SMTPUTF8=yes"), 555)

@@ -298,8 +298,36 @@ static void test_data(void)
     buf_free(&sink);
 }
 
+static void test_bdat(void)
+{
+    static const struct { const char *arg; bool ok; unsigned long long size; bool last; } cases[] = {
+        { "0", true, 0, false },
+        { "0 LAST", true, 0, true },
+        { "1024 last", true, 1024, true },
+        { "1024  LAST", true, 1024, true },
+        { "999999999999999999", true, 999999999999999999ull, false },
+        { "1000000000000000000", false, 0, false },   /* 19 digits */
+        { "", false, 0, false },
+        { "LAST", false, 0, false },
+        { "-1", false, 0, false },
+        { "10 FIRST", false, 0, false },
+        { "10 LAST x", false, 0, false },
+        { "10x", false, 0, false },
+        { " 10", false, 0, false },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned long long size = 7;
+        bool last = false;
+        bool ok = smtp_parse_bdat(cases[i].arg, strlen(cases[i].arg), &size, &last);
+        CHECK(ok == cases[i].ok, "BDAT %s: %d", cases[i].arg, ok);
+        if (ok && cases[i].ok)
+            CHECK(size == cases[i].size && last == cases[i].last, "BDAT %s: %llu %d", cases[i].arg, size, last);
+    }
+}
+
 int main(void)
 {
+    test_bdat();
     test_commands();
     test_paths();
     test_utf8();
