@@ -136,8 +136,12 @@ static const struct option_def options[] = {
     { "tls-key", OPT_TEXT, OFF(tls_key), 0, CONFIG_PATH_MAX, "FILE",
       "PEM private key of --tls-cert (default: read from the --tls-cert file)" },
     { "tls-ciphers", OPT_TEXT, OFF(tls_ciphers), 1, CONFIG_TEXT_MAX, "LIST",
-      "OpenSSL cipher list for TLS 1.2 (default HIGH:!aNULL:!MD5:!RC4);\n"
-      "TLS 1.3 uses OpenSSL's suites; older versions are never offered" },
+      "OpenSSL cipher list for TLS 1.2 and older (default HIGH:!aNULL:!MD5:!RC4);\n"
+      "TLS 1.3 uses OpenSSL's suites" },
+    { "tls-min-version", OPT_TEXT, OFF(tls_min_version), 3, 3, "1.0|1.1|1.2|1.3",
+      "the oldest TLS version taken (default 1.2); 1.0 and 1.1 are for old\n"
+      "printers and scanners, with OpenSSL's security level lowered for\n"
+      "those connections only (docs/tls.md)" },
     { "tls-client-ca", OPT_TEXT, OFF(tls_client_ca), 0, CONFIG_PATH_MAX, "FILE",
       "CA certificates that client certificates are checked against\n"
       "(session.tls_client_verified); without it none verifies" },
@@ -224,6 +228,7 @@ void config_defaults(struct config *cfg)
     cfg->body_lines = 64;
     strcpy(cfg->id, "smtp");
     strcpy(cfg->tls_ciphers, "HIGH:!aNULL:!MD5:!RC4");
+    strcpy(cfg->tls_min_version, "1.2");
     cfg->tls_timeout = 30;
     cfg->max_auth_failures = 3;
     cfg->max_junk_commands = 100;
@@ -645,6 +650,11 @@ int config_finish(struct config *cfg, char *err)
         needs_cert = "--require-tls";
     if (cfg->tls_key[0] || cfg->tls_client_ca[0])
         needs_cert = cfg->tls_key[0] ? "--tls-key" : "--tls-client-ca";
+    if (strcmp(cfg->tls_min_version, "1.0") != 0 && strcmp(cfg->tls_min_version, "1.1") != 0 &&
+        strcmp(cfg->tls_min_version, "1.2") != 0 && strcmp(cfg->tls_min_version, "1.3") != 0) {
+        snprintf(err, CONFIG_ERR_MAX, "--tls-min-version: '%s' is not 1.0, 1.1, 1.2 or 1.3", cfg->tls_min_version);
+        return -1;
+    }
     if (needs_cert && !tls) {
         snprintf(err, CONFIG_ERR_MAX, "%s needs --tls-cert", needs_cert);
         return -1;

@@ -83,6 +83,7 @@ struct config {
     char   tls_ciphers[CONFIG_TEXT_MAX + 1];
     char   tls_client_ca[CONFIG_PATH_MAX + 1];
     long long tls_timeout;
+    char   tls_min_version[8];  /* "1.0" to "1.3" */
     long long require_tls;      /* 0 or 1 */
     long long require_auth;     /* 0 or 1 */
     long long allow_insecure_auth;  /* 0 or 1 */

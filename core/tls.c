@@ -45,6 +45,22 @@ static int accept_any_cert(int preverify_ok, X509_STORE_CTX *x)
     return 1;
 }
 
+/* A client that offers nothing newer than TLS 1.1 (no supported_versions
+ * extension, an older legacy version): OpenSSL 3's security levels refuse
+ * its SHA-1 handshake, so the level is lowered for this connection only
+ * (--tls-min-version 1.0 or 1.1). */
+static int legacy_client(SSL *s, int *alert, void *arg)
+{
+    const unsigned char *ext;
+    size_t len;
+    (void)alert;
+    (void)arg;
+    if (SSL_client_hello_get0_ext(s, TLSEXT_TYPE_supported_versions, &ext, &len) != 1 &&
+        SSL_client_hello_get0_legacy_version(s) < TLS1_2_VERSION)
+        SSL_set_security_level(s, 0);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *err, size_t errsz)
 {
     char what[CONFIG_PATH_MAX * 2 + 128];
@@ -61,7 +77,16 @@ int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *er
         goto fail;
     }
     const char *key = cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    static const struct { const char *name; int version; } versions[] = {
+        { "1.0", TLS1_VERSION }, { "1.1", TLS1_1_VERSION }, { "1.2", TLS1_2_VERSION }, { "1.3", TLS1_3_VERSION },
+    };
+    int min = TLS1_2_VERSION;
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++)
+        if (strcmp(cfg->tls_min_version, versions[i].name) == 0)
+            min = versions[i].version;
+    SSL_CTX_set_min_proto_version(ctx, min);
+    if (min < TLS1_2_VERSION)
+        SSL_CTX_set_client_hello_cb(ctx, legacy_client, NULL);
     /* SMTP frames its own data (the final "."), so a client that closes
      * without close_notify has only closed */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |

@@ -5,6 +5,7 @@ A throwaway CA, server certificate and client certificate are made with
 """
 import base64
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -263,6 +264,47 @@ class Ciphers(TlsTest):
         # TLS 1.3 keeps OpenSSL's own suites (docs/config.md)
         with smtplib.SMTP_SSL("127.0.0.1", self.srv.tls_port, timeout=10, context=client_ctx()) as s:
             self.assertEqual(s.sock.version(), "TLSv1.3")
+
+
+def s_client(port, version):
+    """openssl s_client speaking only TLS `version` (its own security level
+    lowered so that it may), QUIT sent: the replies, or "" when refused."""
+    p = subprocess.run(["openssl", "s_client", "-" + version, "-cipher", "DEFAULT@SECLEVEL=0", "-quiet",
+                        "-connect", "127.0.0.1:%d" % port], input=b"QUIT\r\n", capture_output=True, timeout=20)
+    return p.stdout.decode(errors="replace")
+
+
+class LegacyTlsRefused(TlsTest):
+    SCRIPTED = False
+
+    def test_tls_1_0_and_1_1_refused_by_default(self):
+        for version in ("tls1", "tls1_1"):
+            self.assertNotIn("220 ", s_client(self.srv.tls_port, version), version)
+        self.assertIn("220 ", s_client(self.srv.tls_port, "tls1_2"))
+        self.assertTrue(self.srv.wait_log(r"TLS handshake failed: .*(unsupported protocol|version)"), self.srv.log())
+
+
+class LegacyTlsAllowed(TlsTest):
+    SCRIPTED = False
+    EXTRA = ("--tls-min-version", "1.0")
+
+    def test_old_devices_with_tls_1_0_and_1_1(self):
+        for version, name in (("tls1", "TLSv1"), ("tls1_1", "TLSv1.1"), ("tls1_2", "TLSv1.2")):
+            out = s_client(self.srv.tls_port, version)
+            self.assertIn("220 ", out, version)
+            self.assertIn("221 ", out, version)
+            self.assertTrue(self.srv.wait_log(r"TLS established: %s " % re.escape(name)), version)
+        # a modern client is not lowered to the legacy level: TLS 1.3 still
+        with smtplib.SMTP_SSL("127.0.0.1", self.srv.tls_port, timeout=10, context=client_ctx()) as s:
+            self.assertEqual(s.sock.version(), "TLSv1.3")
+
+
+class LegacyTlsOption(unittest.TestCase):
+    def test_bad_version(self):
+        p = subprocess.run([BINARY, "--check", "--tls-min-version", "1.4", SCRIPT], capture_output=True, text=True,
+                           timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--tls-min-version: '1.4' is not 1.0, 1.1, 1.2 or 1.3", p.stderr)
 
 
 class ClientCa(TlsTest):
