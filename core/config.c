@@ -16,6 +16,7 @@ enum opt_type {
     OPT_DOMAIN, OPT_AUTH_METHODS, OPT_WORKERS,   /* OPT_WORKERS: OPT_INT or "auto" */
     OPT_SECONDS_PAIR,          /* "MIN,MAX": two OPT_SECONDS, the first at offset */
     OPT_PROXY, OPT_CIDRS,      /* --proxy-protocol, --proxy-from */
+    OPT_TLS_FILE,              /* --tls-cert (offset 0), --tls-key (1): appended */
 };
 
 struct option_def {
@@ -131,10 +132,13 @@ static const struct option_def options[] = {
       "on the command line only" },
     { "rawbody", OPT_BOOL, OFF(rawbody), 0, 1, NULL,
       "mail.body from the body as received, not the decoded text part" },
-    { "tls-cert", OPT_TEXT, OFF(tls_cert), 0, CONFIG_PATH_MAX, "FILE",
-      "PEM certificate, or a chain with the server's first; turns on STARTTLS" },
-    { "tls-key", OPT_TEXT, OFF(tls_key), 0, CONFIG_PATH_MAX, "FILE",
-      "PEM private key of --tls-cert (default: read from the --tls-cert file)" },
+    { "tls-cert", OPT_TLS_FILE, 0, 0, 0, "FILE",
+      "PEM certificate, or a chain with the server's first; turns on STARTTLS;\n"
+      "repeatable: the client's SNI name picks the certificate whose names\n"
+      "(subjectAltName, else CN) match, the first by default" },
+    { "tls-key", OPT_TLS_FILE, 1, 0, 0, "FILE",
+      "PEM private key of the --tls-cert in the same place (default: read from\n"
+      "that certificate's file); repeatable" },
     { "tls-ciphers", OPT_TEXT, OFF(tls_ciphers), 1, CONFIG_TEXT_MAX, "LIST",
       "OpenSSL cipher list for TLS 1.2 and older (default HIGH:!aNULL:!MD5:!RC4);\n"
       "TLS 1.3 uses OpenSSL's suites" },
@@ -272,7 +276,8 @@ const char *config_option_name(const char *name)
 enum config_list config_option_list(const char *name)
 {
     const struct option_def *o = find_option(name);
-    if (o && (o->type == OPT_LISTEN || o->type == OPT_DOMAIN || o->type == OPT_PROXY || o->type == OPT_CIDRS))
+    if (o && (o->type == OPT_LISTEN || o->type == OPT_DOMAIN || o->type == OPT_PROXY || o->type == OPT_CIDRS ||
+              o->type == OPT_TLS_FILE))
         return CONFIG_LIST_REPEAT;
     return o && o->type == OPT_AUTH_METHODS ? CONFIG_LIST_COMMA : CONFIG_LIST_NONE;
 }
@@ -529,6 +534,22 @@ static int set_cidrs(struct config *cfg, const struct option_def *o, const char 
     return 0;
 }
 
+static int set_tls_file(struct config *cfg, const struct option_def *o, const char *value, char *err)
+{
+    int *n = o->offset ? &cfg->ntls_keys : &cfg->ntls_certs;
+    char (*files)[CONFIG_PATH_MAX + 1] = o->offset ? cfg->tls_keys : cfg->tls_certs;
+    if (*n == CONFIG_CERTS_MAX) {
+        snprintf(err, CONFIG_ERR_MAX, "--%s: at most %d", o->name, CONFIG_CERTS_MAX);
+        return -1;
+    }
+    if (strlen(value) > CONFIG_PATH_MAX) {
+        snprintf(err, CONFIG_ERR_MAX, "--%s: a path of at most %d bytes", o->name, CONFIG_PATH_MAX);
+        return -1;
+    }
+    strcpy(files[(*n)++], value);
+    return 0;
+}
+
 static int set_text(struct config *cfg, const struct option_def *o, const char *value, char *err)
 {
     size_t n = strlen(value);
@@ -615,6 +636,8 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
         return set_proxy(cfg, value, err);
     case OPT_CIDRS:
         return set_cidrs(cfg, o, value, err);
+    case OPT_TLS_FILE:
+        return set_tls_file(cfg, o, value, err);
     case OPT_AUTH_METHODS:
         return parse_auth_methods(value, &cfg->auth_methods, err);
     case OPT_LOGFORMAT:
@@ -640,7 +663,12 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
 int config_finish(struct config *cfg, char *err)
 {
     char nerr[NET_ERR_MAX];
-    bool tls = cfg->tls_cert[0] != '\0';
+    bool tls = cfg->ntls_certs > 0;
+    if (cfg->ntls_keys > cfg->ntls_certs) {
+        snprintf(err, CONFIG_ERR_MAX, "--tls-key: %d keys for %d certificates (--tls-cert)", cfg->ntls_keys,
+                 cfg->ntls_certs);
+        return -1;
+    }
     const char *needs_cert = NULL;
 
     for (int i = 0; i < cfg->nlisten; i++)
@@ -648,8 +676,8 @@ int config_finish(struct config *cfg, char *err)
             needs_cert = "--listen-tls";
     if (cfg->require_tls)
         needs_cert = "--require-tls";
-    if (cfg->tls_key[0] || cfg->tls_client_ca[0])
-        needs_cert = cfg->tls_key[0] ? "--tls-key" : "--tls-client-ca";
+    if (cfg->ntls_keys || cfg->tls_client_ca[0])
+        needs_cert = cfg->ntls_keys ? "--tls-key" : "--tls-client-ca";
     if (strcmp(cfg->tls_min_version, "1.0") != 0 && strcmp(cfg->tls_min_version, "1.1") != 0 &&
         strcmp(cfg->tls_min_version, "1.2") != 0 && strcmp(cfg->tls_min_version, "1.3") != 0) {
         snprintf(err, CONFIG_ERR_MAX, "--tls-min-version: '%s' is not 1.0, 1.1, 1.2 or 1.3", cfg->tls_min_version);

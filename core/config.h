@@ -24,6 +24,7 @@
 #define CONFIG_BANNER_MAX   200
 #define CONFIG_MQTT_ID_MAX  128
 #define CONFIG_CIDRS_MAX    32
+#define CONFIG_CERTS_MAX    16      /* --tls-cert */
 
 /* A list of networks (--proxy-from, --client-limit-exceptions). */
 struct config_cidrs {
@@ -78,8 +79,11 @@ struct config {
     long long rawbody;          /* 0 or 1 */
     long long lua_debug;        /* 0 or 1: the whole debug library for scripts */
     char   id[CONFIG_ID_MAX + 1];   /* events are named <id>.mail */
-    char   tls_cert[CONFIG_PATH_MAX + 1];
-    char   tls_key[CONFIG_PATH_MAX + 1];      /* "": the key is in tls_cert */
+    /* certificates and their keys by position, the first the default (SNI
+     * picks another by name); a key "" is in its certificate's file */
+    char   tls_certs[CONFIG_CERTS_MAX][CONFIG_PATH_MAX + 1];
+    char   tls_keys[CONFIG_CERTS_MAX][CONFIG_PATH_MAX + 1];
+    int    ntls_certs, ntls_keys;
     char   tls_ciphers[CONFIG_TEXT_MAX + 1];
     char   tls_client_ca[CONFIG_PATH_MAX + 1];
     long long tls_timeout;

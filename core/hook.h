@@ -122,6 +122,7 @@ const char *smtp_user(const struct smtp *s);        /* NULL before a successful 
 /* TLS: NULL without it; the client certificate's subject "" without one. */
 const char *smtp_tls_version(const struct smtp *s);
 const char *smtp_tls_cipher(const struct smtp *s);
+const char *smtp_tls_sni(const struct smtp *s);     /* the client's SNI name, or NULL */
 void        smtp_tls_client(const struct smtp *s, char *subject, size_t size, bool *verified_r);
 /* A slot for the hook implementation's own per-session data. */
 void      **smtp_hook_data(struct smtp *s);

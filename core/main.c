@@ -309,7 +309,7 @@ static int setup(int argc, char **argv, struct setup *st)
     bridge_set_limits(st->bridge, &st->cfg);
     /* A certificate that cannot serve is an error now, not at the first
      * STARTTLS. */
-    if (st->cfg.tls_cert[0] && tls_server_new(&st->tls, &st->cfg, err, sizeof(err)) < 0) {
+    if (st->cfg.ntls_certs && tls_server_new(&st->tls, &st->cfg, err, sizeof(err)) < 0) {
         setup_error(err);
         teardown(st);
         return 2;
@@ -429,7 +429,7 @@ static void reload(struct ev_loop *loop)
     /* made anew, with the options of the start: a renewed certificate is
      * read.  A key only root may read (--user) keeps the one of the start. */
     tls_server_free(&next->tls);
-    if (next->cfg.tls_cert[0] && tls_server_new(&next->tls, &next->cfg, err, sizeof(err)) < 0) {
+    if (next->cfg.ntls_certs && tls_server_new(&next->tls, &next->cfg, err, sizeof(err)) < 0) {
         log_msg(LV_WARN, NULL, "reload: %s: the certificate loaded before stays", err);
         next->tls = serving->tls;
         serving->tls = NULL;

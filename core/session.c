@@ -637,6 +637,10 @@ const char *session_tls_version(const struct session *s)
 {
     return s->tls_state == STLS_ON ? tls_version(s->tls) : NULL;
 }
+const char *session_tls_sni(const struct session *s)
+{
+    return s->tls_state == STLS_ON ? tls_sni(s->tls) : NULL;
+}
 const char *session_tls_cipher(const struct session *s)
 {
     return s->tls_state == STLS_ON ? tls_cipher(s->tls) : NULL;

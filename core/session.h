@@ -169,6 +169,7 @@ const struct session_proxy *session_proxy(const struct session *s);
 /* TLS: NULL without it; the client certificate's subject "" without one. */
 const char *session_tls_version(const struct session *s);
 const char *session_tls_cipher(const struct session *s);
+const char *session_tls_sni(const struct session *s);   /* the name the client asked for, or NULL */
 void session_tls_client(const struct session *s, char *subject, size_t size, bool *verified_r);
 
 /* --- for the owner --------------------------------------------------------- */

@@ -1542,6 +1542,7 @@ const char *smtp_message_id(const struct smtp *m) { return m->tx.msgid; }
 const char *smtp_user(const struct smtp *m) { return m->client.user; }
 const char *smtp_tls_version(const struct smtp *m) { return session_tls_version(m->s); }
 const char *smtp_tls_cipher(const struct smtp *m) { return session_tls_cipher(m->s); }
+const char *smtp_tls_sni(const struct smtp *m) { return session_tls_sni(m->s); }
 void smtp_tls_client(const struct smtp *m, char *subject, size_t size, bool *verified_r)
 {
     session_tls_client(m->s, subject, size, verified_r);

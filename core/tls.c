@@ -9,9 +9,11 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 struct tls_server {
-    SSL_CTX *ctx;
+    SSL_CTX *ctx[CONFIG_CERTS_MAX];   /* one per --tls-cert, the first the default */
+    int nctx;
 };
 
 struct tls_conn {
@@ -61,29 +63,24 @@ static int legacy_client(SSL *s, int *alert, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *err, size_t errsz)
+/* One certificate's context, set up with the server's settings. */
+static SSL_CTX *make_ctx(const struct config *cfg, int i, char *err, size_t errsz)
 {
     char what[CONFIG_PATH_MAX * 2 + 128];
-    struct tls_server *srv = calloc(1, sizeof(*srv));
-    *srv_r = NULL;
-    if (srv == NULL) {
-        snprintf(err, errsz, "out of memory");
-        return -1;
-    }
-    ERR_clear_error();
-    SSL_CTX *ctx = srv->ctx = SSL_CTX_new(TLS_server_method());
+    const char *cert = cfg->tls_certs[i];
+    const char *key = i < cfg->ntls_keys && cfg->tls_keys[i][0] ? cfg->tls_keys[i] : cert;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         last_error(err, errsz, "cannot create the TLS context");
-        goto fail;
+        return NULL;
     }
-    const char *key = cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert;
     static const struct { const char *name; int version; } versions[] = {
         { "1.0", TLS1_VERSION }, { "1.1", TLS1_1_VERSION }, { "1.2", TLS1_2_VERSION }, { "1.3", TLS1_3_VERSION },
     };
     int min = TLS1_2_VERSION;
-    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++)
-        if (strcmp(cfg->tls_min_version, versions[i].name) == 0)
-            min = versions[i].version;
+    for (size_t k = 0; k < sizeof(versions) / sizeof(versions[0]); k++)
+        if (strcmp(cfg->tls_min_version, versions[k].name) == 0)
+            min = versions[k].version;
     SSL_CTX_set_min_proto_version(ctx, min);
     if (min < TLS1_2_VERSION)
         SSL_CTX_set_client_hello_cb(ctx, legacy_client, NULL);
@@ -95,29 +92,27 @@ int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *er
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
     /* a file that cannot be read is said so, once, before OpenSSL tries */
-    const char *unreadable = access(cfg->tls_cert, R_OK) < 0 ? "--tls-cert" : access(key, R_OK) < 0 ? "--tls-key" : NULL;
+    const char *unreadable = access(cert, R_OK) < 0 ? "--tls-cert" : access(key, R_OK) < 0 ? "--tls-key" : NULL;
     if (unreadable) {
-        snprintf(err, errsz, "%s: cannot read %s: %s", unreadable, unreadable[6] == 'c' ? cfg->tls_cert : key,
+        snprintf(err, errsz, "%s: cannot read %s: %s", unreadable, unreadable[6] == 'c' ? cert : key,
                  strerror(errno));
         goto fail;
     }
-    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
-        snprintf(what, sizeof(what), "--tls-cert %s: not a PEM certificate", cfg->tls_cert);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(what, sizeof(what), "--tls-cert %s: not a PEM certificate", cert);
         last_error(err, errsz, what);
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
         if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
-            snprintf(what, sizeof(what), "--tls-key %s does not match the certificate in %s", key,
-                     cfg->tls_cert);
+            snprintf(what, sizeof(what), "--tls-key %s does not match the certificate in %s", key, cert);
         else
             snprintf(what, sizeof(what), "--tls-key %s: cannot load the private key", key);
         last_error(err, errsz, what);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(what, sizeof(what), "--tls-key %s does not match the certificate in %s", key,
-                 cfg->tls_cert);
+        snprintf(what, sizeof(what), "--tls-key %s does not match the certificate in %s", key, cert);
         last_error(err, errsz, what);
         goto fail;
     }
@@ -141,18 +136,70 @@ int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *er
      * asked for */
     static const unsigned char sid_ctx[] = "luasmtpd";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* Does the certificate of ctx name host: a subjectAltName DNS name (a
+ * "*." one standing for one label), or its CN when it has none? */
+static bool names_host(SSL_CTX *ctx, const char *host)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    if (x == NULL)
+        return false;
+    /* X509_check_host: RFC 6125 matching, subjectAltName first, then CN */
+    return X509_check_host(x, host, strlen(host), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
+}
+
+/* SNI: the certificate whose names hold the one the client sent; the
+ * first (the context the connection started with) when none does. */
+static int pick_cert(SSL *s, int *alert, void *arg)
+{
+    struct tls_server *srv = arg;
+    const char *host = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+    (void)alert;
+    if (host == NULL || names_host(srv->ctx[0], host))
+        return SSL_TLSEXT_ERR_OK;
+    for (int i = 1; i < srv->nctx; i++)
+        if (names_host(srv->ctx[i], host)) {
+            SSL_set_SSL_CTX(s, srv->ctx[i]);
+            break;
+        }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *err, size_t errsz)
+{
+    struct tls_server *srv = calloc(1, sizeof(*srv));
+    *srv_r = NULL;
+    if (srv == NULL) {
+        snprintf(err, errsz, "out of memory");
+        return -1;
+    }
+    ERR_clear_error();
+    for (int i = 0; i < cfg->ntls_certs; i++) {
+        if ((srv->ctx[i] = make_ctx(cfg, i, err, errsz)) == NULL) {
+            tls_server_free(&srv);
+            return -1;
+        }
+        srv->nctx++;
+    }
+    if (srv->nctx > 1) {
+        SSL_CTX_set_tlsext_servername_callback(srv->ctx[0], pick_cert);
+        SSL_CTX_set_tlsext_servername_arg(srv->ctx[0], srv);
+    }
     *srv_r = srv;
     return 0;
-fail:
-    tls_server_free(&srv);
-    return -1;
 }
 
 void tls_server_free(struct tls_server **srv)
 {
     if (*srv == NULL)
         return;
-    SSL_CTX_free((*srv)->ctx);
+    for (int i = 0; i < (*srv)->nctx; i++)
+        SSL_CTX_free((*srv)->ctx[i]);
     free(*srv);
     *srv = NULL;
 }
@@ -162,7 +209,7 @@ struct tls_conn *tls_conn_new(struct tls_server *srv, int fd)
     struct tls_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->ssl = SSL_new(srv->ctx);
+    c->ssl = SSL_new(srv->ctx[0]);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
         ERR_clear_error();
         SSL_free(c->ssl);
@@ -250,6 +297,15 @@ bool tls_pending(const struct tls_conn *c)
 const char *tls_version(const struct tls_conn *c)
 {
     return SSL_get_version(c->ssl);
+}
+
+const char *tls_sni(const struct tls_conn *c)
+{
+    const char *host = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+    for (const char *h = host; h && *h; h++)
+        if (*h <= ' ' || *h >= 127)
+            return NULL;          /* not a host name: not shown */
+    return host;
 }
 
 const char *tls_cipher(const struct tls_conn *c)

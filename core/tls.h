@@ -31,7 +31,9 @@ enum tls_io {
     TLS_ERROR,       /* failed: the reason is in err */
 };
 
-/* From cfg->tls_cert, tls_key, tls_ciphers, tls_client_ca.  0, or -1 with
+/* From cfg->tls_certs (one context each, the first the default; SNI picks
+ * another by the names of its certificate), tls_keys, tls_ciphers,
+ * tls_min_version, tls_client_ca.  0, or -1 with
  * the reason in err (errsz bytes: a file that cannot be read, a key that
  * does not match the certificate, a cipher list OpenSSL does not know). */
 int  tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *err, size_t errsz);
@@ -51,6 +53,8 @@ bool tls_pending(const struct tls_conn *c);
 /* After the handshake: "TLSv1.3", the cipher's name. */
 const char *tls_version(const struct tls_conn *c);
 const char *tls_cipher(const struct tls_conn *c);
+/* The host name the client sent (SNI), or NULL. */
+const char *tls_sni(const struct tls_conn *c);
 /* The client certificate's subject ("CN=cam1,O=Site"), "" when none was
  * presented; *verified_r: it chains to --tls-client-ca. */
 void tls_client_subject(const struct tls_conn *c, char *out, size_t outsz, bool *verified_r);

@@ -110,6 +110,7 @@ static void f_tls_client(lua_State *L, struct box *bx, bool subj)
 }
 static void f_tls_client_subject(lua_State *L, struct box *bx) { f_tls_client(L, bx, true); }
 static void f_tls_client_verified(lua_State *L, struct box *bx) { f_tls_client(L, bx, false); }
+static void f_tls_sni(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_tls_sni(bx->s)); }
 static void f_tls_version(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_tls_version(bx->s)); }
 static void f_user(lua_State *L, struct box *bx) { lua_pushstring(L, smtp_user(bx->s)); }
 
@@ -141,6 +142,7 @@ static const struct field fields[] = {
     { "tls", f_tls },
     { "tls_client_subject", f_tls_client_subject },
     { "tls_client_verified", f_tls_client_verified },
+    { "tls_sni", f_tls_sni },
     { "tls_version", f_tls_version },
     { "user", f_user },
 };

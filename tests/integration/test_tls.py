@@ -299,6 +299,55 @@ class LegacyTlsAllowed(TlsTest):
             self.assertEqual(s.sock.version(), "TLSv1.3")
 
 
+SNI_SCRIPT = """
+local l = require "luasmtpd"
+function on_helo(name, session)
+  l.log("sni=" .. tostring(session.tls_sni) .. " tls=" .. tostring(session.tls_version))
+end
+"""
+
+
+class Sni(unittest.TestCase):
+    """Repeated --tls-cert: the certificate is the one whose names hold the
+    client's SNI name, the first when none does (or none is sent)."""
+
+    @classmethod
+    def setUpClass(cls):
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+        for name, san in (("a", "DNS:mx.a.test"), ("b", "DNS:mx.b.test,DNS:*.b.test")):
+            openssl("req", "-x509", *ec, "-keyout", pki(name + ".key"), "-out", pki(name + ".pem"),
+                    "-subj", "/CN=" + name, "-addext", "subjectAltName=" + san)
+        cls.script = pki("sni.lua")
+        with open(cls.script, "w") as f:
+            f.write(SNI_SCRIPT)
+
+    def der(self, name):
+        with open(pki(name + ".pem")) as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+
+    def test_the_certificate_follows_the_name(self):
+        with Server("--listen-tls", "127.0.0.1:0", "--tls-cert", pki("a.pem"), "--tls-key", pki("a.key"),
+                    "--tls-cert", pki("b.pem"), "--tls-key", pki("b.key"), self.script, listen=None) as srv:
+            for sni, cert in (("mx.b.test", "b"), ("cam.b.test", "b"), ("mx.a.test", "a"), ("other.test", "a"),
+                              (None, "a")):
+                ctx = ssl.create_default_context()
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                with socket.create_connection(("127.0.0.1", srv.tls_port), timeout=10) as raw:
+                    with ctx.wrap_socket(raw, server_hostname=sni) as t:
+                        self.assertEqual(t.getpeercert(binary_form=True), self.der(cert), sni)
+                        t.recv(100)
+                        t.sendall(b"EHLO x\r\n")
+                        t.recv(1000)
+                        t.sendall(b"QUIT\r\n")
+                self.assertTrue(srv.wait_log(r"sni=%s tls=TLSv1\.3" % re.escape(sni or "nil")), sni)
+
+    def test_keys_without_certificates(self):
+        p = subprocess.run([BINARY, "--check", "--tls-cert", pki("a.pem"), "--tls-key", pki("a.key"),
+                            "--tls-key", pki("b.key"), self.script], capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--tls-key: 2 keys for 1 certificates (--tls-cert)", p.stderr)
+
+
 class LegacyTlsOption(unittest.TestCase):
     def test_bad_version(self):
         p = subprocess.run([BINARY, "--check", "--tls-min-version", "1.4", SCRIPT], capture_output=True, text=True,
