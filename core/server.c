@@ -121,7 +121,8 @@ static const char *admit(struct session_owner *o, struct session *s, double *del
 static void client_bad(struct session_owner *o, struct session *s)
 {
     struct server *srv = (struct server *)o;
-    clients_bad(&srv->clients, s->client, ev_now(srv->loop));
+    if (s->client[0])             /* a key was made: not one of the exceptions */
+        clients_bad(&srv->clients, s->client, ev_now(srv->loop));
 }
 
 /* A session was freed: the last one ends a stop. */

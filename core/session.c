@@ -561,7 +561,8 @@ static void life_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void session_shutdown(struct session *s)
 {
-    if (s->tls_state == STLS_HANDSHAKE)
+    /* no protocol yet (a handshake, a PROXY header, a tarpit): just close */
+    if (s->tls_state == STLS_HANDSHAKE || s->proxy_wait || s->tarpit)
         session_close(s, "server stopping");
     else if (!s->closing)
         s->owner->proto->shutdown(s->proto);

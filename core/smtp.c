@@ -986,6 +986,7 @@ static void cmd_data(struct smtp *m, const struct smtp_cmd *c)
 }
 
 static void end_of_data(struct smtp *m);
+static const char *sequence_error(const struct smtp *m, enum smtp_verb verb);
 
 static void cmd_bdat(struct smtp *m, const struct smtp_cmd *c)
 {
@@ -1007,7 +1008,7 @@ static void cmd_bdat(struct smtp *m, const struct smtp_cmd *c)
     } else if (m->state == ST_BDAT) {
         read_chunk(m, true, 250, NULL, NULL);
     } else {                      /* out of order: answered once its bytes are skipped */
-        read_chunk(m, false, 503, "5.5.1", m->state == ST_MAIL ? "Need RCPT before BDAT" : "Need MAIL before BDAT");
+        read_chunk(m, false, 503, "5.5.1", sequence_error(m, SMTP_BDAT));
         m->nerrors++;
     }
 }
@@ -1332,7 +1333,8 @@ static const struct command {
     [SMTP_HELP]     = { S_SESSION, NULL, cmd_help, true },
     [SMTP_STARTTLS] = { S_SESSION, NULL, cmd_starttls, false },
     [SMTP_AUTH]     = { S(ST_READY), NULL, cmd_auth, false },
-    [SMTP_BDAT]     = { S_SESSION | S(ST_BDAT), NULL, cmd_bdat, false },
+    /* every state: a BDAT's chunk is read (or skipped) wherever it comes */
+    [SMTP_BDAT]     = { S_SESSION | S(ST_REFUSED), NULL, cmd_bdat, false },
     [SMTP_ETRN]     = { S_SESSION, NULL, cmd_not_implemented, false },
     [SMTP_TURN]     = { S_SESSION, NULL, cmd_not_implemented, false },
 };
@@ -1348,6 +1350,8 @@ static const char *sequence_error(const struct smtp *m, enum smtp_verb verb)
         return m->state == ST_MAIL   ? "Need RCPT before DATA"
                : m->state == ST_BDAT ? "DATA cannot follow BDAT in one transaction"
                                      : "Need MAIL before DATA";
+    case SMTP_BDAT:
+        return m->state == ST_MAIL ? "Need RCPT before BDAT" : "Need MAIL before BDAT";
     case SMTP_AUTH:   /* RFC 4954 section 4: not within a transaction */
         return m->state == ST_INIT ? "Send EHLO first" : "AUTH not allowed in a mail transaction";
     default:

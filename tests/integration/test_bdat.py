@@ -84,6 +84,20 @@ class Chunks(unittest.TestCase):
         self.assertEqual(replies(out)[1:], ["503", "250", "221"], out)
         self.assertIn("503 5.5.1 Need MAIL before BDAT", out)
 
+    def test_a_refused_session_skips_the_chunk_too(self):
+        with Server(os.path.join(HERE, "scripts", "refuse_connect.lua")) as srv:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            self.assertTrue(s.recv(200).startswith(b"554 "))
+            s.sendall(b"BDAT 12\r\nNOOP\r\nNOOP\r\nQUIT\r\n")
+            out = b""
+            while b"221" not in out:
+                chunk = s.recv(1000)
+                if not chunk:
+                    break
+                out += chunk
+            s.close()
+            self.assertEqual(replies(out.decode()), ["503", "221"], out)
+
     def test_over_max_size_552_as_soon_as_the_total_passes_then_skipped(self):
         big = b"x" * 3000
         out = converse(self.srv.port, b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3000\r\n" + big +
