@@ -118,6 +118,13 @@ const char *smtp_sender(const struct smtp *s);      /* NULL before MAIL */
 size_t      smtp_nrecipients(const struct smtp *s);
 const char *smtp_recipient(const struct smtp *s, size_t i);
 const char *smtp_message_id(const struct smtp *s);  /* during HOOK_MESSAGE */
+/* DSN (RFC 3461): RET= (0: not given, 1 FULL, 2 HDRS), ENVID= decoded or
+ * NULL; each accepted recipient's NOTIFY= bits (NEVER 1, SUCCESS 2,
+ * FAILURE 4, DELAY 8; 0 not given) and ORCPT= ("rfc822;x@y") or NULL. */
+int         smtp_dsn_ret(const struct smtp *s);
+const char *smtp_dsn_envid(const struct smtp *s);
+unsigned    smtp_dsn_notify(const struct smtp *s, size_t i);
+const char *smtp_dsn_orcpt(const struct smtp *s, size_t i);
 const char *smtp_user(const struct smtp *s);        /* NULL before a successful AUTH */
 /* TLS: NULL without it; the client certificate's subject "" without one. */
 const char *smtp_tls_version(const struct smtp *s);

@@ -39,7 +39,13 @@ struct smtp_tx {
     char    *sender;
     bool     smtputf8;              /* MAIL ... SMTPUTF8 */
     bool     binarymime;            /* MAIL ... BODY=BINARYMIME: BDAT only (RFC 3030 3) */
-    char   **rcpts;
+    enum smtp_dsn_ret dsn_ret;      /* MAIL ... RET= (RFC 3461) */
+    char     envid[SMTP_ENVID_MAX + 1];   /* MAIL ... ENVID=, decoded; "" */
+    struct rcpt {
+        char    *addr;
+        char    *orcpt;             /* RCPT ... ORCPT=, "type;address" decoded, or NULL */
+        unsigned notify;            /* RCPT ... NOTIFY=: SMTP_NOTIFY_* bits, 0 when not given */
+    } *rcpts;
     size_t   nrcpts, rcpts_cap;
     struct smtp_data data;          /* the DATA scanner */
     struct buf msg;                 /* the message, dot-unstuffed */
@@ -73,6 +79,10 @@ struct smtp {
     bool                 draining;       /* server stopping: close after this message */
     bool                 closed;         /* the connection is gone */
     bool                 refusal_logged; /* the refusal being answered is on the log */
+    struct {                        /* the DSN parameters of the RCPT being decided */
+        unsigned notify;
+        char     orcpt[SMTP_ORCPT_MAX + 1];
+    } rcpt_dsn;
     /* BDAT (RFC 3030): the chunk being read, whatever the state, so that
      * its bytes are never taken for commands */
     struct {
@@ -264,11 +274,13 @@ static void reply_error(struct smtp *m, int code, const char *enh, const char *t
  * many messages allocates it once. */
 static void tx_clear(struct smtp_tx *tx, size_t max_size)
 {
-    char **rcpts = tx->rcpts;
+    struct rcpt *rcpts = tx->rcpts;
     size_t cap = tx->rcpts_cap;
     free(tx->sender);
-    for (size_t i = 0; i < tx->nrcpts; i++)
-        free(rcpts[i]);
+    for (size_t i = 0; i < tx->nrcpts; i++) {
+        free(rcpts[i].addr);
+        free(rcpts[i].orcpt);
+    }
     buf_free(&tx->msg);
     memset(tx, 0, sizeof(*tx));
     tx->rcpts = rcpts;
@@ -290,20 +302,25 @@ static void client_clear(struct smtp_client *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* The recipient accepted, with the DSN parameters of its RCPT. */
 static int add_recipient(struct smtp *m, const char *addr)
 {
     if (m->tx.nrcpts == m->tx.rcpts_cap) {
         size_t cap = m->tx.rcpts_cap ? m->tx.rcpts_cap * 2 : 4;
-        char **r = realloc(m->tx.rcpts, cap * sizeof(*r));
+        struct rcpt *r = realloc(m->tx.rcpts, cap * sizeof(*r));
         if (r == NULL)
             return -1;
         m->tx.rcpts = r;
         m->tx.rcpts_cap = cap;
     }
-    char *copy = strdup(addr);
-    if (copy == NULL)
+    struct rcpt r = { .addr = strdup(addr), .notify = m->rcpt_dsn.notify,
+                      .orcpt = m->rcpt_dsn.orcpt[0] ? strdup(m->rcpt_dsn.orcpt) : NULL };
+    if (r.addr == NULL || (m->rcpt_dsn.orcpt[0] && r.orcpt == NULL)) {
+        free(r.addr);
+        free(r.orcpt);
         return -1;
-    m->tx.rcpts[m->tx.nrcpts++] = copy;
+    }
+    m->tx.rcpts[m->tx.nrcpts++] = r;
     return 0;
 }
 
@@ -439,7 +456,7 @@ static void send_ehlo(struct smtp *m, const char *greet)
     /* the first line is cut at REPLY_LINE_MAX anyway: the greeting text
      * never pushes the keywords out */
     snprintf(text, sizeof(text),
-             "%s%s%.256s%s\nSIZE %lld\n8BITMIME\nCHUNKING\nBINARYMIME\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s%s%s\nHELP",
+             "%s%s%.256s%s\nSIZE %lld\n8BITMIME\nCHUNKING\nBINARYMIME\nDSN\nENHANCEDSTATUSCODES\nSMTPUTF8%s%s%s%s\nHELP",
              hostname(m), *greet ? " " : "", greet, cfg->pipelining ? "\nPIPELINING" : "",
              cfg->max_size, starttls_offered(m) ? "\nSTARTTLS" : "",
              auth ? "\nAUTH" : "", auth && (cfg->auth_methods & CONFIG_AUTH_PLAIN) ? " PLAIN" : "",
@@ -609,7 +626,7 @@ static void finish_message(struct smtp *m, struct reply *r)
         m->njunk = 0;
         /* Addresses are validated: no control characters to escape. */
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
-                m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "",
+                m->tx.sender, m->tx.rcpts[0].addr, m->tx.nrcpts > 1 ? ",..." : "",
                 buf_len(&m->tx.msg), r->code);
         if (r->text == stages[HOOK_MESSAGE].accept_text)
             reply(m, r->code, r->enh, "%s %s", r->text, m->tx.msgid);
@@ -617,7 +634,7 @@ static void finish_message(struct smtp *m, struct reply *r)
             reply_text(m, r->code, r->enh, r->text);
     } else {
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d, refused by %s", m->tx.msgid,
-                m->tx.sender, m->tx.rcpts[0], m->tx.nrcpts > 1 ? ",..." : "", buf_len(&m->tx.msg), r->code,
+                m->tx.sender, m->tx.rcpts[0].addr, m->tx.nrcpts > 1 ? ",..." : "", buf_len(&m->tx.msg), r->code,
                 *r->origin ? r->origin : "the server");
         m->refusal_logged = true;     /* that line says it: the reply goes to debug */
         reply_text(m, r->code, r->enh, r->text);
@@ -815,7 +832,49 @@ static void reply_unsupported(struct smtp *m, const struct smtp_param *p)
     reply_error(m, 555, "5.5.4", text);
 }
 
-/* MAIL parameters: SIZE, BODY, SMTPUTF8.  0, or -1 after replying. */
+/* RCPT parameters: NOTIFY and ORCPT (RFC 3461 4.1, 4.2) into m->rcpt_dsn.
+ * 0, or -1 after replying. */
+static int rcpt_params(struct smtp *m, const struct smtp_params *ps)
+{
+    m->rcpt_dsn.notify = 0;
+    m->rcpt_dsn.orcpt[0] = '\0';
+    for (size_t i = 0; i < ps->n; i++) {
+        const struct smtp_param *p = &ps->p[i];
+        if (smtp_ieq(p->key, p->keylen, "NOTIFY") && !m->rcpt_dsn.notify) {
+            if (!smtp_parse_notify(p->value, p->value ? p->valuelen : 0, &m->rcpt_dsn.notify)) {
+                reply_error(m, 501, "5.5.4", "Bad NOTIFY parameter (NEVER, or SUCCESS, FAILURE, DELAY)");
+                return -1;
+            }
+        } else if (smtp_ieq(p->key, p->keylen, "ORCPT") && !m->rcpt_dsn.orcpt[0]) {
+            /* addr-type ";" xtext; the type an atom */
+            const char *semi = p->value ? memchr(p->value, ';', p->valuelen) : NULL;
+            size_t tn = semi ? (size_t)(semi - p->value) : 0;
+            bool ok = semi && tn > 0 && p->valuelen <= SMTP_ORCPT_MAX;
+            for (size_t k = 0; ok && k < tn; k++)
+                ok = p->value[k] > ' ' && p->value[k] < 127 && p->value[k] != ';';
+            if (ok) {
+                memcpy(m->rcpt_dsn.orcpt, p->value, tn + 1);
+                ok = smtp_dsn_text(semi + 1, p->valuelen - tn - 1, m->rcpt_dsn.orcpt + tn + 1,
+                                   sizeof(m->rcpt_dsn.orcpt) - tn - 1) && semi[1];
+            }
+            if (!ok) {
+                m->rcpt_dsn.orcpt[0] = '\0';
+                reply_error(m, 501, "5.5.4", "Bad ORCPT parameter (type;xtext)");
+                return -1;
+            }
+        } else {
+            if (smtp_ieq(p->key, p->keylen, "NOTIFY") || smtp_ieq(p->key, p->keylen, "ORCPT")) {
+                reply_error(m, 501, "5.5.4", "Duplicate parameter");
+                return -1;
+            }
+            reply_unsupported(m, p);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* MAIL parameters: SIZE, BODY, SMTPUTF8, RET, ENVID.  0, or -1 after replying. */
 static int mail_params(struct smtp *m, const struct smtp_params *ps)
 {
     char text[REPLY_LINE_MAX];
@@ -858,6 +917,21 @@ static int mail_params(struct smtp *m, const struct smtp_params *ps)
                 return -1;
             }
             m->tx.smtputf8 = true;
+        } else if (smtp_ieq(p->key, p->keylen, "RET")) {
+            m->tx.dsn_ret = !p->value ? SMTP_RET_NONE
+                            : smtp_ieq(p->value, p->valuelen, "FULL") ? SMTP_RET_FULL
+                            : smtp_ieq(p->value, p->valuelen, "HDRS") ? SMTP_RET_HDRS : SMTP_RET_NONE;
+            if (m->tx.dsn_ret == SMTP_RET_NONE) {
+                reply_error(m, 501, "5.5.4", "Bad RET parameter (FULL or HDRS)");
+                return -1;
+            }
+        } else if (smtp_ieq(p->key, p->keylen, "ENVID")) {
+            if (!p->value || p->valuelen > SMTP_ENVID_MAX ||
+                !smtp_dsn_text(p->value, p->valuelen, m->tx.envid, sizeof(m->tx.envid))) {
+                m->tx.envid[0] = '\0';
+                reply_error(m, 501, "5.5.4", "Bad ENVID parameter (xtext of at most 100 characters)");
+                return -1;
+            }
         } else {
             reply_unsupported(m, p);
             return -1;
@@ -899,7 +973,10 @@ static void cmd_mail(struct smtp *m, const struct smtp_cmd *c)
         path_error(m, st, true);
         return;
     }
-    m->tx.smtputf8 = false;
+    /* what a MAIL refused before (by its hook) may have left */
+    m->tx.smtputf8 = m->tx.binarymime = false;
+    m->tx.dsn_ret = SMTP_RET_NONE;
+    m->tx.envid[0] = '\0';
     if (mail_params(m, &path.params) < 0) {
         m->tx.smtputf8 = false;
         return;
@@ -955,10 +1032,8 @@ static void cmd_rcpt(struct smtp *m, const struct smtp_cmd *c)
         path_error(m, st, false);
         return;
     }
-    if (path.params.n > 0) {   /* no RCPT parameter is offered */
-        reply_unsupported(m, &path.params.p[0]);
+    if (rcpt_params(m, &path.params) < 0)
         return;
-    }
     if (path.utf8 && !m->tx.smtputf8) {
         reply_error(m, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         return;
@@ -1540,8 +1615,12 @@ const char *smtp_sender(const struct smtp *m) { return m->tx.sender; }
 size_t smtp_nrecipients(const struct smtp *m) { return m->tx.nrcpts; }
 const char *smtp_recipient(const struct smtp *m, size_t i)
 {
-    return i < m->tx.nrcpts ? m->tx.rcpts[i] : NULL;
+    return i < m->tx.nrcpts ? m->tx.rcpts[i].addr : NULL;
 }
+int smtp_dsn_ret(const struct smtp *m) { return (int)m->tx.dsn_ret; }
+const char *smtp_dsn_envid(const struct smtp *m) { return m->tx.envid[0] ? m->tx.envid : NULL; }
+unsigned smtp_dsn_notify(const struct smtp *m, size_t i) { return i < m->tx.nrcpts ? m->tx.rcpts[i].notify : 0; }
+const char *smtp_dsn_orcpt(const struct smtp *m, size_t i) { return i < m->tx.nrcpts ? m->tx.rcpts[i].orcpt : NULL; }
 const char *smtp_message_id(const struct smtp *m) { return m->tx.msgid; }
 const char *smtp_user(const struct smtp *m) { return m->client.user; }
 const char *smtp_tls_version(const struct smtp *m) { return session_tls_version(m->s); }

@@ -1,6 +1,7 @@
 #include "smtp_parse.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const verb_names[SMTP_VERB_COUNT] = {
@@ -481,4 +482,92 @@ bool smtp_parse_bdat(const char *arg, size_t n, unsigned long long *size_r, bool
         i++;
     *last_r = smtp_ieq(arg + i, n - i, "LAST");
     return *last_r;
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+bool smtp_xtext_decode(const char *s, size_t n, char *out, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '+') {           /* hexchar: "+" and two hex digits */
+            if (i + 2 >= n || hex_digit(s[i + 1]) < 0 || hex_digit(s[i + 2]) < 0)
+                return false;
+            c = (unsigned char)(hex_digit(s[i + 1]) << 4 | hex_digit(s[i + 2]));
+            i += 2;
+        } else if (c < '!' || c > '~' || c == '=') {
+            return false;
+        }
+        if (o + 1 >= size)
+            return false;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return true;
+}
+
+bool smtp_xtext_encode(const char *s, char *out, size_t size)
+{
+    size_t o = 0;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        bool plain = c >= '!' && c <= '~' && c != '+' && c != '=';
+        if (o + (plain ? 1 : 3) >= size)
+            return false;
+        if (plain)
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, size - o, "+%02X", c);
+    }
+    out[o] = '\0';
+    return true;
+}
+
+bool smtp_parse_notify(const char *s, size_t n, unsigned *bits_r)
+{
+    static const struct { const char *name; unsigned bit; } kw[] = {
+        { "NEVER", SMTP_NOTIFY_NEVER }, { "SUCCESS", SMTP_NOTIFY_SUCCESS },
+        { "FAILURE", SMTP_NOTIFY_FAILURE }, { "DELAY", SMTP_NOTIFY_DELAY },
+    };
+    unsigned bits = 0;
+    for (size_t i = 0; i <= n;) {
+        size_t e = i;
+        while (e < n && s[e] != ',')
+            e++;
+        unsigned bit = 0;
+        for (size_t k = 0; k < sizeof(kw) / sizeof(kw[0]); k++)
+            if (smtp_ieq(s + i, e - i, kw[k].name))
+                bit = kw[k].bit;
+        if (bit == 0 || (bits & bit))
+            return false;
+        bits |= bit;
+        i = e + 1;
+    }
+    if ((bits & SMTP_NOTIFY_NEVER) && bits != SMTP_NOTIFY_NEVER)
+        return false;             /* NEVER stands alone */
+    *bits_r = bits;
+    return true;
+}
+
+bool smtp_dsn_text(const char *s, size_t n, char *out, size_t size)
+{
+    if (!smtp_xtext_decode(s, n, out, size))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)out; *p;) {
+        if (*p < 0x80) {
+            if (*p < ' ' || *p == 0x7f)
+                return false;
+            p++;
+            continue;
+        }
+        size_t k = smtp_utf8_seq(p, strlen((const char *)p));
+        if (k == 0)
+            return false;
+        p += k;
+    }
+    return true;
 }

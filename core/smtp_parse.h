@@ -113,4 +113,26 @@ size_t smtp_data_scan(struct smtp_data *d, const char *in, size_t len,
  * most 18 digits.  false on anything else. */
 bool smtp_parse_bdat(const char *arg, size_t n, unsigned long long *size_r, bool *last_r);
 
+/* RFC 3461 4 xtext: "+XX" for a byte, other characters '!' to '~' but
+ * '+' and '=' as they are.  Decode s[0, n) into out (NUL-terminated, at
+ * most size - 1 bytes); false on bad syntax or when it does not fit. */
+bool smtp_xtext_decode(const char *s, size_t n, char *out, size_t size);
+/* The C string s as xtext into out; false when it does not fit. */
+bool smtp_xtext_encode(const char *s, char *out, size_t size);
+
+/* DSN (RFC 3461). */
+#define SMTP_ENVID_MAX 100          /* ENVID=, as sent */
+#define SMTP_ORCPT_MAX 500          /* ORCPT=, as sent */
+enum smtp_dsn_ret { SMTP_RET_NONE, SMTP_RET_FULL, SMTP_RET_HDRS };
+#define SMTP_NOTIFY_NEVER   1u
+#define SMTP_NOTIFY_SUCCESS 2u
+#define SMTP_NOTIFY_FAILURE 4u
+#define SMTP_NOTIFY_DELAY   8u
+/* NOTIFY=: "NEVER" alone, or a comma list of SUCCESS, FAILURE, DELAY, each
+ * once; false on anything else. */
+bool smtp_parse_notify(const char *s, size_t n, unsigned *bits_r);
+/* xtext decoded to printable text (what ENVID and ORCPT carry: UTF-8 kept,
+ * control characters refused); false on bad syntax. */
+bool smtp_dsn_text(const char *s, size_t n, char *out, size_t size);
+
 #endif

@@ -272,6 +272,46 @@ static int push_bodies(lua_State *L, struct bridge *b, struct mime *m, const cha
     return 0;
 }
 
+/* dsn: the DSN parameters (RFC 3461) when the client gave any:
+ * {ret = "HDRS", envid = "...", rcpt = {[addr] = {notify = {"FAILURE"},
+ * orcpt = "rfc822;..."}}}. */
+static void push_dsn(lua_State *L, struct smtp *s)
+{
+    static const char *const rets[] = { NULL, "FULL", "HDRS" };
+    static const struct { unsigned bit; const char *name; } notify[] = {
+        { 1, "NEVER" }, { 2, "SUCCESS" }, { 4, "FAILURE" }, { 8, "DELAY" },
+    };
+    size_t n = smtp_nrecipients(s), given = 0;
+    for (size_t i = 0; i < n; i++)
+        given += smtp_dsn_notify(s, i) || smtp_dsn_orcpt(s, i);
+    if (!smtp_dsn_ret(s) && !smtp_dsn_envid(s) && !given)
+        return;
+    lua_createtable(L, 0, 3);
+    set_str(L, "ret", rets[smtp_dsn_ret(s)]);
+    set_str(L, "envid", smtp_dsn_envid(s));
+    lua_createtable(L, 0, (int)given);
+    for (size_t i = 0; i < n; i++) {
+        unsigned bits = smtp_dsn_notify(s, i);
+        if (!bits && !smtp_dsn_orcpt(s, i))
+            continue;
+        lua_createtable(L, 0, 2);
+        if (bits) {
+            lua_createtable(L, 4, 0);
+            lua_Integer k = 0;
+            for (size_t b = 0; b < sizeof(notify) / sizeof(notify[0]); b++)
+                if (bits & notify[b].bit) {
+                    lua_pushstring(L, notify[b].name);
+                    lua_rawseti(L, -2, ++k);
+                }
+            lua_setfield(L, -2, "notify");
+        }
+        set_str(L, "orcpt", smtp_dsn_orcpt(s, i));
+        lua_setfield(L, -2, smtp_recipient(s, i));
+    }
+    lua_setfield(L, -2, "rcpt");
+    lua_setfield(L, -2, "dsn");
+}
+
 /* The envelope and the message as received. */
 static void push_envelope(lua_State *L, struct smtp *s, const char *msg, size_t size)
 {
@@ -291,6 +331,7 @@ static void push_envelope(lua_State *L, struct smtp *s, const char *msg, size_t 
     lua_pushinteger(L, (lua_Integer)size);
     lua_setfield(L, -2, "size");
     set_str(L, "id", smtp_message_id(s));
+    push_dsn(L, s);
     /* RFC 3848's names for how it came */
     static const char *const protocols[] = { "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" };
     set_str(L, "protocol", !smtp_esmtp(s) ? "SMTP"

@@ -32,6 +32,12 @@ static void one_line(const char *line, size_t len)
     char dec[AUTH_LINE_MAX];
     size_t n;
     struct auth_plain p;
+    unsigned bits;
+    if (smtp_parse_notify(c.arg, c.arglen, &bits) && (bits == 0 || bits > 15))
+        abort();
+    if (smtp_xtext_decode(c.arg, c.arglen, dec, sizeof(dec)) && strlen(dec) > c.arglen)
+        abort();                  /* decoding never grows (a NUL may shorten it) */
+    (void)smtp_dsn_text(c.arg, c.arglen, dec, sizeof(dec));
     if (auth_b64_decode(c.arg, c.arglen, dec, sizeof(dec), &n) == 0 && n > c.arglen)
         abort();
     if (auth_b64_decode(line, len, dec, sizeof(dec), &n) == 0 && auth_plain_split(dec, n, &p) == 0 &&

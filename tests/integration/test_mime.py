@@ -337,6 +337,34 @@ class OverSmtp(ServerTest):
         self.assertEqual(bytes.fromhex(att["content"]), b"\xff\xd8" + bytes(5000) + b"\xff\xd9")
 
 
+    def test_dsn_parameters_decoded(self):
+        """RFC 3461's RET, ENVID, NOTIFY and ORCPT reach the mail table
+        decoded; a recipient without them has no entry, a message with
+        none has no dsn."""
+        c = self.session()
+        for cmd, code in (("MAIL FROM:<cam@site> RET=HDRS ENVID=cam1+2B42", 250),
+                          ("RCPT TO:<ops@site> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ops+40site", 250),
+                          ("RCPT TO:<log@site> NOTIFY=NEVER", 250), ("RCPT TO:<plain@site>", 250)):
+            self.assertReply(c.cmd(cmd), code)
+        self.assertReply(c.cmd("DATA"), 354)
+        c.send(b"Subject: dsn\r\n\r\nx\r\n.\r\n")
+        self.assertReply(c.reply(), 250)
+        m = self.srv.wait_log(r'^MAIL (\{.*"subject":"dsn".*\})$', stdout=True)
+        self.assertEqual(json.loads(m.group(1))["dsn"],
+                         {"ret": "HDRS", "envid": "cam1+42",
+                          "rcpt": {"ops@site": {"notify": ["SUCCESS", "FAILURE"], "orcpt": "rfc822;ops@site"},
+                                   "log@site": {"notify": ["NEVER"]}}})
+        self.assertReply(self.transaction(c, body=b"Subject: none\r\n\r\nx\r\n"), 250)
+        m = self.srv.wait_log(r'^MAIL (\{.*"subject":"none".*\})$', stdout=True)
+        self.assertNotIn("dsn", json.loads(m.group(1)))
+        for cmd in ("MAIL FROM:<a@b> RET=ALL", "MAIL FROM:<a@b> ENVID=a=b", "MAIL FROM:<a@b> ENVID=" + "x" * 101):
+            self.assertReply(c.cmd(cmd), 501, "5.5.4")
+        self.assertReply(c.cmd("MAIL FROM:<a@b>"), 250)
+        for cmd in ("RCPT TO:<d@e> ORCPT=rfc822", "RCPT TO:<d@e> ORCPT=;x", "RCPT TO:<d@e> ORCPT=rfc822;+0D+0A",
+                    "RCPT TO:<d@e> NOTIFY=SUCCESS NOTIFY=DELAY"):
+            self.assertReply(c.cmd(cmd), 501, "5.5.4")
+
+
 class TableOverMemoryCap(ServerTest):
     """A mail table larger than --lua-memory fails that message with 451;
     the server and the session go on."""

@@ -129,7 +129,9 @@ class Protocol(ServerTest):
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SIZE=1 SIZE=2"), 501, "Duplicate")
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SMTPUTF8=yes"), 555)
         self.assertReply(c.cmd("MAIL FROM:<a@b.c>"), 250)
-        self.assertReply(c.cmd("RCPT TO:<d@e.f> NOTIFY=NEVER"), 555, "5.5.4")
+        self.assertReply(c.cmd("RCPT TO:<d@e.f> NOTIFY=NEVER"), 250)     # DSN, RFC 3461
+        self.assertReply(c.cmd("RCPT TO:<d@e.f> NOTIFY=NEVER,DELAY"), 501, "5.5.4")
+        self.assertReply(c.cmd("RCPT TO:<d@e.f> XFORWARD=1"), 555, "5.5.4")
         self.assertReply(c.cmd("RCPT TO:<d@e.f>"), 250)
 
     def test_smtputf8(self):

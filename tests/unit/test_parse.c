@@ -325,8 +325,42 @@ static void test_bdat(void)
     }
 }
 
+static void test_dsn(void)
+{
+    static const struct { const char *in; bool ok; unsigned bits; } notify[] = {
+        { "NEVER", true, SMTP_NOTIFY_NEVER }, { "success", true, SMTP_NOTIFY_SUCCESS },
+        { "SUCCESS,FAILURE,DELAY", true, SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY },
+        { "NEVER,SUCCESS", false, 0 }, { "SUCCESS,SUCCESS", false, 0 }, { "", false, 0 },
+        { "SUCCESS,", false, 0 }, { ",FAILURE", false, 0 }, { "ALWAYS", false, 0 },
+    };
+    for (size_t i = 0; i < sizeof(notify) / sizeof(notify[0]); i++) {
+        unsigned bits = 0;
+        bool ok = smtp_parse_notify(notify[i].in, strlen(notify[i].in), &bits);
+        CHECK(ok == notify[i].ok && (!ok || bits == notify[i].bits), "NOTIFY=%s: %d %u", notify[i].in, ok, bits);
+    }
+    static const struct { const char *in, *out; } xtext[] = {
+        { "abc", "abc" }, { "a+2Bb", "a+b" }, { "+3D", "=" }, { "x+40y", "x@y" }, { "+c3+a9", "\xC3\xA9" },
+        { "a=b", NULL }, { "a b", NULL }, { "+4", NULL }, { "+GG", NULL }, { "a+", NULL },
+    };
+    for (size_t i = 0; i < sizeof(xtext) / sizeof(xtext[0]); i++) {
+        char out[64];
+        bool ok = smtp_xtext_decode(xtext[i].in, strlen(xtext[i].in), out, sizeof(out));
+        CHECK(ok == (xtext[i].out != NULL) && (!ok || strcmp(out, xtext[i].out) == 0), "xtext %s", xtext[i].in);
+    }
+    char out[8], enc[64], dec[64];
+    CHECK(!smtp_xtext_decode("abcdefghij", 10, out, sizeof(out)), "too long for the buffer");
+    CHECK(smtp_xtext_encode("a+b=c d\xC3\xA9", enc, sizeof(enc)) && strcmp(enc, "a+2Bb+3Dc+20d+C3+A9") == 0, "%s", enc);
+    CHECK(smtp_xtext_decode(enc, strlen(enc), dec, sizeof(dec)) && strcmp(dec, "a+b=c d\xC3\xA9") == 0, "round trip");
+    CHECK(!smtp_xtext_encode("abc", enc, 3), "encode past the buffer");
+    /* what ENVID and ORCPT may hold: text, UTF-8, no controls */
+    CHECK(smtp_dsn_text("x+C3+A9", 7, dec, sizeof(dec)), "UTF-8");
+    CHECK(!smtp_dsn_text("x+0D+0A", 7, dec, sizeof(dec)), "CRLF");
+    CHECK(!smtp_dsn_text("x+FF", 4, dec, sizeof(dec)), "not UTF-8");
+}
+
 int main(void)
 {
+    test_dsn();
     test_bdat();
     test_commands();
     test_paths();
