@@ -187,6 +187,7 @@ install: all $(MAN_PAGES) $(B)/luasmtpd.service
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -m 644 $(wildcard docs/*.md) $(DESTDIR)$(DOCDIR)/docs
 	install -m 644 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples
+	install -m 755 scripts/keepalived-notify $(DESTDIR)$(DOCDIR)/examples/keepalived-notify
 	install -m 644 $(B)/luasmtpd.service $(DESTDIR)$(UNITDIR)/luasmtpd.service
 	[ -e $(DESTDIR)$(SYSCONFDIR)/luasmtpd/rules.lua ] || \
 	    install -m 644 lua/default.lua $(DESTDIR)$(SYSCONFDIR)/luasmtpd/rules.lua

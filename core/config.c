@@ -751,7 +751,7 @@ void config_usage(FILE *out)
 {
     fputs("Usage: luasmtpd [OPTIONS] [SCRIPT.lua]\n"
           "       luasmtpd --check SCRIPT.lua\n"
-          "       luasmtpd --reload --pid-file FILE\n"
+          "       luasmtpd --reload|--standby|--activate --pid-file FILE\n"
           "       luasmtpd --replay FILE.eml [--dry-run] [--from ADDR] [--to ADDR]... [SCRIPT.lua]\n"
           "An SMTP server for machines and scripts: every decision is a Lua hook.\n"
           "Without SCRIPT, the embedded default prints each mail as an event line.\n"
@@ -786,11 +786,16 @@ void config_usage(FILE *out)
           "  --from ADDR, --to ADDR    envelope for --replay (default replay@localhost,\n"
           "                            postmaster@localhost); --to is repeatable\n"
           "  --reload                  send SIGHUP to the server of --pid-file, then exit\n"
+          "  --standby, --activate     put the server of --pid-file in standby (its\n"
+          "                            listeners closed, sessions in progress finish,\n"
+          "                            the script's timers wait), or make it active again\n"
+          "  --start-standby           start in standby (the half of a pair that waits)\n"
           "  --help, -h                show this help and exit\n"
           "  --version, -V             show the version and exit\n\n"
           "Signals: SIGTERM or SIGINT stops accepting, lets messages in progress\n"
           "finish (see --grace) and exits 0.  SIGHUP loads the script anew: new\n"
           "sessions use it, those in progress finish on the old one; if it does\n"
-          "not load, the old one goes on (the log says why).\n"
+          "not load, the old one goes on (the log says why).  SIGUSR1 is standby,\n"
+          "SIGUSR2 active again.\n"
           "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a usage error.\n", out);
 }

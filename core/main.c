@@ -30,7 +30,7 @@ static struct server srv;
 
 struct args {
     const char *script;
-    bool check, reload, strict, dry_run;
+    bool check, reload, standby, activate, start_standby, strict, dry_run;
     const char *queue_cmd, *queue_arg;  /* --queue-list and the like */
     struct replay_opts replay;
     const char *flags[MAX_FLAGS + 1];   /* options given as flags: they win */
@@ -102,8 +102,9 @@ static int parse_option(int argc, char **argv, int *i, struct config *cfg, struc
     return 0;
 }
 
-/* --reload: SIGHUP to the pid in `file`; the exit status. */
-static int send_reload(const char *file)
+/* --reload, --standby, --activate: sig to the pid in `file`; the exit
+ * status. */
+static int send_signal(const char *file, int sig, const char *name, const char *what)
 {
     FILE *f = fopen(file, "r");
     long pid = 0;
@@ -117,11 +118,11 @@ static int send_reload(const char *file)
         fprintf(stderr, "luasmtpd: %s holds no pid\n", file);
         return 1;
     }
-    if (kill((pid_t)pid, SIGHUP) < 0) {
+    if (kill((pid_t)pid, sig) < 0) {
         fprintf(stderr, "luasmtpd: cannot signal %ld (from %s): %s\n", pid, file, strerror(errno));
         return 1;
     }
-    printf("luasmtpd: SIGHUP sent to %ld; its log tells whether the script loaded\n", pid);
+    printf("luasmtpd: %s sent to %ld; %s\n", name, pid, what);
     return 0;
 }
 
@@ -165,8 +166,10 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
             printf("luasmtpd %s\n", LUASMTPD_VERSION);
             exit(0);
         }
-        static const char *const switches[] = { "--check", "--reload", "--strict", "--dry-run" };
-        bool *const flags[] = { &a->check, &a->reload, &a->strict, &a->dry_run };
+        static const char *const switches[] = { "--check",    "--reload",        "--standby", "--activate",
+                                                "--start-standby", "--strict", "--dry-run" };
+        bool *const flags[] = { &a->check,         &a->reload, &a->standby, &a->activate,
+                                &a->start_standby, &a->strict, &a->dry_run };
         size_t sw = 0;
         while (sw < sizeof(switches) / sizeof(switches[0]) && strcmp(arg, switches[sw]) != 0)
             sw++;
@@ -233,10 +236,19 @@ static int parse_args(int argc, char **argv, struct config *cfg, struct args *a)
         return usage_error("--strict goes with --check");
     if (a->dry_run && !a->replay.file)
         return usage_error("--dry-run goes with --replay FILE");
-    if (a->reload && !cfg->pid_file[0])
-        return usage_error("--reload needs --pid-file FILE");
+    const char *to_server = a->reload ? "--reload" : a->standby ? "--standby" : a->activate ? "--activate" : NULL;
+    if (to_server && a->reload + a->standby + a->activate > 1)
+        return usage_error("one of --reload, --standby and --activate at a time");
+    if (to_server && !cfg->pid_file[0]) {
+        snprintf(err, sizeof(err), "%s needs --pid-file FILE", to_server);
+        return usage_error(err);
+    }
     if (a->reload)
-        exit(send_reload(cfg->pid_file));
+        exit(send_signal(cfg->pid_file, SIGHUP, "SIGHUP", "its log tells whether the script loaded"));
+    if (a->standby)
+        exit(send_signal(cfg->pid_file, SIGNAL_STANDBY, "SIGUSR1", "it closes its listeners"));
+    if (a->activate)
+        exit(send_signal(cfg->pid_file, SIGNAL_ACTIVATE, "SIGUSR2", "it opens its listeners"));
     if ((a->replay.from || a->replay.nto) && a->replay.file == NULL)
         return usage_error("--from and --to go with --replay FILE");
     return 0;
@@ -351,6 +363,12 @@ static struct setup *serving;                 /* the script new sessions get */
 static struct setup *retired[RETIRED_MAX];    /* replaced, finishing sessions */
 static int nretired;
 static ev_timer reap;
+static bool standby;                          /* --standby, --start-standby */
+/* What the watchdog starts again: the command line without --start-standby,
+ * then a last slot that holds it while in standby, so that a restart keeps
+ * the state of the moment. */
+static char **restart_argv;
+static int standby_slot;
 
 static void close_setup(struct setup *s, struct setup *first)
 {
@@ -441,8 +459,38 @@ static void reload(struct ev_loop *loop)
     serving = next;
     log_msg(LV_INFO, NULL, "reload: %s loaded; new sessions use it, those in progress end on the one before",
             script);
+    if (standby)
+        bridge_standby(serving->bridge, true);
     ev_timer_again(loop, &reap);
     ev_feed_event(loop, &reap, EV_TIMER);   /* no session in progress: at once */
+}
+
+/* Standby: the listeners close and the script's timers pause; sessions
+ * in progress go on.  A script loaded in standby (at start, or by a
+ * reload) hears of it once too. */
+static void set_standby(bool on)
+{
+    if (restart_argv)
+        restart_argv[standby_slot] = on ? "--start-standby" : NULL;
+    server_standby(&srv, on);
+    bridge_standby(serving->bridge, on);
+    if (!serving->cfg.worker)         /* a worker's supervisor speaks for it */
+        sd_notify(0, on ? "STATUS=standby: the listeners are closed" : "STATUS=active");
+}
+
+static void standby_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bool on = w->signum == SIGNAL_STANDBY;
+    if (srv.stopping)
+        return;
+    if (standby == on) {
+        log_msg(LV_INFO, NULL, "%s", on ? "already in standby" : "already active");
+        return;
+    }
+    standby = on;
+    set_standby(on);
 }
 
 /* The watchdog's line: the call that holds the loop, of whichever script. */
@@ -557,14 +605,21 @@ static int run(struct setup *st, char **argv)
         return 2;
     }
 
-    ev_signal sigterm, sigint, sighup;
+    ev_signal sigterm, sigint, sighup, sigstandby, sigactivate;
     ev_signal_init(&sigterm, signal_cb, SIGTERM);
     ev_signal_init(&sigint, signal_cb, SIGINT);
     ev_signal_init(&sighup, reload_cb, SIGHUP);
+    ev_signal_init(&sigstandby, standby_cb, SIGNAL_STANDBY);
+    ev_signal_init(&sigactivate, standby_cb, SIGNAL_ACTIVATE);
     ev_signal_start(st->loop, &sigterm);
     ev_signal_start(st->loop, &sigint);
     ev_signal_start(st->loop, &sighup);
+    ev_signal_start(st->loop, &sigstandby);
+    ev_signal_start(st->loop, &sigactivate);
     serving = st;
+    standby = cfg->worker ? workers_standby() : st->args.start_standby;
+    if (standby)
+        set_standby(true);
     ev_init(&reap, reap_cb);
     reap.repeat = 0.5;
     reap.data = st;
@@ -613,7 +668,7 @@ int main(int argc, char **argv)
         teardown(&st);
         ev_loop_destroy(st.loop);
         pid_file_write(pid_file);
-        int worker = workers_supervise(n, script_loads, &a, &rc);
+        int worker = workers_supervise(n, st.args.start_standby, script_loads, &a, &rc);
         if (worker < 0) {
             pid_file_remove(pid_file);
             return rc;
@@ -627,5 +682,9 @@ int main(int argc, char **argv)
         st.cfg.worker = worker + 1;
     }
     args_given = (struct argv){ argc, argv };
-    return run(&st, argv);
+    if ((restart_argv = calloc((size_t)argc + 2, sizeof(*restart_argv))) != NULL)
+        for (int i = 0; i < argc; i++)
+            if (strcmp(argv[i], "--start-standby") != 0)
+                restart_argv[standby_slot++] = argv[i];
+    return run(&st, restart_argv ? restart_argv : argv);
 }

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,53 +31,60 @@ static void reject_over_limit(struct server *srv, const struct listener *l, int 
             srv->sessions.nsessions);
 }
 
+/* Accept one connection of l: false when there is none (or accepting
+ * must pause). */
+static bool accept_one(struct listener *l)
+{
+    struct server *srv = l->srv;
+    struct net_addr peer;
+    int fd = net_accept(l->fd, &peer);
+    if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+            errno == ECONNABORTED || errno == EPROTO)
+            return false;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* Out of resources: stop accepting for a moment rather than spin. */
+            log_msg(LV_ERROR, NULL, "accept: %s; pausing for 1s", strerror(errno));
+            for (int k = 0; k < srv->nlisteners; k++)
+                ev_io_stop(srv->loop, &srv->listeners[k].io);
+            if (!srv->standby)
+                ev_timer_start(srv->loop, &srv->accept_retry);
+            return false;
+        }
+        log_msg(LV_ERROR, NULL, "accept: %s", strerror(errno));
+        return false;
+    }
+    if (srv->sessions.nsessions >= (unsigned long)srv->cfg->max_clients) {
+        reject_over_limit(srv, l, fd, &peer);
+        return true;
+    }
+    if (l->proxy && !config_cidrs_match(&srv->cfg->proxy_from, &peer)) {
+        char a[NET_ADDRSTR_MAX], b[NET_ADDRSTR_MAX];
+        log_msg(LV_WARN, NULL, "refused %s on %s: not a proxy allowed to send a PROXY header (--proxy-from)",
+                net_addr_str(&peer, a), net_addr_str(&l->addr, b));
+        close(fd);
+        return true;
+    }
+    if (server_adopt(srv, fd, &peer, (l->tls ? SESSION_TLS : 0) | (l->proxy ? SESSION_PROXY : 0)) < 0) {
+        log_msg(LV_ERROR, NULL, "out of memory for a new session");
+        close(fd);
+    }
+    return true;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    struct listener *l = w->data;
-    struct server *srv = l->srv;
+    (void)loop;
     (void)revents;
-
-    for (int i = 0; i < 64; i++) {
-        struct net_addr peer;
-        int fd = net_accept(l->fd, &peer);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
-                errno == ECONNABORTED || errno == EPROTO)
-                return;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of resources: stop accepting for a moment rather than spin. */
-                log_msg(LV_ERROR, NULL, "accept: %s; pausing for 1s", strerror(errno));
-                for (int k = 0; k < srv->nlisteners; k++)
-                    ev_io_stop(loop, &srv->listeners[k].io);
-                ev_timer_start(loop, &srv->accept_retry);
-                return;
-            }
-            log_msg(LV_ERROR, NULL, "accept: %s", strerror(errno));
-            return;
-        }
-        if (srv->sessions.nsessions >= (unsigned long)srv->cfg->max_clients) {
-            reject_over_limit(srv, l, fd, &peer);
-            continue;
-        }
-        if (l->proxy && !config_cidrs_match(&srv->cfg->proxy_from, &peer)) {
-            char a[NET_ADDRSTR_MAX], b[NET_ADDRSTR_MAX];
-            log_msg(LV_WARN, NULL, "refused %s on %s: not a proxy allowed to send a PROXY header (--proxy-from)",
-                    net_addr_str(&peer, a), net_addr_str(&l->addr, b));
-            close(fd);
-            continue;
-        }
-        if (server_adopt(srv, fd, &peer, (l->tls ? SESSION_TLS : 0) | (l->proxy ? SESSION_PROXY : 0)) < 0) {
-            log_msg(LV_ERROR, NULL, "out of memory for a new session");
-            close(fd);
-        }
-    }
+    for (int i = 0; i < 64 && accept_one(w->data); i++)
+        continue;
 }
 
 static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct server *srv = w->data;
     (void)revents;
-    if (srv->stopping)
+    if (srv->stopping || srv->standby)
         return;
     for (int k = 0; k < srv->nlisteners; k++)
         ev_io_start(loop, &srv->listeners[k].io);
@@ -222,6 +230,41 @@ void server_stop(struct server *srv)
         ev_timer_start(srv->loop, &srv->grace);
     else
         ev_break(srv->loop, EVBREAK_ALL);
+}
+
+/* Linux stops a listening socket on shutdown(SHUT_RD), which keeps its
+ * address: connecting is refused until listen() again.  So the port stays
+ * this process's, and --user needs no right to bind it again.  What waits
+ * in the backlog would be reset: it is accepted first, and served. */
+void server_standby(struct server *srv, bool on)
+{
+    if (srv->stopping || srv->standby == on)
+        return;
+    srv->standby = on;
+    if (on)
+        ev_timer_stop(srv->loop, &srv->accept_retry);
+    for (int i = 0; i < srv->nlisteners; i++) {
+        struct listener *l = &srv->listeners[i];
+        char a[NET_ADDRSTR_MAX];
+        if (on) {
+            ev_io_stop(srv->loop, &l->io);
+            for (int k = 0; k <= LISTEN_BACKLOG && accept_one(l); k++)
+                continue;
+            if (shutdown(l->fd, SHUT_RD) < 0)
+                log_msg(LV_ERROR, NULL, "standby: cannot stop listening on %s: %s",
+                        net_addr_str(&l->addr, a), strerror(errno));
+        } else if (listen(l->fd, LISTEN_BACKLOG) < 0) {
+            log_msg(LV_ERROR, NULL, "activate: cannot listen on %s again: %s", net_addr_str(&l->addr, a),
+                    strerror(errno));
+        } else {
+            ev_io_start(srv->loop, &l->io);
+        }
+    }
+    if (on)
+        log_msg(LV_INFO, NULL, "standby: the listeners are closed; %lu session(s) in progress go on",
+                srv->sessions.nsessions);
+    else
+        log_msg(LV_INFO, NULL, "active: listening again");
 }
 
 int server_adopt(struct server *srv, int fd, const struct net_addr *peer, unsigned how)

@@ -38,6 +38,7 @@ struct server {
     uint64_t             id_step;       /* the number of workers */
     struct clients       clients;       /* connections a minute, per client */
     bool                 stopping;
+    bool                 standby;       /* the listeners closed (--standby) */
 };
 
 /* Open every listener of cfg; 0, or -1 after logging why.  Sessions speak
@@ -48,6 +49,9 @@ int  server_init(struct server *srv, struct ev_loop *loop, const struct config *
 /* SIGTERM/SIGINT: stop accepting, let messages in progress finish within
  * the grace period; the loop ends when the last session has gone. */
 void server_stop(struct server *srv);
+/* Standby (on): the listeners stop accepting, so that connections are
+ * refused, while the sessions in progress go on; off: they accept again. */
+void server_standby(struct server *srv, bool on);
 /* Serve fd (connected to peer) as a new session, how as for session_new():
  * 0, or -1 when out of memory (the caller closes fd). */
 int  server_adopt(struct server *srv, int fd, const struct net_addr *peer, unsigned how);

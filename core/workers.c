@@ -1,7 +1,7 @@
 /*
  * workers: the supervisor of --workers N (workers.h).  It waits for
  * signals only (sigtimedwait): SIGCHLD when a worker ends, SIGRTMIN when one
- * is ready, SIGTERM/SIGINT/SIGHUP from the user.
+ * is ready, SIGTERM/SIGINT/SIGHUP and the standby signals from the user.
  */
 #include "workers.h"
 
@@ -28,9 +28,11 @@ struct worker {
     double started;
     double respawn_at;     /* > 0: to be started again then */
     bool   ready;
+    bool   standby;        /* what it was last told (or started with) */
 };
 
 static pid_t supervisor;   /* in a worker: whom workers_ready() tells */
+static bool  standby;      /* in a worker: it starts in standby */
 
 /* A worker is ready: it writes its pid into a pipe whose read end the
  * supervisor owns with O_ASYNC, so that the kernel raises READY_SIGNAL in
@@ -39,7 +41,8 @@ static pid_t supervisor;   /* in a worker: whom workers_ready() tells */
 #define READY_SIGNAL SIGRTMIN
 static int ready_pipe[2] = { -1, -1 };
 
-static int handled[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, 0 /* READY_SIGNAL */ };
+static int handled[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGNAL_STANDBY, SIGNAL_ACTIVATE,
+                         0 /* READY_SIGNAL */ };
 #define NHANDLED (int)(sizeof(handled) / sizeof(handled[0]))
 
 /* The handled signals are blocked and taken by sigtimedwait; the handler
@@ -65,8 +68,9 @@ static void take_signals(sigset_t *set, sigset_t *mask)
 }
 
 
-/* Fork the worker of slot i into w: true in the new worker. */
-static bool spawn(struct worker *w, int i, const sigset_t *mask)
+/* Fork the worker of slot i into w, in standby or not: true in the new
+ * worker. */
+static bool spawn(struct worker *w, int i, bool in_standby, const sigset_t *mask)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -84,12 +88,14 @@ static bool spawn(struct worker *w, int i, const sigset_t *mask)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != supervisor)
             _exit(1);
+        standby = in_standby;
         return true;
     }
     w->pid = pid;
     w->started = clock_mono();
     w->respawn_at = 0;
     w->ready = false;
+    w->standby = in_standby;
     log_msg(LV_INFO, NULL, "worker %d started (pid %d)", i + 1, (int)pid);
     return false;
 }
@@ -117,14 +123,9 @@ static int find(struct worker *set, int n, pid_t pid)
     return -1;
 }
 
-/* The worker pid is ready: are they all? */
-static bool mark_ready(struct worker *set, int n, pid_t pid)
+static bool all_ready(const struct worker *set, int n)
 {
-    int i = find(set, n, pid);
-    if (i < 0)
-        return false;
-    set[i].ready = true;
-    for (i = 0; i < n; i++)
+    for (int i = 0; i < n; i++)
         if (!set[i].ready)
             return false;
     return true;
@@ -143,15 +144,32 @@ struct supervision {
     struct worker  cur[WORKERS_MAX], old[WORKERS_MAX];   /* old: replaced by SIGHUP */
     int            n;
     bool           starting, stopping;
+    bool           standby;
     int           *status;
     sigset_t       set, mask;
     workers_check_fn check;
     void          *arg;
 };
 
+/* Tell w of a standby change it has not heard of.  Only a ready worker
+ * is told: before that it may not have its handlers yet, and it started
+ * with the state of its fork. */
+static void tell_standby(const struct supervision *sv, struct worker *w)
+{
+    if (w->pid && w->ready && w->standby != sv->standby) {
+        kill(w->pid, sv->standby ? SIGNAL_STANDBY : SIGNAL_ACTIVATE);
+        w->standby = sv->standby;
+    }
+}
+
 static void on_ready(struct supervision *sv, pid_t pid)
 {
-    if (!mark_ready(sv->cur, sv->n, pid))
+    int i = find(sv->cur, sv->n, pid);
+    if (i < 0)
+        return;
+    sv->cur[i].ready = true;
+    tell_standby(sv, &sv->cur[i]);
+    if (!all_ready(sv->cur, sv->n))
         return;
     if (sv->starting)
         log_msg(LV_INFO, NULL, "supervisor: %d workers ready", sv->n);
@@ -206,6 +224,24 @@ static void on_stop(struct supervision *sv, int sig)
     signal_all(sv->old, sv->n, sig);
 }
 
+/* --standby (on) or --activate: passed on to every worker. */
+static void on_standby(struct supervision *sv, bool on)
+{
+    if (sv->stopping)
+        return;
+    if (sv->standby == on) {
+        log_msg(LV_INFO, NULL, "supervisor: %s", on ? "already in standby" : "already active");
+        return;
+    }
+    sv->standby = on;
+    log_msg(LV_INFO, NULL, "supervisor: %s: telling the workers", on ? "standby" : "activate");
+    sd_notify(0, on ? "STATUS=standby: the listeners are closed" : "STATUS=active");
+    for (int i = 0; i < sv->n; i++) {
+        tell_standby(sv, &sv->cur[i]);
+        tell_standby(sv, &sv->old[i]);
+    }
+}
+
 /* SIGHUP: new workers with the script as it is now, if it loads; the old
  * ones stop when the new ones are ready. */
 static void on_reload(struct supervision *sv)
@@ -244,7 +280,7 @@ static int spawn_due(struct supervision *sv, double *next_r)
     *next_r = t + 60;
     for (int i = 0; i < sv->n && !sv->stopping; i++) {
         struct worker *w = &sv->cur[i];
-        if (w->respawn_at > 0 && w->respawn_at <= t && spawn(w, i, &sv->mask))
+        if (w->respawn_at > 0 && w->respawn_at <= t && spawn(w, i, sv->standby, &sv->mask))
             return i;
         if (w->respawn_at > 0 && w->respawn_at < *next_r)
             *next_r = w->respawn_at;
@@ -252,12 +288,12 @@ static int spawn_due(struct supervision *sv, double *next_r)
     return -1;
 }
 
-int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
+int workers_supervise(int n, bool in_standby, workers_check_fn check, void *arg, int *status)
 {
     static struct supervision sv;
 
     sv = (struct supervision){ .n = n > WORKERS_MAX ? WORKERS_MAX : n, .starting = true,
-                               .status = status, .check = check, .arg = arg };
+                               .standby = in_standby, .status = status, .check = check, .arg = arg };
     take_signals(&sv.set, &sv.mask);
     supervisor = getpid();
     if (pipe2(ready_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || fcntl(ready_pipe[0], F_SETOWN, supervisor) < 0 ||
@@ -297,6 +333,8 @@ int workers_supervise(int n, workers_check_fn check, void *arg, int *status)
             on_stop(&sv, sig);
         } else if (sig == SIGHUP) {
             on_reload(&sv);
+        } else if (sig == SIGNAL_STANDBY || sig == SIGNAL_ACTIVATE) {
+            on_standby(&sv, sig == SIGNAL_STANDBY);
         }
         /* else the timeout (a restart is due), or EINTR */
     }
@@ -307,6 +345,11 @@ void workers_ready(void)
     pid_t me = getpid();
     if (supervisor && write(ready_pipe[1], &me, sizeof(me)) != (ssize_t)sizeof(me))
         log_msg(LV_ERROR, NULL, "cannot tell the supervisor that this worker is ready: %s", strerror(errno));
+}
+
+bool workers_standby(void)
+{
+    return standby;
 }
 
 void workers_notify_reloading(void)

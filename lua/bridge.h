@@ -43,6 +43,10 @@ int  bridge_start(struct bridge *b, const struct config *cfg, bool held, char *e
  * sessions in progress go on with it. */
 void bridge_retire(struct bridge *b);
 void bridge_resume(struct bridge *b);
+/* Standby (on) or active again: the script's timers (after, every and
+ * so watchdogs) pause and go on with the time they had left; then
+ * on_standby(active) runs as a task.  Delivery and the broker go on. */
+void bridge_standby(struct bridge *b, bool on);
 /* No session, no call, no timer function in progress: b may close. */
 bool bridge_idle(const struct bridge *b);
 /* Log each option that new's `config` table sets otherwise than old's:

@@ -505,6 +505,24 @@ void bridge_resume(struct bridge *b)
     each_action(b, false);
 }
 
+void bridge_standby(struct bridge *b, bool on)
+{
+    lua_State *L = b->L;
+    if (b->standby == on)
+        return;
+    b->standby = on;
+    for (const struct action *const *a = bridge_actions; *a; a++)
+        if ((*a)->standby)
+            (*a)->standby(b, on);
+    lua_pushboolean(L, !on);
+    int active = lua_gettop(L);
+    if (lua_getglobal(L, "on_standby") == LUA_TFUNCTION)
+        call_task(b, "on_standby", active);
+    else
+        lua_pop(L, 1);
+    lua_pop(L, 1);
+}
+
 bool bridge_idle(const struct bridge *b)
 {
     return b->sessions == 0 && b->tasks == NULL && b->running == NULL;
@@ -550,7 +568,7 @@ bool bridge_decides_auth(const struct bridge *b)
 
 /* Hooks that run without a session, as tasks (their callers are in
  * lua/luasmtpd.lua). */
-static const char *const task_hooks[] = { "on_watchdog", "on_queue_failed", NULL };
+static const char *const task_hooks[] = { "on_watchdog", "on_queue_failed", "on_standby", NULL };
 
 /* The i-th hook name (NULL past the last). */
 static const char *hook_at(int i)

@@ -38,6 +38,7 @@ struct bridge {
     bool            held;          /* a reload's, while the script before it finishes:
                                       no broker connection, no delivery agent yet */
     bool            dry_run;       /* --replay --dry-run: actions are only told */
+    bool            standby;       /* --standby: its timers wait */
     struct writer  *writer;        /* writer.c: the writer thread, once started */
     struct store   *store;         /* store.c: the state database, once opened */
     struct queue   *queue;         /* queue.c: limits and the delivery agent */
@@ -115,6 +116,8 @@ struct action {
      * the new one, started held, is resumed once that one has closed */
     void (*retire)(struct bridge *b);
     void (*resume)(struct bridge *b);
+    /* standby (on) or active again (--standby, --activate) */
+    void (*standby)(struct bridge *b, bool on);
 };
 extern const struct action *const bridge_actions[];
 extern const struct action exec_action, timer_action, save_action, http_action, mqtt_action,

@@ -7,6 +7,8 @@
  * or the last run of an `after` lets it go.  Each firing runs the function
  * as a task (call.c): a coroutine with the hooks' time budget that may wait
  * on actions.  An `every` whose previous run still waits skips the tick.
+ * In standby the armed timers stop, and start again with the time each
+ * had left.
  */
 #include "internal.h"
 #include "log.h"
@@ -22,6 +24,7 @@ struct ltimer {
     int             selfref;       /* the anchor while armed, or LUA_NOREF */
     bool            repeat;
     struct lcall   *task;          /* its run in progress, if any */
+    double          left;          /* in standby: the seconds it had left */
     struct ltimer  *next, **pprev; /* in b->timers while armed */
 };
 
@@ -141,7 +144,9 @@ static int new_timer(lua_State *L, bool repeat)
     tm->fnref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
     tm->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
-    ev_timer_start(b->loop, &tm->t);
+    tm->left = secs;
+    if (!b->standby)
+        ev_timer_start(b->loop, &tm->t);
     if ((tm->next = b->timers) != NULL)
         tm->next->pprev = &tm->next;
     tm->pprev = &b->timers;
@@ -190,4 +195,17 @@ static void timer_retire(struct bridge *b)
         disarm(b->timers);
 }
 
-const struct action timer_action = { .open = timer_open, .retire = timer_retire };
+static void timer_standby(struct bridge *b, bool on)
+{
+    for (struct ltimer *tm = b->timers; tm; tm = tm->next) {
+        if (on) {
+            tm->left = ev_timer_remaining(b->loop, &tm->t);
+            ev_timer_stop(b->loop, &tm->t);
+        } else {
+            ev_timer_set(&tm->t, tm->left > 0 ? tm->left : 0., tm->t.repeat);
+            ev_timer_start(b->loop, &tm->t);
+        }
+    }
+}
+
+const struct action timer_action = { .open = timer_open, .retire = timer_retire, .standby = timer_standby };

@@ -47,7 +47,8 @@ class Install(unittest.TestCase):
             usr = os.path.join(root, "usr", "local")
             for f in ("bin/luasmtpd", "share/man/man8/luasmtpd.8", "share/man/man7/luasmtpd-lua.7",
                       "share/doc/luasmtpd/README.md", "share/doc/luasmtpd/docs/queue.md",
-                      "share/doc/luasmtpd/examples/relay.lua", "lib/systemd/system/luasmtpd.service"):
+                      "share/doc/luasmtpd/examples/relay.lua", "share/doc/luasmtpd/examples/keepalived-notify",
+                      "lib/systemd/system/luasmtpd.service"):
                 self.assertTrue(os.path.exists(os.path.join(usr, f)), f)
             rules = os.path.join(root, "etc", "luasmtpd", "rules.lua")
             exe = os.path.join(usr, "bin", "luasmtpd")
