@@ -16,7 +16,7 @@ enum opt_type {
     OPT_DOMAIN, OPT_AUTH_METHODS, OPT_WORKERS,   /* OPT_WORKERS: OPT_INT or "auto" */
     OPT_SECONDS_PAIR,          /* "MIN,MAX": two OPT_SECONDS, the first at offset */
     OPT_PROXY, OPT_CIDRS,      /* --proxy-protocol, --proxy-from */
-    OPT_TLS_FILE,              /* --tls-cert (offset 0), --tls-key (1): appended */
+    OPT_TLS_FILE,              /* --tls-cert (offset 0), --tls-key (1), --tls-names (2): appended */
 };
 
 struct option_def {
@@ -139,6 +139,10 @@ static const struct option_def options[] = {
     { "tls-key", OPT_TLS_FILE, 1, 0, 0, "FILE",
       "PEM private key of the --tls-cert in the same place (default: read from\n"
       "that certificate's file); repeatable" },
+    { "tls-names", OPT_TLS_FILE, 2, 0, 0, "LIST",
+      "the names (comma-separated, *.domain for any one label) the --tls-cert\n"
+      "in the same place serves to SNI, instead of the certificate's own;\n"
+      "repeatable" },
     { "tls-ciphers", OPT_TEXT, OFF(tls_ciphers), 1, CONFIG_TEXT_MAX, "LIST",
       "OpenSSL cipher list for TLS 1.2 and older (default HIGH:!aNULL:!MD5:!RC4);\n"
       "TLS 1.3 uses OpenSSL's suites" },
@@ -534,10 +538,29 @@ static int set_cidrs(struct config *cfg, const struct option_def *o, const char 
     return 0;
 }
 
+/* --tls-names: host names, each maybe "*." and a domain. */
+static int check_tls_names(const char *value, char *err)
+{
+    for (const char *p = value; *p;) {
+        char name[CONFIG_HOSTNAME_MAX + 3];
+        size_t n = strcspn(p, ",");
+        snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) - 1 ? n : sizeof(name) - 1), p);
+        const char *domain = strncmp(name, "*.", 2) == 0 ? name + 2 : name;
+        if (n >= sizeof(name) - 1 || name[0] == '[' || !valid_domain(domain)) {
+            snprintf(err, CONFIG_ERR_MAX, "--tls-names: '%.*s' is not a host name (or *.domain)", (int)n, p);
+            return -1;
+        }
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
 static int set_tls_file(struct config *cfg, const struct option_def *o, const char *value, char *err)
 {
-    int *n = o->offset ? &cfg->ntls_keys : &cfg->ntls_certs;
-    char (*files)[CONFIG_PATH_MAX + 1] = o->offset ? cfg->tls_keys : cfg->tls_certs;
+    int *n = o->offset == 2 ? &cfg->ntls_names : o->offset ? &cfg->ntls_keys : &cfg->ntls_certs;
+    char (*files)[CONFIG_PATH_MAX + 1] = o->offset == 2 ? cfg->tls_names : o->offset ? cfg->tls_keys : cfg->tls_certs;
+    if (o->offset == 2 && check_tls_names(value, err) < 0)
+        return -1;
     if (*n == CONFIG_CERTS_MAX) {
         snprintf(err, CONFIG_ERR_MAX, "--%s: at most %d", o->name, CONFIG_CERTS_MAX);
         return -1;
@@ -664,9 +687,10 @@ int config_finish(struct config *cfg, char *err)
 {
     char nerr[NET_ERR_MAX];
     bool tls = cfg->ntls_certs > 0;
-    if (cfg->ntls_keys > cfg->ntls_certs) {
-        snprintf(err, CONFIG_ERR_MAX, "--tls-key: %d keys for %d certificates (--tls-cert)", cfg->ntls_keys,
-                 cfg->ntls_certs);
+    if (cfg->ntls_keys > cfg->ntls_certs || cfg->ntls_names > cfg->ntls_certs) {
+        bool keys = cfg->ntls_keys > cfg->ntls_certs;
+        snprintf(err, CONFIG_ERR_MAX, "--tls-%s: %d %s for %d certificates (--tls-cert)", keys ? "key" : "names",
+                 keys ? cfg->ntls_keys : cfg->ntls_names, keys ? "keys" : "name lists", cfg->ntls_certs);
         return -1;
     }
     const char *needs_cert = NULL;
@@ -676,8 +700,8 @@ int config_finish(struct config *cfg, char *err)
             needs_cert = "--listen-tls";
     if (cfg->require_tls)
         needs_cert = "--require-tls";
-    if (cfg->ntls_keys || cfg->tls_client_ca[0])
-        needs_cert = cfg->ntls_keys ? "--tls-key" : "--tls-client-ca";
+    if (cfg->ntls_keys || cfg->ntls_names || cfg->tls_client_ca[0])
+        needs_cert = cfg->ntls_keys ? "--tls-key" : cfg->ntls_names ? "--tls-names" : "--tls-client-ca";
     if (strcmp(cfg->tls_min_version, "1.0") != 0 && strcmp(cfg->tls_min_version, "1.1") != 0 &&
         strcmp(cfg->tls_min_version, "1.2") != 0 && strcmp(cfg->tls_min_version, "1.3") != 0) {
         snprintf(err, CONFIG_ERR_MAX, "--tls-min-version: '%s' is not 1.0, 1.1, 1.2 or 1.3", cfg->tls_min_version);

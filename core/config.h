@@ -79,11 +79,13 @@ struct config {
     long long rawbody;          /* 0 or 1 */
     long long lua_debug;        /* 0 or 1: the whole debug library for scripts */
     char   id[CONFIG_ID_MAX + 1];   /* events are named <id>.mail */
-    /* certificates and their keys by position, the first the default (SNI
-     * picks another by name); a key "" is in its certificate's file */
+    /* certificates, their keys and names by position, the first the
+     * default (SNI picks another by name); a key "" is in its
+     * certificate's file, names "" are those of the certificate */
     char   tls_certs[CONFIG_CERTS_MAX][CONFIG_PATH_MAX + 1];
     char   tls_keys[CONFIG_CERTS_MAX][CONFIG_PATH_MAX + 1];
-    int    ntls_certs, ntls_keys;
+    char   tls_names[CONFIG_CERTS_MAX][CONFIG_PATH_MAX + 1];   /* "a.lan,*.b.lan" */
+    int    ntls_certs, ntls_keys, ntls_names;
     char   tls_ciphers[CONFIG_TEXT_MAX + 1];
     char   tls_client_ca[CONFIG_PATH_MAX + 1];
     long long tls_timeout;

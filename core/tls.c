@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -63,6 +64,15 @@ static int legacy_client(SSL *s, int *alert, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+/* Session tickets (resumption, RFC 8446 4.6.1 and RFC 5077): one key for
+ * the life of the process, drawn with its first context, before --workers
+ * forks, so that a device reconnecting resumes whichever worker takes it,
+ * after a reload too, and with any of the certificates' contexts.
+ * OpenSSL's default, a key per context, would make every worker and every
+ * reload a full handshake. */
+static unsigned char ticket_keys[80];   /* name 16, HMAC 32, AES 32 */
+static bool have_ticket_keys;
+
 /* One certificate's context, set up with the server's settings. */
 static SSL_CTX *make_ctx(const struct config *cfg, int i, char *err, size_t errsz)
 {
@@ -91,6 +101,15 @@ static SSL_CTX *make_ctx(const struct config *cfg, int i, char *err, size_t errs
     /* replies are written from a buffer that may move between retries */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+    if (!have_ticket_keys && RAND_bytes(ticket_keys, sizeof(ticket_keys)) != 1) {
+        last_error(err, errsz, "cannot draw the session ticket key");
+        goto fail;
+    }
+    have_ticket_keys = true;
+    if (SSL_CTX_set_tlsext_ticket_keys(ctx, ticket_keys, sizeof(ticket_keys)) != 1) {
+        last_error(err, errsz, "cannot set the session ticket key");
+        goto fail;
+    }
     /* a file that cannot be read is said so, once, before OpenSSL tries */
     const char *unreadable = access(cert, R_OK) < 0 ? "--tls-cert" : access(key, R_OK) < 0 ? "--tls-key" : NULL;
     if (unreadable) {
@@ -142,32 +161,106 @@ fail:
     return NULL;
 }
 
-/* Does the certificate of ctx name host: a subjectAltName DNS name (a
- * "*." one standing for one label), or its CN when it has none? */
-static bool names_host(SSL_CTX *ctx, const char *host)
+/*
+ * SNI: what the servername callback of the first context needs, owned by
+ * that context (its ex_data, freed with it), since a handshake may still be
+ * under way when a reload frees the tls_server: the other contexts (each
+ * held by a reference) and the names given for each (--tls-names).
+ */
+struct sni {
+    int      n;
+    SSL_CTX *ctx[CONFIG_CERTS_MAX];
+    char     names[CONFIG_CERTS_MAX][CONFIG_PATH_MAX + 1];   /* "" : the certificate's */
+};
+
+static int sni_index = -1;
+
+static void sni_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    X509 *x = SSL_CTX_get0_certificate(ctx);
-    if (x == NULL)
-        return false;
-    /* X509_check_host: RFC 6125 matching, subjectAltName first, then CN */
-    return X509_check_host(x, host, strlen(host), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
+    struct sni *t = ptr;
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (t == NULL)
+        return;
+    for (int i = 1; i < t->n; i++)
+        SSL_CTX_free(t->ctx[i]);
+    free(t);
 }
 
-/* SNI: the certificate whose names hold the one the client sent; the
- * first (the context the connection started with) when none does. */
+/* Is host one of the comma-separated names: equal, or "*.rest" with host
+ * one label before rest (case does not matter)? */
+static bool listed_name(const char *names, const char *host)
+{
+    size_t hl = strlen(host);
+    for (const char *p = names; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n > 2 && p[0] == '*' && p[1] == '.') {
+            const char *dot = strchr(host, '.');
+            if (dot && dot != host && (size_t)(host + hl - dot) == n - 1 && strncasecmp(dot, p + 1, n - 1) == 0)
+                return true;
+        } else if (n == hl && strncasecmp(p, host, n) == 0) {
+            return true;
+        }
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
+/* Does certificate i serve host: one of its --tls-names, or else one of
+ * the certificate's own names (a subjectAltName DNS name, "*." standing for
+ * one label, or its CN when it has none)? */
+static bool names_host(const struct sni *t, int i, const char *host)
+{
+    if (t->names[i][0])
+        return listed_name(t->names[i], host);
+    X509 *x = SSL_CTX_get0_certificate(t->ctx[i]);
+    /* X509_check_host: RFC 6125 matching, subjectAltName first, then CN */
+    return x && X509_check_host(x, host, strlen(host), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
+}
+
+/* SNI: the certificate that serves the name the client sent; the first
+ * (the context the connection started with) when none does. */
 static int pick_cert(SSL *s, int *alert, void *arg)
 {
-    struct tls_server *srv = arg;
+    const struct sni *t = arg;
     const char *host = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
     (void)alert;
-    if (host == NULL || names_host(srv->ctx[0], host))
+    if (host == NULL || names_host(t, 0, host))
         return SSL_TLSEXT_ERR_OK;
-    for (int i = 1; i < srv->nctx; i++)
-        if (names_host(srv->ctx[i], host)) {
-            SSL_set_SSL_CTX(s, srv->ctx[i]);
+    for (int i = 1; i < t->n; i++)
+        if (names_host(t, i, host)) {
+            SSL_set_SSL_CTX(s, t->ctx[i]);
             break;
         }
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* With several certificates, the first context picks among them: 0, or
+ * -1 when out of memory. */
+static int sni_setup(struct tls_server *srv, const struct config *cfg, char *err, size_t errsz)
+{
+    if (srv->nctx < 2)
+        return 0;
+    if (sni_index < 0)
+        sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, sni_free);
+    struct sni *t = calloc(1, sizeof(*t));
+    if (sni_index < 0 || t == NULL || SSL_CTX_set_ex_data(srv->ctx[0], sni_index, t) != 1) {
+        free(t);
+        snprintf(err, errsz, "out of memory for the SNI table");
+        return -1;
+    }
+    t->ctx[0] = srv->ctx[0];   /* the owner: no reference of its own */
+    t->n = 1;
+    for (int i = 1; i < srv->nctx && SSL_CTX_up_ref(srv->ctx[i]) == 1; i++)
+        t->ctx[t->n++] = srv->ctx[i];
+    for (int i = 0; i < t->n && i < cfg->ntls_names; i++)
+        strcpy(t->names[i], cfg->tls_names[i]);
+    SSL_CTX_set_tlsext_servername_callback(srv->ctx[0], pick_cert);
+    SSL_CTX_set_tlsext_servername_arg(srv->ctx[0], t);
+    return 0;
 }
 
 int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *err, size_t errsz)
@@ -186,9 +279,9 @@ int tls_server_new(struct tls_server **srv_r, const struct config *cfg, char *er
         }
         srv->nctx++;
     }
-    if (srv->nctx > 1) {
-        SSL_CTX_set_tlsext_servername_callback(srv->ctx[0], pick_cert);
-        SSL_CTX_set_tlsext_servername_arg(srv->ctx[0], srv);
+    if (sni_setup(srv, cfg, err, errsz) < 0) {
+        tls_server_free(&srv);
+        return -1;
     }
     *srv_r = srv;
     return 0;

@@ -334,6 +334,72 @@ static bool listed(const char *const *flags, const char *name)
 }
 
 /*
+ * config.tls = {{cert = FILE, key = FILE, names = {"mx.lan", "*.lan"}}, ...},
+ * the list at -1: each entry a --tls-cert with the --tls-key and
+ * --tls-names in the same place ("" when not given: the key in the
+ * certificate's file, the certificate's own names).  A --tls-cert on the
+ * command line wins over the whole list.  0, or -1 with err.
+ */
+static int apply_tls_list(struct bridge *b, struct config *cfg, const char *const *flags, char *err)
+{
+    static const char *const fields[] = { "cert", "key", "names" };
+    static const char *const opts[] = { "tls-cert", "tls-key", "tls-names" };
+    lua_State *L = b->L;
+    if (listed(flags, "tls-cert"))
+        return 0;
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        char name[64], value[CONFIG_PATH_MAX + 1];
+        int rc = 0;
+        lua_geti(L, -1, i);
+        if (!lua_istable(L, -1)) {
+            snprintf(err, BRIDGE_ERR_MAX, "%s: config.tls[%lld] must be a table {cert = ..., key = ..., names = ...}",
+                     b->script, (long long)i);
+            lua_pop(L, 1);
+            return -1;
+        }
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+            lua_pop(L, 1);
+            if (strcmp(k, "cert") != 0 && strcmp(k, "key") != 0 && strcmp(k, "names") != 0) {
+                snprintf(err, BRIDGE_ERR_MAX, "%s: config.tls[%lld]: %s is not cert, key or names", b->script,
+                         (long long)i, lua_type(L, -1) == LUA_TSTRING ? k : "a key");
+                lua_pop(L, 2);
+                return -1;
+            }
+        }
+        if (lua_getfield(L, -1, "cert") == LUA_TNIL) {
+            snprintf(err, BRIDGE_ERR_MAX, "%s: config.tls[%lld] needs cert", b->script, (long long)i);
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_pop(L, 1);
+        /* keys and names line up with their certificates */
+        while (rc == 0 && cfg->ntls_keys < cfg->ntls_certs)
+            rc = set_option(b, cfg, "tls-key", "", err);
+        while (rc == 0 && cfg->ntls_names < cfg->ntls_certs)
+            rc = set_option(b, cfg, "tls-names", "", err);
+        for (int f = 0; f < 3 && rc == 0; f++) {
+            snprintf(name, sizeof(name), "tls[%lld].%s", (long long)i, fields[f]);
+            value[0] = '\0';
+            int t = lua_getfield(L, -1, fields[f]);
+            if (t == LUA_TTABLE && f == 2)
+                rc = joined_value(L, name, value, sizeof(value), err);
+            else if (t != LUA_TNIL)
+                rc = config_value(L, -1, name, value, sizeof(value), err);
+            lua_pop(L, 1);
+            if (rc == 0)
+                rc = set_option(b, cfg, opts[f], value, err);
+        }
+        lua_pop(L, 1);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
  * One `config` entry: the key at -2, the value at -1.  `prefix` is the
  * section's name for a table of options (mqtt = {host = ...} sets
  * mqtt-host); a list (listen = {...}) sets the option once per element.
@@ -354,6 +420,9 @@ static int apply_entry(struct bridge *b, struct config *cfg, const char *const *
         if (*p == '_')
             *p = '-';
     const char *option = config_option_name(name);
+    if (option == NULL && prefix == NULL && strcmp(name, "tls") == 0 && lua_istable(L, -1) &&
+        luaL_len(L, -1) > 0)
+        return apply_tls_list(b, cfg, flags, err);
     if (option == NULL && prefix == NULL && lua_istable(L, -1) && luaL_len(L, -1) == 0) {
         int rc = 0;
         lua_pushnil(L);

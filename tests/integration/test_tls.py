@@ -7,6 +7,7 @@ import base64
 import os
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -15,7 +16,7 @@ import tempfile
 import time
 import unittest
 
-from harness import BINARY, Server, ServerTest
+from harness import BINARY, Server, ServerTest, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "scripts", "tls_auth.lua")
@@ -325,27 +326,129 @@ class Sni(unittest.TestCase):
         with open(pki(name + ".pem")) as f:
             return ssl.PEM_cert_to_DER_cert(f.read())
 
+    def check(self, srv, cases, raw=None):
+        """Each (SNI name, certificate expected) over implicit TLS; raw: a
+        connection made before."""
+        for sni, cert in cases:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            with raw or socket.create_connection(("127.0.0.1", srv.tls_port), timeout=10) as sock:
+                with ctx.wrap_socket(sock, server_hostname=sni) as t:
+                    self.assertEqual(t.getpeercert(binary_form=True), self.der(cert), sni)
+                    t.recv(100)
+                    t.sendall(b"EHLO x\r\n")
+                    t.recv(1000)
+                    t.sendall(b"QUIT\r\n")
+            self.assertTrue(srv.wait_log(r"sni=%s tls=TLSv1\.3" % re.escape(sni or "nil")), sni)
+
     def test_the_certificate_follows_the_name(self):
         with Server("--listen-tls", "127.0.0.1:0", "--tls-cert", pki("a.pem"), "--tls-key", pki("a.key"),
                     "--tls-cert", pki("b.pem"), "--tls-key", pki("b.key"), self.script, listen=None) as srv:
-            for sni, cert in (("mx.b.test", "b"), ("cam.b.test", "b"), ("mx.a.test", "a"), ("other.test", "a"),
-                              (None, "a")):
-                ctx = ssl.create_default_context()
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-                with socket.create_connection(("127.0.0.1", srv.tls_port), timeout=10) as raw:
-                    with ctx.wrap_socket(raw, server_hostname=sni) as t:
-                        self.assertEqual(t.getpeercert(binary_form=True), self.der(cert), sni)
-                        t.recv(100)
-                        t.sendall(b"EHLO x\r\n")
-                        t.recv(1000)
-                        t.sendall(b"QUIT\r\n")
-                self.assertTrue(srv.wait_log(r"sni=%s tls=TLSv1\.3" % re.escape(sni or "nil")), sni)
+            self.check(srv, (("mx.b.test", "b"), ("cam.b.test", "b"), ("mx.a.test", "a"), ("other.test", "a"),
+                             (None, "a")))
+
+    def test_names_given_instead_of_the_certificates(self):
+        # by position, as keys: b's names are the second --tls-names
+        with Server("--listen-tls", "127.0.0.1:0", "--tls-cert", pki("a.pem"), "--tls-key", pki("a.key"),
+                    "--tls-names", "mx.a.test", "--tls-cert", pki("b.pem"), "--tls-key", pki("b.key"),
+                    "--tls-names", "*.lan,SMTP.example", self.script, listen=None) as srv:
+            # b serves these names only, not those in it
+            self.check(srv, (("cam.lan", "b"), ("smtp.example", "b"), ("mx.b.test", "a"), ("x.cam.lan", "a"),
+                             ("lan", "a"), ("mx.a.test", "a")))
+
+    def test_the_config_tables_form(self):
+        script = pki("sni_config.lua")
+        with open(script, "w") as f:
+            f.write(SNI_SCRIPT + 'config = { listen_tls = "127.0.0.1:0", listen = {}, tls = {\n'
+                    '  { cert = "%s", key = "%s" },\n'
+                    '  { cert = "%s", key = "%s", names = { "*.lan", "mx.b.test" } } } }\n'
+                    % (pki("a.pem"), pki("a.key"), pki("b.pem"), pki("b.key")))
+        with Server(script, listen=None) as srv:
+            self.check(srv, (("cam.lan", "b"), ("mx.b.test", "b"), ("cam.b.test", "a"), (None, "a")))
+
+    def test_a_reload_while_a_handshake_waits(self):
+        """The certificates of the start serve a handshake begun before a
+        reload replaced them (they used to be freed under it)."""
+        with Server("--listen-tls", "127.0.0.1:0", "--tls-cert", pki("a.pem"), "--tls-key", pki("a.key"),
+                    "--tls-cert", pki("b.pem"), "--tls-key", pki("b.key"), self.script, listen=None) as srv:
+            raw = socket.create_connection(("127.0.0.1", srv.tls_port), timeout=10)
+            self.assertTrue(srv.wait_log(r"connect from"))
+            srv.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r"reload: \S+ loaded"))
+            self.check(srv, (("mx.b.test", "b"),), raw=raw)
+            self.check(srv, (("cam.b.test", "b"), ("mx.a.test", "a")))
+
+    def test_config_errors(self):
+        bad = (('{ "a.pem" }', "config.tls[1] must be a table"),
+               ('{ { key = "a.key" } }', "config.tls[1] needs cert"),
+               ('{ { cert = "a.pem", name = "x" } }', "config.tls[1]: name is not cert, key or names"),
+               ('{ { cert = "a.pem", names = { "a b" } } }', "--tls-names: 'a b' is not a host name"),
+               ('{ { cert = "a.pem", names = "x.lan,,y.lan" } }', "--tls-names: '' is not a host name"))
+        for value, text in bad:
+            script = pki("bad_tls.lua")
+            with open(script, "w") as f:
+                f.write("config = { tls = %s }\n" % value)
+            p = subprocess.run([BINARY, "--check", script], capture_output=True, text=True, timeout=10)
+            self.assertNotEqual(p.returncode, 0, value)
+            self.assertIn(text, p.stderr, value)
+        p = subprocess.run([BINARY, "--check", "--tls-cert", pki("a.pem"), "--tls-names", "a.lan", "--tls-names",
+                            "b.lan", self.script], capture_output=True, text=True, timeout=10)
+        self.assertIn("--tls-names: 2 name lists for 1 certificates (--tls-cert)", p.stderr)
 
     def test_keys_without_certificates(self):
         p = subprocess.run([BINARY, "--check", "--tls-cert", pki("a.pem"), "--tls-key", pki("a.key"),
                             "--tls-key", pki("b.key"), self.script], capture_output=True, text=True, timeout=10)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("--tls-key: 2 keys for 1 certificates (--tls-cert)", p.stderr)
+
+
+class Resumption(unittest.TestCase):
+    """Devices reconnect often: a session ticket from one connection
+    resumes the next, on whichever worker takes it and after a reload, over
+    implicit TLS and STARTTLS, TLS 1.3 and 1.2."""
+
+    @staticmethod
+    def ctx(version):
+        ctx = client_ctx()
+        ctx.minimum_version = ctx.maximum_version = version
+        return ctx
+
+    def connect(self, srv, ctx, session=None, starttls=False):
+        """One connection; its session, and whether it was resumed."""
+        sock = socket.create_connection(("127.0.0.1", srv.port if starttls else srv.tls_port), timeout=10)
+        if starttls:
+            sock.recv(1000)
+            sock.sendall(b"EHLO x\r\n")
+            while not re.search(rb"^250 ", sock.recv(1000), re.M):
+                pass
+            sock.sendall(b"STARTTLS\r\n")
+            sock.recv(1000)
+        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as t:
+            if starttls:
+                t.sendall(b"EHLO x\r\n")
+            t.recv(1000)          # the greeting (or EHLO's reply), and TLS 1.3's tickets with it
+            t.sendall(b"QUIT\r\n")
+            t.recv(1000)
+            return t.session, t.session_reused
+
+    def test_on_every_worker_and_after_a_reload(self):
+        with Server("--tls-cert", pki("cert.pem"), "--tls-key", pki("key.pem"), "--listen",
+                    "127.0.0.1:%d" % free_port(), "--listen-tls", "127.0.0.1:%d" % free_port(), "--workers", "2",
+                    listen=None, log_level="info") as srv:
+            for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+                for starttls in (False, True):
+                    ctx = self.ctx(version)
+                    session, reused = self.connect(srv, ctx, starttls=starttls)
+                    self.assertFalse(reused)
+                    self.assertEqual([self.connect(srv, ctx, session, starttls)[1] for _ in range(8)], [True] * 8,
+                                     (version, starttls))
+            # both workers served some of them
+            self.assertEqual(len(set(re.findall(r"\bw(\d) .*TLS established", srv.log()))), 2)
+            ctx = self.ctx(ssl.TLSVersion.TLSv1_3)
+            session, _ = self.connect(srv, ctx)
+            srv.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r"supervisor: the new workers are ready"))
+            self.assertEqual([self.connect(srv, ctx, session)[1] for _ in range(4)], [True] * 4)
 
 
 class LegacyTlsOption(unittest.TestCase):
