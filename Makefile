@@ -26,7 +26,8 @@ LDLIBS    += $(CORE_LIBS) \
              $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
              $(shell pkg-config --libs libmosquitto 2>/dev/null || echo -lmosquitto) \
              $(shell pkg-config --libs sqlite3 2>/dev/null || echo -lsqlite3) \
-             $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
+             $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd) \
+             $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 # mimalloc takes malloc's place in the server (not in the ASan build, which
 # needs its own): the Lua state allocates and frees some seventy small
 # blocks per message, and with glibc's malloc they cost a tenth of a 1 KB
@@ -39,9 +40,9 @@ LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 CORE_SRC  := core/addr.c core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
              core/clients.c core/proxy.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
-             core/tls.c core/transcript.c
+             core/metrics.c core/tls.c core/transcript.c
 LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/forward.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/queue.c lua/save.c lua/store.c lua/timer.c lua/writer.c
-MAIN_SRC  := core/main.c core/replay.c core/watchdog.c core/workers.c
+MAIN_SRC  := core/admin.c core/main.c core/replay.c core/watchdog.c core/workers.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 
 B         := build

@@ -16,6 +16,7 @@ enum opt_type {
     OPT_DOMAIN, OPT_AUTH_METHODS, OPT_WORKERS,   /* OPT_WORKERS: OPT_INT or "auto" */
     OPT_SECONDS_PAIR,          /* "MIN,MAX": two OPT_SECONDS, the first at offset */
     OPT_PROXY, OPT_CIDRS,      /* --proxy-protocol, --proxy-from */
+    OPT_HTTP,                  /* --http [ADDR:]PORT */
     OPT_TLS_FILE,              /* --tls-cert (offset 0), --tls-key (1), --tls-names (2): appended */
 };
 
@@ -46,6 +47,16 @@ static const struct option_def options[] = {
     { "proxy-from", OPT_CIDRS, OFF(proxy_from), 0, 0, "CIDR,...",
       "the proxies allowed to send a PROXY header (10.0.0.0/8, 2001:db8::1); others\n"
       "are refused and logged; repeatable (default loopback: 127.0.0.0/8, ::1)" },
+    { "http", OPT_HTTP, 0, 0, 0, "[ADDR:]PORT",
+      "serve GET /metrics (Prometheus) over HTTP here; a port alone binds\n"
+      "127.0.0.1; off by default (docs/console.md)" },
+    { "http-token", OPT_TEXT, OFF(http_token), 1, CONFIG_TEXT_MAX, "TOKEN",
+      "--http asks for Authorization: Bearer TOKEN" },
+    { "http-user", OPT_TEXT, OFF(http_user), 1, CONFIG_TEXT_MAX, "NAME",
+      "--http asks for HTTP Basic with this user and --http-password; without\n"
+      "a token or a user, only loopback clients may connect" },
+    { "http-password", OPT_TEXT, OFF(http_password), 1, CONFIG_TEXT_MAX, "PASSWORD",
+      "the password of --http-user" },
     { "hostname", OPT_HOSTNAME, 0, 0, 0, "NAME",
       "name in the greeting and EHLO reply; default the machine's name" },
     { "banner", OPT_TEXT, OFF(banner), 0, CONFIG_BANNER_MAX, "TEXT",
@@ -657,6 +668,17 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
         return set_domain(cfg, value, err);
     case OPT_PROXY:
         return set_proxy(cfg, value, err);
+    case OPT_HTTP: {
+        char addr[CONFIG_TEXT_MAX + 16], nerr[NET_ERR_MAX];
+        bool port_only = value[0] && strspn(value, "0123456789") == strlen(value);
+        snprintf(addr, sizeof(addr), "%s%.*s", port_only ? "127.0.0.1:" : "", CONFIG_TEXT_MAX, value);
+        if (net_parse_addr(addr, &cfg->http, nerr) < 0) {
+            snprintf(err, CONFIG_ERR_MAX, "--http: %s", nerr);
+            return -1;
+        }
+        cfg->http_on = true;
+        return 0;
+    }
     case OPT_CIDRS:
         return set_cidrs(cfg, o, value, err);
     case OPT_TLS_FILE:
@@ -705,6 +727,19 @@ int config_finish(struct config *cfg, char *err)
     if (strcmp(cfg->tls_min_version, "1.0") != 0 && strcmp(cfg->tls_min_version, "1.1") != 0 &&
         strcmp(cfg->tls_min_version, "1.2") != 0 && strcmp(cfg->tls_min_version, "1.3") != 0) {
         snprintf(err, CONFIG_ERR_MAX, "--tls-min-version: '%s' is not 1.0, 1.1, 1.2 or 1.3", cfg->tls_min_version);
+        return -1;
+    }
+    if (!cfg->http_user[0] != !cfg->http_password[0]) {
+        snprintf(err, CONFIG_ERR_MAX, "%s", cfg->http_user[0] ? "--http-user needs --http-password"
+                                                              : "--http-password needs --http-user");
+        return -1;
+    }
+    if ((cfg->http_token[0] || cfg->http_user[0]) && !cfg->http_on) {
+        snprintf(err, CONFIG_ERR_MAX, "%s needs --http", cfg->http_token[0] ? "--http-token" : "--http-user");
+        return -1;
+    }
+    if (cfg->http_token[0] && cfg->http_user[0]) {
+        snprintf(err, CONFIG_ERR_MAX, "--http-token or --http-user: one of them");
         return -1;
     }
     if (needs_cert && !tls) {

@@ -87,6 +87,12 @@ struct config {
     char   tls_names[CONFIG_CERTS_MAX][CONFIG_PATH_MAX + 1];   /* "a.lan,*.b.lan" */
     int    ntls_certs, ntls_keys, ntls_names;
     char   tls_ciphers[CONFIG_TEXT_MAX + 1];
+    /* --http: the admin listener, and what it asks of clients */
+    bool   http_on;
+    struct net_addr http;
+    char   http_token[CONFIG_TEXT_MAX + 1];
+    char   http_user[CONFIG_TEXT_MAX + 1];
+    char   http_password[CONFIG_TEXT_MAX + 1];
     char   tls_client_ca[CONFIG_PATH_MAX + 1];
     long long tls_timeout;
     char   tls_min_version[8];  /* "1.0" to "1.3" */

@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include "../lua/bridge.h"   /* the one header of lua/ the core sees */
+#include "admin.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "replay.h"
 #include "server.h"
 #include "tls.h"
@@ -27,6 +29,7 @@
 #define MAX_FLAGS 64
 
 static struct server srv;
+static struct admin *admin;   /* --http */
 
 struct args {
     const char *script;
@@ -586,20 +589,23 @@ static int run(struct setup *st, char **argv)
         teardown(st);
         return rc;
     }
+    metrics_use(cfg->worker ? (int)cfg->worker - 1 : 0);
     if (server_init(&srv, st->loop, cfg, hooks, st->tls) < 0) {
         teardown(st);
         return 1;
     }
     /* Listeners bound and the TLS key read: the rest, from the state
      * database and the broker connection to every hook, runs as --user. */
-    if (drop_privileges(cfg, err, sizeof(err)) < 0) {
+    if (admin_start(&admin, st->loop, cfg, err, sizeof(err)) < 0 || drop_privileges(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
+        admin_stop(&admin);
         server_free(&srv);
         teardown(st);
         return 1;
     }
     if (bridge_start(st->bridge, cfg, false, err) < 0) {
         fprintf(stderr, "luasmtpd: %s\n", err);
+        admin_stop(&admin);
         server_free(&srv);
         teardown(st);
         return 2;
@@ -637,6 +643,7 @@ static int run(struct setup *st, char **argv)
     ev_run(st->loop, 0);
 
     watchdog_stop();
+    admin_stop(&admin);
     server_free(&srv);
     ev_timer_stop(st->loop, &reap);
     while (nretired > 0)
@@ -667,6 +674,9 @@ int main(int argc, char **argv)
         snprintf(pid_file, sizeof(pid_file), "%s", st.cfg.pid_file);
         teardown(&st);
         ev_loop_destroy(st.loop);
+        if (metrics_share(n) < 0)
+            log_msg(LV_WARN, NULL, "metrics: no shared memory (%s): /metrics counts one worker each",
+                    strerror(errno));
         pid_file_write(pid_file);
         int worker = workers_supervise(n, st.args.start_standby, script_loads, &a, &rc);
         if (worker < 0) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "smtp.h"
 
 #define LISTEN_BACKLOG 511
@@ -27,6 +28,7 @@ static void reject_over_limit(struct server *srv, const struct listener *l, int 
         (void)w;
     }
     close(fd);
+    metrics_add(&metrics->refused[REFUSED_MAX_CLIENTS], 1);
     log_msg(LV_WARN, NULL, "refused %s: %lu connections (--max-clients)", net_addr_str(peer, a),
             srv->sessions.nsessions);
 }
@@ -63,6 +65,7 @@ static bool accept_one(struct listener *l)
         log_msg(LV_WARN, NULL, "refused %s on %s: not a proxy allowed to send a PROXY header (--proxy-from)",
                 net_addr_str(&peer, a), net_addr_str(&l->addr, b));
         close(fd);
+        metrics_add(&metrics->refused[REFUSED_PROXY_FROM], 1);
         return true;
     }
     if (server_adopt(srv, fd, &peer, (l->tls ? SESSION_TLS : 0) | (l->proxy ? SESSION_PROXY : 0)) < 0) {
@@ -107,12 +110,14 @@ static const char *admit(struct session_owner *o, struct session *s, double *del
         if (open >= cfg->max_clients_per_ip) {
             log_msg(LV_WARN, s->id, "refused %s: %lld connections open from this client (--max-clients-per-ip)",
                     net_addr_str(&s->peer, a), open);
+            metrics_add(&metrics->refused[REFUSED_PER_IP], 1);
             return "Too many connections from your address, try again later";
         }
     }
     if (cfg->connect_rate && !clients_connect(&srv->clients, s->client, ev_now(srv->loop), (double)cfg->connect_rate)) {
         log_msg(LV_WARN, s->id, "refused %s: over %lld connections a minute from this client (--connect-rate)",
                 net_addr_str(&s->peer, a), cfg->connect_rate);
+        metrics_add(&metrics->refused[REFUSED_RATE], 1);
         return "Too many connections from your address, slow down";
     }
     unsigned bad = cfg->max_bad_clients ? clients_bad_count(&srv->clients, s->client, ev_now(srv->loop)) : 0;

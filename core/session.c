@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "tls.h"
 
 #define READ_CHUNK     16384
@@ -68,6 +69,8 @@ int session_new(struct session_owner *o, int fd, const struct net_addr *peer, un
         o->sessions->prev = s;
     o->sessions = s;
     o->nsessions++;
+    metrics_add(&metrics->connections, 1);
+    metrics_add(&metrics->open, 1);
 
     s->implicit_tls = how & SESSION_TLS;
     if (cfg->session_timeout > 0)
@@ -234,6 +237,7 @@ static void handshake(struct session *s)
         ev_io_stop(loop, &s->wio);
         s->idle.repeat = (ev_tstamp)s->owner->cfg->timeout;
         ev_timer_again(loop, &s->idle);
+        metrics_add(&metrics->tls_ok, 1);
         char subject[TLS_SUBJECT_MAX];
         bool verified;
         tls_client_subject(s->tls, subject, sizeof(subject), &verified);
@@ -260,6 +264,7 @@ static void handshake(struct session *s)
         break;
     }
     log_msg(LV_INFO, s->id, "TLS handshake failed: %s", err);
+    metrics_add(&metrics->tls_failed, 1);
     session_close(s, "TLS handshake failed");
 }
 
@@ -536,6 +541,7 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
         session_close(s, "no PROXY header");
     } else if (s->tls_state == STLS_HANDSHAKE) {
         log_msg(LV_INFO, s->id, "TLS handshake timed out (--tls-timeout)");
+        metrics_add(&metrics->tls_failed, 1);
         session_close(s, "TLS handshake timed out");
     } else if (s->closing) {
         session_close(s, "client does not read its replies");
@@ -550,8 +556,10 @@ static void life_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct session *s = w->data;
     (void)loop;
     (void)revents;
-    if (s->tls_state == STLS_HANDSHAKE)
+    if (s->tls_state == STLS_HANDSHAKE) {
+        metrics_add(&metrics->tls_failed, 1);
         session_close(s, "session time limit exceeded in the TLS handshake");
+    }
     else if (!s->closing)
         s->owner->proto->timeout(s->proto, "session time limit exceeded");
     settle(s);
@@ -613,6 +621,7 @@ void session_free(struct session *s)
     if (s->next)
         s->next->prev = s->prev;
     o->nsessions--;
+    metrics_add(&metrics->open, -1ULL);
     free(s);
     o->gone(o);
 }

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "hook.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
 #include "smtp_parse.h"
 
@@ -79,6 +80,7 @@ struct smtp {
     bool                 draining;       /* server stopping: close after this message */
     bool                 closed;         /* the connection is gone */
     bool                 refusal_logged; /* the refusal being answered is on the log */
+    int                  answering;      /* what replies answer now: a verb or STAGE_* */
     struct {                        /* the DSN parameters of the RCPT being decided */
         unsigned notify;
         char     orcpt[SMTP_ORCPT_MAX + 1];
@@ -176,6 +178,11 @@ static void reply_text(struct smtp *m, int code, const char *enh, const char *te
     char line[REPLY_LINE_MAX];
     const char *p = text;
 
+    if (code >= 200 && code < 600) {
+        metrics_add(&metrics->replies[m->answering][code / 100 - 2], 1);
+        if (m->answering == STAGE_MESSAGE)
+            metrics_add(code < 400 ? &metrics->accepted : &metrics->refused_messages, 1);
+    }
     for (int nl = 0; nl < REPLY_LINES_MAX; nl++) {
         const char *eol = strchr(p, '\n');
         size_t len = eol ? (size_t)(eol - p) : strlen(p);
@@ -624,6 +631,7 @@ static void finish_message(struct smtp *m, struct reply *r)
     if (r->code < 400) {
         m->nmessages++;
         m->njunk = 0;
+        metrics_add(&metrics->bytes, buf_len(&m->tx.msg));
         /* Addresses are validated: no control characters to escape. */
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0].addr, m->tx.nrcpts > 1 ? ",..." : "",
@@ -1131,6 +1139,7 @@ static bool take_chunk(struct smtp *m, struct buf *in)
 
 static void end_of_data(struct smtp *m)
 {
+    m->answering = STAGE_MESSAGE;
     if (m->tx.data.overflow) {
         /* the message buffer could not grow: past --max-size, or no memory */
         if (m->tx.data.size > (size_t)m->cfg->max_size) {
@@ -1439,6 +1448,8 @@ static void command(struct smtp *m, const char *line, size_t len)
     struct smtp_cmd c;
 
     smtp_parse_command(line, len, &c);
+    m->answering = c.verb;
+    metrics_add(&metrics->commands[c.verb], 1);
     if (len + 2 > SMTP_LINE_MAX && c.verb != SMTP_AUTH) {
         reply_error(m, 500, "5.5.6", "Line too long");
         return;
@@ -1473,6 +1484,7 @@ static void start(void *p)
 {
     struct smtp *m = p;
     struct hook_args a = { 0 };
+    m->answering = STAGE_GREETING;
     call_hook(m, HOOK_CONNECT, &a, NULL);
 }
 

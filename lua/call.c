@@ -16,6 +16,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 
 #define PATH_MAX_SHOWN (LUA_IDSIZE + 32)   /* " at FILE:LINE" */
 
@@ -26,6 +27,13 @@ static const char *const hook_names[CALL_TASK] = {
     [HOOK_RSET] = "on_rset",       [HOOK_AUTH] = "on_auth",   [HOOK_VRFY] = "on_vrfy",
     [HOOK_EXPN] = "on_expn",       [CALL_CLOSE] = "on_close",
 };
+
+void call_metrics_names(void)
+{
+    for (int st = 0; st <= CALL_CLOSE; st++)
+        metrics_hook_name(st, hook_names[st]);
+    metrics_hook_name(CALL_TASK, "task");
+}
 
 const char *call_hook_name(int st)
 {
@@ -289,6 +297,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     }
     if (verdict && (v->code == VERDICT_REJECT || v->code >= 400))   /* refusals only: not per 250 */
         set_origin(b->L, name, why, v);
+    metrics_hook(c->stage, bridge_now() - c->begun, why && !b->over_budget, b->over_budget);
     end_call(c);
     return HOOK_DONE;
 }
@@ -405,6 +414,7 @@ static int prepare_task(lua_State *L)
         return luaL_error(L, "out of memory");
     c->b = b;
     c->stage = CALL_TASK;
+    c->begun = bridge_now();
     c->coref = LUA_NOREF;
     init_wait(c);
     c->next = b->tasks;
@@ -536,6 +546,7 @@ static int prepare(lua_State *L)
     c->s = p->s;
     c->stage = p->stage;
     c->name = hook_names[p->stage];
+    c->begun = bridge_now();
     c->coref = LUA_NOREF;
     init_wait(c);
     p->c = c;

@@ -10,6 +10,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 
 #ifndef LUASMTPD_LUADIR
 #error "LUASMTPD_LUADIR: the Makefile sets it from LUADIR"
@@ -215,6 +216,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, u
     }
     lua_State *L = b->L;
     lua_atpanic(L, panic);
+    call_metrics_names();
     luaL_openlibs(L);
     restrict_libs(L, opts & BRIDGE_DEBUG);
     b->dry_run = opts & BRIDGE_DRY_RUN;
@@ -537,6 +539,7 @@ static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
         b->trimmed = b->ncalls;
     }
     b->seen = b->ncalls;
+    metrics_set(&metrics->lua_bytes, b->mem);
 }
 
 int bridge_start(struct bridge *b, const struct config *cfg, bool held, char *err)

@@ -67,6 +67,7 @@ struct lcall {
     lua_State      *co;
     int             coref;         /* registry reference keeping co alive */
     double          used;          /* running time so far */
+    double          begun;         /* when it was called (bridge_now) */
     size_t          mem;           /* memory charged to it (host.c) */
     /* the wait in progress (call_wait) */
     ev_timer        wait;          /* its timeout */
@@ -183,6 +184,8 @@ struct lcall *call_task(struct bridge *b, const char *name, int arg);
 /* End every task (the bridge closes). */
 void  call_end_tasks(struct bridge *b);
 const char *call_hook_name(int st);
+/* The hooks' names for the metrics (each session stage, and "task"). */
+void call_metrics_names(void);
 
 /* writer.c: the writer thread.  A job is a struct wjob at the head of an
  * action's own struct, allocated with malloc. */

@@ -25,6 +25,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 
 #define MQTT_TIMEOUT      10.0
 #define MQTT_PAYLOAD_MAX  (16 * 1024 * 1024)
@@ -173,6 +174,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
         return;                       /* the broker closes; on_disconnect retries */
     }
     m->connected = true;
+    metrics_set(&metrics->mqtt_connected, 1);
     m->backoff = 0;
     log_msg(LV_INFO, NULL, "mqtt: connected to %s:%d%s", m->host, m->port,
             m->nheld ? ", sending the held messages" : "");
@@ -188,6 +190,7 @@ static void connection_ended(struct mqtt *m, int rc)
             rc == MOSQ_ERR_ERRNO ? strerror(errno) : rc == 0 ? "closed" : mosquitto_strerror(rc),
             m->backoff);
     m->connected = false;
+    metrics_set(&metrics->mqtt_connected, 0);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)

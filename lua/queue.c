@@ -25,6 +25,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 
 #define QUEUE_ID_LEN  16              /* hex digits */
 #define QUEUE_TIMEOUT 30.0            /* for the commit of put and finish */
@@ -453,6 +454,36 @@ static void agent_stop(struct queue *q)
     ev_clear_pending(q->b->loop, &q->tick);
 }
 
+/* GET /metrics: the jobs of the host, by state, and the age of the oldest
+ * waiting one (read from the state database at each scrape). */
+static void queue_metrics(struct buf *out, void *ctx)
+{
+    static const char sql[] = "SELECT state, count(*), min(created) FROM jobs GROUP BY state";
+    struct bridge *b = ctx;
+    long long queued = 0, dead = 0;
+    double oldest = 0;
+    char err[1024];
+    if (b->store == NULL && store_open(b, false, err, sizeof(err)) < 0)   /* another process made it? */
+        log_msg(LV_DEBUG, NULL, "metrics: %s", err);
+    sqlite3_stmt *r = b->store ? store_stmt(b, false, sql) : NULL;
+    while (r && sqlite3_step(r) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(r, 0);
+        if (state && strcmp(state, "dead") == 0) {
+            dead = sqlite3_column_int64(r, 1);
+        } else {
+            queued += sqlite3_column_int64(r, 1);
+            oldest = ev_now(b->loop) - sqlite3_column_double(r, 2);
+        }
+    }
+    if (r)
+        store_stmt_done(r);
+    metrics_family(out, "queue_jobs", "gauge", "Jobs of the durable queue, by state (dead: kept as dead letters).");
+    metrics_printf(out, "luasmtpd_queue_jobs{state=\"queued\"} %lld\n", queued);
+    metrics_printf(out, "luasmtpd_queue_jobs{state=\"dead\"} %lld\n", dead);
+    metrics_family(out, "queue_oldest_job_age_seconds", "gauge", "Age of the oldest job waiting for delivery.");
+    metrics_printf(out, "luasmtpd_queue_oldest_job_age_seconds %.3f\n", queued ? oldest : 0.0);
+}
+
 static int queue_start(struct bridge *b, const struct config *cfg, char *err, size_t errsz)
 {
     struct queue *q = calloc(1, sizeof(*q));
@@ -487,12 +518,14 @@ static int queue_start(struct bridge *b, const struct config *cfg, char *err, si
     q->tick.data = q;
     if (!b->held)
         agent_start(q);
+    metrics_collector(queue_metrics, b);
     return 0;
 }
 
 static void queue_stop(struct bridge *b)
 {
     struct queue *q = b->queue;
+    metrics_collector_gone(b);
     if (q == NULL)
         return;
     agent_stop(q);
