@@ -40,7 +40,7 @@ LUA_LIBS  ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 CORE_SRC  := core/addr.c core/auth.c core/base64.c core/buf.c core/charset.c core/config.c core/log.c \
              core/clients.c core/proxy.c \
              core/net.c core/mime.c core/server.c core/session.c core/smtp.c core/smtp_parse.c \
-             core/metrics.c core/tls.c core/transcript.c
+             core/console.c core/json.c core/trace.c core/metrics.c core/tls.c core/transcript.c
 LUA_SRC   := lua/budget.c lua/call.c lua/exec.c lua/forward.c lua/host.c lua/lsession.c lua/mail.c lua/http.c lua/module.c lua/mqtt.c lua/queue.c lua/save.c lua/store.c lua/timer.c lua/writer.c
 MAIN_SRC  := core/admin.c core/main.c core/replay.c core/watchdog.c core/workers.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -50,14 +50,14 @@ CORE_OBJ  := $(patsubst %.c,$(B)/obj/%.o,$(CORE_SRC))
 # Lua sources compiled into the binary as C strings (lua_<name>).
 EMBED     := default luasmtpd prelude
 OBJ       := $(CORE_OBJ) $(patsubst %.c,$(B)/obj/%.o,$(LUA_SRC) $(MAIN_SRC)) \
-             $(patsubst %,$(B)/obj/embed_%.o,$(EMBED))
+             $(patsubst %,$(B)/obj/embed_%.o,$(EMBED) console)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(B)/%,$(UNIT_SRC))
 
 # The same sources built with AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_CORE  := $(patsubst %.c,$(B)/san/%.o,$(CORE_SRC))
 SAN_OBJ   := $(SAN_CORE) $(patsubst %.c,$(B)/san/%.o,$(LUA_SRC) $(MAIN_SRC)) \
-             $(patsubst %,$(B)/san/embed_%.o,$(EMBED))
+             $(patsubst %,$(B)/san/embed_%.o,$(EMBED) console)
 SAN_UNIT  := $(patsubst tests/unit/%.c,$(B)/san/%,$(UNIT_SRC))
 
 .SECONDARY:
@@ -80,12 +80,18 @@ $(B)/san/%.o: %.c
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
+# A text file ($<) as the C string $(1).
+embed_text = @mkdir -p $(dir $@); { echo 'const char $(1)[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
+
 # The embedded Lua sources: the default script and the luasmtpd module's
 # Lua half.
 $(B)/gen/embed_%.c: lua/%.lua
-	@mkdir -p $(dir $@)
-	{ echo 'const char lua_$*[] ='; \
-	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
+	$(call embed_text,lua_$*)
+
+# The console's page (core/admin.c serves it at /).
+$(B)/gen/embed_console.c: core/console.html
+	$(call embed_text,console_html)
 
 $(B)/obj/embed_%.o: $(B)/gen/embed_%.c
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -124,7 +130,8 @@ FUZZ_CC   ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SRC  := core/addr.c core/auth.c core/base64.c core/buf.c core/charset.c core/mime.c core/proxy.c core/smtp_parse.c \
              core/transcript.c
-FUZZ_BIN  := $(B)/fuzz/fuzz_addr $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol $(B)/fuzz/fuzz_proxy $(B)/fuzz/fuzz_session $(B)/fuzz/fuzz_transcript
+FUZZ_BIN  := $(B)/fuzz/fuzz_addr $(B)/fuzz/fuzz_http $(B)/fuzz/fuzz_mime $(B)/fuzz/fuzz_protocol $(B)/fuzz/fuzz_proxy \
+             $(B)/fuzz/fuzz_session $(B)/fuzz/fuzz_transcript
 FUZZ_FLAGS = $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(WFLAGS)
 
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
@@ -135,6 +142,12 @@ $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
 $(B)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(CORE_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(CORE_LIBS)
+
+# the console's HTTP side: the listener with its library, on loopback
+$(B)/fuzz/fuzz_http: tests/fuzz/fuzz_http.c $(CORE_SRC) core/admin.c $(B)/gen/embed_console.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) core/admin.c $(B)/gen/embed_console.c $(CORE_LIBS) \
+	    $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 
 # luasmtpd beside smtp-sink (docs/performance.md); BENCH_ARGS="--quick" for a short run
 bench: deps all $(B)/bench_mime

@@ -1,5 +1,6 @@
 /*
- * admin: the HTTP listener of --http (docs/console.md): GET /metrics.
+ * admin: the HTTP listener of --http (docs/console.md): the console's page,
+ * its JSON API and event stream (core/console.h), and GET /metrics.
  *
  * GNU libmicrohttpd parses HTTP; it runs in the server's own event loop
  * (its epoll descriptor watched by an ev_io, its timeouts by an ev_timer),

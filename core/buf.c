@@ -1,5 +1,7 @@
 #include "buf.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +83,34 @@ int buf_append_grow(struct buf *b, const void *p, size_t n)
     memcpy(b->data + b->end, p, n);
     b->end += n;
     return 0;
+}
+
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(b->data ? b->data + b->end : NULL, b->data ? b->size - b->end : 0, fmt, ap);
+    if (n >= 0 && (size_t)n >= (b->data ? b->size - b->end : 0)) {
+        /* it did not fit: make room, then write it again */
+        if (buf_reserve(b, (size_t)n + 1) < 0)
+            n = -1;
+        else
+            n = vsnprintf(b->data + b->end, b->size - b->end, fmt, again);
+    }
+    va_end(again);
+    if (n < 0)
+        return -1;
+    b->end += (size_t)n;
+    return 0;
+}
+
+int buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 void buf_consume(struct buf *b, size_t n)

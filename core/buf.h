@@ -11,6 +11,7 @@
 #ifndef LUASMTPD_BUF_H
 #define LUASMTPD_BUF_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
@@ -63,6 +64,9 @@ static inline int buf_append(struct buf *b, const void *p, size_t n)
     }
     return 0;
 }
+/* Append formatted text: 0, or -1 when the cap or memory does not allow it. */
+int    buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int    buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 void   buf_consume(struct buf *b, size_t n);
 
 /*

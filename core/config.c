@@ -48,8 +48,13 @@ static const struct option_def options[] = {
       "the proxies allowed to send a PROXY header (10.0.0.0/8, 2001:db8::1); others\n"
       "are refused and logged; repeatable (default loopback: 127.0.0.0/8, ::1)" },
     { "http", OPT_HTTP, 0, 0, 0, "[ADDR:]PORT",
-      "serve GET /metrics (Prometheus) over HTTP here; a port alone binds\n"
-      "127.0.0.1; off by default (docs/console.md)" },
+      "serve the console over HTTP here: a page, /api/ and /metrics (Prometheus);\n"
+      "a port alone binds 127.0.0.1; off by default (docs/console.md)" },
+    { "keep", OPT_INT, OFF(keep), 0, 100000, "N",
+      "--http keeps the last N messages, with their traces, in memory\n"
+      "(default 200; 0 keeps none)" },
+    { "keep-bytes", OPT_SIZE, OFF(keep_bytes), 1LL << 20, 1LL << 34, "BYTES",
+      "at most this much memory for them: the oldest go first (default 64M)" },
     { "http-token", OPT_TEXT, OFF(http_token), 1, CONFIG_TEXT_MAX, "TOKEN",
       "--http asks for Authorization: Bearer TOKEN" },
     { "http-user", OPT_TEXT, OFF(http_user), 1, CONFIG_TEXT_MAX, "NAME",
@@ -230,6 +235,8 @@ void config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_clients = 100;
+    cfg->keep = 200;
+    cfg->keep_bytes = 64LL << 20;
     cfg->max_clients_per_ip = 10;
     cfg->connect_rate = 600;
     cfg->client_ipv6_prefix = 64;

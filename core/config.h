@@ -93,6 +93,7 @@ struct config {
     char   http_token[CONFIG_TEXT_MAX + 1];
     char   http_user[CONFIG_TEXT_MAX + 1];
     char   http_password[CONFIG_TEXT_MAX + 1];
+    long long keep, keep_bytes;  /* --keep, --keep-bytes: the console's messages */
     char   tls_client_ca[CONFIG_PATH_MAX + 1];
     long long tls_timeout;
     char   tls_min_version[8];  /* "1.0" to "1.3" */

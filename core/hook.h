@@ -131,6 +131,16 @@ const char *smtp_tls_version(const struct smtp *s);
 const char *smtp_tls_cipher(const struct smtp *s);
 const char *smtp_tls_sni(const struct smtp *s);     /* the client's SNI name, or NULL */
 void        smtp_tls_client(const struct smtp *s, char *subject, size_t size, bool *verified_r);
+/* The console (--http, docs/console.md): is the session traced?  The
+ * bridge then adds to its trace the actions a hook ran (kind "mqtt",
+ * target, result "ok", seconds) and the script's own lines, and hands over
+ * the message it parsed, so the console need not parse it again. */
+struct mime;
+bool        smtp_traced(const struct smtp *s);
+void        smtp_trace_action(struct smtp *s, const char *kind, const char *target, const char *result,
+                              double seconds);
+void        smtp_trace_note(struct smtp *s, const char *who, const char *text);
+void        smtp_trace_parsed(struct smtp *s, struct mime *m);
 /* A slot for the hook implementation's own per-session data. */
 void      **smtp_hook_data(struct smtp *s);
 

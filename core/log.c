@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
+
 enum log_level log_threshold = LV_INFO;
 bool log_json;
 static char tag[16];           /* "w1 " in a worker */
@@ -55,58 +57,6 @@ void log_set_tag(const char *t)
     snprintf(tag, sizeof(tag), "%s ", t);
 }
 
-/* The length of the UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len = p[0] >= 0xf0 && p[0] < 0xf5 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : 0;
-    if (len == 0 || len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
-/* s as the text of a JSON string, into out (cap bytes, cut short when it
- * must): quotes, backslashes and controls escaped, bytes that are no UTF-8
- * as U+FFFD.  The length written. */
-static size_t json_text(char *out, size_t cap, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n && o + 7 < cap;) {
-        unsigned char c = p[i];
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-            i++;
-        } else if (c < 0x20) {
-            memcpy(out + o, "\\u00", 4);
-            out[o + 4] = hex[c >> 4];
-            out[o + 5] = hex[c & 15];
-            o += 6;
-            i++;
-        } else if (c < 0x80) {
-            out[o++] = (char)c;
-            i++;
-        } else {
-            size_t len = utf8_len(p + i, n - i);
-            if (len == 0) {
-                memcpy(out + o, "\\ufffd", 6);
-                o += 6;
-                i++;
-            } else {
-                memcpy(out + o, p + i, len);
-                o += len;
-                i += len;
-            }
-        }
-    }
-    return o;
-}
-
 /* --log-format json: {"time":...,"level":...,"worker":...,"session":...,"msg":...} */
 static void write_json(const struct timeval *tv, const struct tm *tm, enum log_level level, const char *sid,
                        const char *msg)
@@ -121,7 +71,7 @@ static void write_json(const struct timeval *tv, const struct tm *tm, enum log_l
     if (sid)
         n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"session\":\"%s\"", sid);
     n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"msg\":\"");
-    n += json_text(line + n, sizeof(line) - n - 3, msg);
+    n += json_text(line + n, sizeof(line) - n - 3, msg, strlen(msg));
     memcpy(line + n, "\"}\n", 3);
     ssize_t w = write(STDERR_FILENO, line, n + 3);
     (void)w;

@@ -15,6 +15,8 @@
 #include "admin.h"
 #include "config.h"
 #include "log.h"
+#include "console.h"
+#include "json.h"
 #include "metrics.h"
 #include "replay.h"
 #include "server.h"
@@ -462,6 +464,12 @@ static void reload(struct ev_loop *loop)
     serving = next;
     log_msg(LV_INFO, NULL, "reload: %s loaded; new sessions use it, those in progress end on the one before",
             script);
+    struct buf *e = console_event_begin("reload", NULL);
+    if (e) {
+        buf_append(e, ",\"script\":", 10);
+        json_cstr(e, script);
+        console_event_end();
+    }
     if (standby)
         bridge_standby(serving->bridge, true);
     ev_timer_again(loop, &reap);
@@ -590,6 +598,9 @@ static int run(struct setup *st, char **argv)
         return rc;
     }
     metrics_use(cfg->worker ? (int)cfg->worker - 1 : 0);
+    if (cfg->http_on && !console_on() && console_share(cfg->keep, cfg->keep_bytes, cfg->max_clients, 1) < 0)
+        log_msg(LV_WARN, NULL, "console: no memory for it (%s): --http serves /metrics only", strerror(errno));
+    console_use(cfg->worker ? (int)cfg->worker - 1 : 0);
     if (server_init(&srv, st->loop, cfg, hooks, st->tls) < 0) {
         teardown(st);
         return 1;
@@ -672,6 +683,8 @@ int main(int argc, char **argv)
         int n = (int)st.cfg.workers;
         char pid_file[CONFIG_PATH_MAX + 1];
         snprintf(pid_file, sizeof(pid_file), "%s", st.cfg.pid_file);
+        if (st.cfg.http_on && console_share(st.cfg.keep, st.cfg.keep_bytes, st.cfg.max_clients, n) < 0)
+            log_msg(LV_WARN, NULL, "console: no shared memory (%s): each worker shows its own", strerror(errno));
         teardown(&st);
         ev_loop_destroy(st.loop);
         if (metrics_share(n) < 0)

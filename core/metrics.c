@@ -13,7 +13,22 @@
 
 #define SLOTS_MAX 64
 
+/* A series of luasmtpd.metric, its value a double's bits. */
+struct series {
+    atomic_int     ready;           /* key is set */
+    char           key[METRICS_SCRIPT_KEY];   /* name, then {labels} or nothing */
+    size_t         name_len;
+    atomic_ullong  bits;
+};
+
+struct script_table {
+    atomic_flag    adding;          /* held while a series is added */
+    struct series  s[METRICS_SCRIPT_SERIES];
+};
+
 static struct metrics_slot own;            /* before metrics_share(), and for --check */
+static struct script_table own_series;
+static struct script_table *script = &own_series;
 static struct metrics_slot *slots = &own;
 static int nslots = 1;
 struct metrics_slot *metrics = &own;
@@ -34,11 +49,13 @@ int metrics_share(int n)
         n = 1;
     if (n > SLOTS_MAX)
         n = SLOTS_MAX;
-    void *p = mmap(NULL, sizeof(struct metrics_slot) * (size_t)n, PROT_READ | PROT_WRITE,
+    size_t bytes = sizeof(struct metrics_slot) * (size_t)n;
+    char *p = mmap(NULL, bytes + sizeof(struct script_table), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return -1;
-    slots = p;       /* zeroed by the kernel */
+    slots = (struct metrics_slot *)p;       /* zeroed by the kernel */
+    script = (struct script_table *)(p + bytes);
     nslots = n;
     metrics = &slots[0];
     return 0;
@@ -73,6 +90,108 @@ void metrics_hook(int i, double seconds, int error, int overrun)
         metrics_add(&h->overruns, 1);
 }
 
+static const char *const action_kinds[METRICS_ACTIONS] = {
+    "exec", "http", "mqtt", "save", "write", "forward", "queue",
+};
+static const char *const action_results[METRICS_RESULTS] = { "ok", "refused", "error", "timeout" };
+
+static int index_of(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+void metrics_action(const char *kind, const char *result)
+{
+    int k = index_of(action_kinds, METRICS_ACTIONS, kind), r = index_of(action_results, METRICS_RESULTS, result);
+    if (k >= 0 && r >= 0)
+        metrics_add(&metrics->actions[k][r], 1);
+}
+
+static void add_double(atomic_ullong *bits, double v)
+{
+    unsigned long long old = atomic_load_explicit(bits, memory_order_relaxed), next;
+    do {
+        double d;
+        memcpy(&d, &old, sizeof(d));
+        d += v;
+        memcpy(&next, &d, sizeof(next));
+    } while (!atomic_compare_exchange_weak_explicit(bits, &old, next, memory_order_relaxed, memory_order_relaxed));
+}
+
+static struct series *find_series(const char *key)
+{
+    for (int i = 0; i < METRICS_SCRIPT_SERIES; i++) {
+        struct series *x = &script->s[i];
+        if (!atomic_load_explicit(&x->ready, memory_order_acquire))
+            return NULL;             /* they are taken in order */
+        if (strcmp(x->key, key) == 0)
+            return x;
+    }
+    return NULL;
+}
+
+int metrics_script(const char *name, const char *labels, double value)
+{
+    char key[METRICS_SCRIPT_KEY];
+    int n = snprintf(key, sizeof(key), "%s%s%s%s", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "");
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return -1;
+    struct series *x = find_series(key);
+    if (x == NULL) {
+        while (atomic_flag_test_and_set_explicit(&script->adding, memory_order_acquire))
+            ;                        /* another process adds one: a few instructions */
+        if ((x = find_series(key)) == NULL) {
+            for (int i = 0; i < METRICS_SCRIPT_SERIES && x == NULL; i++)
+                if (!atomic_load_explicit(&script->s[i].ready, memory_order_relaxed))
+                    x = &script->s[i];
+            if (x) {
+                memcpy(x->key, key, (size_t)n + 1);
+                x->name_len = strlen(name);
+                atomic_store_explicit(&x->ready, 1, memory_order_release);
+            }
+        }
+        atomic_flag_clear_explicit(&script->adding, memory_order_release);
+        if (x == NULL)
+            return -1;
+    }
+    add_double(&x->bits, value);
+    return 0;
+}
+
+/* The series of luasmtpd.metric, each name's together under its HELP
+ * and TYPE (a counter when it ends in _total, else a gauge). */
+static void script_series(struct buf *out)
+{
+    for (int i = 0; i < METRICS_SCRIPT_SERIES; i++) {
+        const struct series *x = &script->s[i];
+        if (!atomic_load_explicit(&x->ready, memory_order_acquire))
+            break;
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = script->s[j].name_len == x->name_len && memcmp(script->s[j].key, x->key, x->name_len) == 0;
+        if (seen)
+            continue;
+        bool counter = x->name_len > 6 && memcmp(x->key + x->name_len - 6, "_total", 6) == 0;
+        metrics_printf(out, "# HELP luasmtpd_script_%.*s Set by the script (luasmtpd.metric).\n"
+                            "# TYPE luasmtpd_script_%.*s %s\n", (int)x->name_len, x->key, (int)x->name_len,
+                       x->key, counter ? "counter" : "gauge");
+        for (int j = i; j < METRICS_SCRIPT_SERIES; j++) {
+            const struct series *y = &script->s[j];
+            if (!atomic_load_explicit(&y->ready, memory_order_acquire))
+                break;
+            if (y->name_len != x->name_len || memcmp(y->key, x->key, x->name_len) != 0)
+                continue;
+            unsigned long long b = atomic_load_explicit(&y->bits, memory_order_relaxed);
+            double d;
+            memcpy(&d, &b, sizeof(d));
+            metrics_printf(out, "luasmtpd_script_%s %.17g\n", y->key, d);
+        }
+    }
+}
+
 void metrics_collector(metrics_collect_fn fn, void *ctx)
 {
     collect = fn;
@@ -89,16 +208,13 @@ void metrics_collector_gone(void *ctx)
 
 int metrics_printf(struct buf *out, const char *fmt, ...)
 {
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    int rc = buf_vprintf(out, fmt, ap);
     va_end(ap);
-    if (n < 0 || buf_append(out, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0) {
+    if (rc < 0)
         failed = true;
-        return -1;
-    }
-    return 0;
+    return rc;
 }
 
 /* The sum over the slots of the counter at `offset` in a slot. */
@@ -243,6 +359,11 @@ int metrics_render(struct buf *out)
     metrics_printf(out, "luasmtpd_tls_handshakes_total{result=\"ok\"} %llu\n", SUM(tls_ok));
     metrics_printf(out, "luasmtpd_tls_handshakes_total{result=\"failed\"} %llu\n", SUM(tls_failed));
     hooks(out);
+    metrics_family(out, "actions_total", "counter", "Actions the scripts ran, by kind and result.");
+    for (int k = 0; k < METRICS_ACTIONS; k++)
+        for (int r = 0; r < METRICS_RESULTS; r++)
+            metrics_printf(out, "luasmtpd_actions_total{kind=\"%s\",result=\"%s\"} %llu\n", action_kinds[k],
+                           action_results[r], SUM(actions[k][r]));
     metrics_family(out, "mqtt_connected", "gauge", "Processes connected to the MQTT broker now.");
     metrics_printf(out, "luasmtpd_mqtt_connected %llu\n", SUM(mqtt_connected));
     metrics_family(out, "lua_memory_bytes", "gauge", "Memory held by the scripts' Lua states.");
@@ -261,5 +382,6 @@ int metrics_render(struct buf *out)
     metrics_printf(out, "luasmtpd_process_open_fds %llu\n", fds);
     if (collect)
         collect(out, collect_ctx);
+    script_series(out);
     return failed ? -1 : 0;
 }

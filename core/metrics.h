@@ -32,6 +32,10 @@ enum {
 };
 
 #define METRICS_HOOKS   16          /* hook names the bridge gives */
+#define METRICS_ACTIONS 7           /* exec, http, mqtt, save, write, forward, queue */
+#define METRICS_RESULTS 4           /* ok, refused, error, timeout */
+#define METRICS_SCRIPT_SERIES 256   /* luasmtpd.metric: series in all */
+#define METRICS_SCRIPT_KEY    256   /* a series' name and labels */
 #define METRICS_BUCKETS 12          /* hook durations, with +Inf */
 
 struct metrics_hook {
@@ -49,6 +53,7 @@ struct metrics_slot {
     atomic_ullong tls_ok, tls_failed;
     atomic_ullong lua_bytes, mqtt_connected;  /* gauges the bridge keeps */
     struct metrics_hook hooks[METRICS_HOOKS];
+    atomic_ullong actions[METRICS_ACTIONS][METRICS_RESULTS];
 };
 
 /* This process's slot (a slot of its own until metrics_share()). */
@@ -73,6 +78,14 @@ void metrics_hook_name(int i, const char *name);
 /* A hook call that took `seconds`, and how it ended. */
 void metrics_hook(int i, double seconds, int error, int overrun);
 
+/* An action a script ran ("mqtt"), and how it ended ("ok", "refused":
+ * the other side said no, "error", "timeout"). */
+void metrics_action(const char *kind, const char *result);
+/* luasmtpd.metric: add value to the series name{labels} (labels rendered,
+ * "" for none), shared by the workers: 0, or -1 when METRICS_SCRIPT_SERIES
+ * are taken. */
+int  metrics_script(const char *name, const char *labels, double value);
+
 /* Scrape-time figures of the whole host (the durable queue, say): the
  * bridge registers one function that appends its lines. */
 typedef void (*metrics_collect_fn)(struct buf *out, void *ctx);
@@ -81,7 +94,7 @@ void metrics_collector(metrics_collect_fn fn, void *ctx);
 void metrics_collector_gone(void *ctx);
 /* The HELP and TYPE lines of family luasmtpd_NAME. */
 void metrics_family(struct buf *out, const char *name, const char *type, const char *help);
-/* Append a line (at most 511 bytes) to a rendering: 0, or -1. */
+/* Append a line to a rendering: 0, or -1. */
 int  metrics_printf(struct buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The exposition (text format 0.0.4) into out: 0, or -1 out of memory. */

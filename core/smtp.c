@@ -1,5 +1,6 @@
 #include "smtp.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,15 +11,19 @@
 #include "clock.h"
 #include "auth.h"
 #include "config.h"
+#include "console.h"
 #include "hook.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "session.h"
 #include "smtp_parse.h"
+#include "trace.h"
 
 #define REPLY_LINE_MAX   512   /* RFC 5321 4.5.3.1.5, with CRLF */
 #define REPLY_LINES_MAX  32
 #define MSGID_MAX        (SESSION_ID_MAX + 12)
+#define KEEP_RCPTS       100   /* recipients the console lists of a message */
 
 enum smtp_state {
     ST_GREETING,     /* waiting for the connect hook */
@@ -96,6 +101,8 @@ struct smtp {
         char   enh[8], text[REPLY_LINE_MAX];
     } chunk;
     void                *hook_data;
+    struct trace        *trace;     /* for the console (--http): NULL without it */
+    double               stage_t0;  /* when the stage being decided was asked */
 };
 
 static const char *state_name(enum smtp_state st)
@@ -112,6 +119,7 @@ static void enter_state(struct smtp *m, enum smtp_state st)
     if (st != m->state && log_enabled(LV_DEBUG))
         log_msg(LV_DEBUG, m->id, "state %s -> %s", state_name(m->state), state_name(st));
     m->state = st;
+    trace_state(m->trace, state_name(st));
 }
 
 /* --- replies ------------------------------------------------------------- */
@@ -209,6 +217,7 @@ static void reply_text(struct smtp *m, int code, const char *enh, const char *te
         enum log_level lv = code >= 400 && !m->refusal_logged ? LV_INFO : LV_DEBUG;
         if (log_enabled(lv))
             log_msg(lv, m->id, "> %.*s", (int)n, line);
+        trace_line(m->trace, 'S', line, n);
         line[n++] = '\r';
         line[n++] = '\n';
         session_write(m->s, line, n);
@@ -297,6 +306,7 @@ static void tx_clear(struct smtp_tx *tx, size_t max_size)
 
 static void reset_transaction(struct smtp *m)
 {
+    trace_rewind(m->trace);
     tx_clear(&m->tx, (size_t)m->cfg->max_size);
     if (m->state >= ST_READY)
         enter_state(m, ST_READY);
@@ -572,6 +582,8 @@ static void finish_helo(struct smtp *m, struct reply *r)
     }
     free(m->client.helo);
     m->client.helo = copy;
+    if (m->trace)
+        snprintf(m->trace->cs.helo, sizeof(m->trace->cs.helo), "%s", copy);
     enter_state(m, ST_READY);
     if (m->client.esmtp)
         send_ehlo(m, r->text);
@@ -626,11 +638,92 @@ static void finish_data(struct smtp *m, struct reply *r)
     reply_text(m, r->code, r->enh, r->text);
 }
 
+/* The first line of a reply's text as the client gets it ("Ok: queued as"
+ * with the message's id), for the console. */
+static const char *reply_said(const struct smtp *m, const char *text, char *out, size_t size)
+{
+    size_t n = strcspn(text, "\n");
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, text, n);
+    out[n] = '\0';
+    if (text == stages[HOOK_MESSAGE].accept_text && n + 1 + strlen(m->tx.msgid) < size) {
+        out[n] = ' ';
+        strcpy(out + n + 1, m->tx.msgid);
+    }
+    return out;
+}
+
+/* The console keeps the message just answered with code and text, and
+ * tells its readers. */
+static void keep_message(struct smtp *m, int code, const char *text)
+{
+    if (m->trace == NULL)
+        return;
+    uint64_t id = 0;
+    size_t size = buf_len(&m->tx.msg);
+    struct trace *t = m->trace;
+    struct buf *fields = &t->fields;
+    /* the bridge's parse when it made one, else one here */
+    struct mime *mm = NULL;
+    if (console_keeping() && buf_len(fields) == 0 && size && mime_parse(buf_head(&m->tx.msg), size, NULL, &mm) == 0 &&
+        console_fields(fields, mm) < 0)
+        buf_clear(fields);
+    mime_free(&mm);
+    int port;
+    const char *peer = session_peer_host(m->s, &port);
+    if (console_keeping()) {
+        const char *rcpts[KEEP_RCPTS];
+        size_t n = m->tx.nrcpts < KEEP_RCPTS ? m->tx.nrcpts : KEEP_RCPTS;
+        for (size_t i = 0; i < n; i++)
+            rcpts[i] = m->tx.rcpts[i].addr;
+        char said[REPLY_LINE_MAX];
+        const struct console_message cm = {
+            .time = wall_ms(), .code = code, .port = port, .proxied = session_proxy(m->s) != NULL,
+            .session = m->id, .peer = peer, .helo = m->client.helo,
+            .tls = session_tls_version(m->s), .user = m->client.user, .sender = m->tx.sender,
+            .queued_as = m->tx.msgid, .reply = reply_said(m, text, said, sizeof(said)),
+            .rcpts = rcpts, .nrcpts = n, .size = m->tx.data.overflow ? m->tx.data.size : size,
+            .fields = buf_head(fields), .fields_len = buf_len(fields),
+            .steps = t->e, .nsteps = t->n, .dropped = t->dropped,
+            .dialogue = buf_head(&t->dialogue), .dialogue_len = buf_len(&t->dialogue),
+            .raw = buf_head(&m->tx.msg), .raw_len = size,
+        };
+        id = console_keep(&cm);
+    }
+    /* what the page's list shows of it, so that it need not ask */
+    struct buf *e = console_event_begin("message", m->id);
+    if (e) {
+        JSON_LIT(e, ",\"id\":");
+        json_int(e, (long long)id);
+        JSON_LIT(e, ",\"code\":");
+        json_int(e, code);
+        JSON_LIT(e, ",\"size\":");
+        json_int(e, (long long)size);
+        JSON_LIT(e, ",\"peer\":");
+        json_cstr(e, peer);
+        JSON_LIT(e, ",\"sender\":");
+        json_cstr(e, m->tx.sender);
+        JSON_LIT(e, ",\"recipients\":[");
+        for (size_t i = 0; i < m->tx.nrcpts && i < 3; i++)
+            (void)((i ? JSON_LIT(e, ",") : 0) | json_cstr(e, m->tx.rcpts[i].addr));
+        JSON_LIT(e, "]");
+        if (buf_len(fields) < CONSOLE_EVENT_MAX / 2) {
+            JSON_LIT(e, ",\"fields\":{");
+            buf_append(e, buf_head(fields), buf_len(fields));
+            JSON_LIT(e, "}");
+        }
+        console_event_end();
+    }
+}
+
 static void finish_message(struct smtp *m, struct reply *r)
 {
     if (r->code < 400) {
         m->nmessages++;
         m->njunk = 0;
+        if (m->trace)
+            m->trace->cs.messages = m->nmessages;
         metrics_add(&metrics->bytes, buf_len(&m->tx.msg));
         /* Addresses are validated: no control characters to escape. */
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
@@ -647,6 +740,7 @@ static void finish_message(struct smtp *m, struct reply *r)
         m->refusal_logged = true;     /* that line says it: the reply goes to debug */
         reply_text(m, r->code, r->enh, r->text);
     }
+    keep_message(m, r->code, r->text);
     reset_transaction(m);
     if (m->draining && r->code != 421)
         reply_close(m, "4.3.2", "Service shutting down");
@@ -662,6 +756,8 @@ static void finish_auth(struct smtp *m, struct reply *r)
                 log_escape(esc, sizeof(esc), m->arg, strlen(m->arg)), r->code);
     }
     if (r->code < 400) {
+        if (m->trace)
+            snprintf(m->trace->cs.user, sizeof(m->trace->cs.user), "%s", m->client.user);
         enter_state(m, ST_READY);
         reply_text(m, r->code, r->enh, r->text);
     } else {
@@ -721,12 +817,43 @@ static void log_refusal(struct smtp *m, enum hook_stage st, const struct verdict
                 st == HOOK_MAIL || st == HOOK_RCPT, v->origin[0] ? v->origin : by, r->code, r->enh, r->text);
 }
 
+/* The console's record of a stage decided: the trace, and an event. */
+static void trace_stage(struct smtp *m, const char *stage, const char *who, int code, const char *text)
+{
+    if (m->trace == NULL)
+        return;
+    double took = clock_mono() - m->stage_t0;
+    char first[REPLY_LINE_MAX];
+    trace_add(m->trace, STEP_STAGE, stage, who, code, reply_said(m, text, first, sizeof(first)), NULL, took);
+    struct buf *e = console_event_begin("stage", m->id);
+    if (e) {
+        JSON_LIT(e, ",\"stage\":");
+        json_cstr(e, stage);
+        JSON_LIT(e, ",\"code\":");
+        json_int(e, code);
+        JSON_LIT(e, ",\"took_us\":");
+        json_int(e, (long long)(took * 1e6));
+        JSON_LIT(e, ",\"who\":");
+        json_cstr(e, who);
+        console_event_end();
+    }
+}
+
 /* The core refuses by one of its options: said as a hook's refusal is
  * (as an error of the client's, counted for --max-errors, when `error`). */
 static void refuse(struct smtp *m, const char *what, const char *addr, const char *option, int code,
                    const char *enh, const char *text, bool error)
 {
     log_refused(m, what, addr, true, option, code, enh, text);
+    if (m->trace) {
+        char stage[10];   /* "RCPT TO" is the stage rcpt */
+        size_t k = 0;
+        for (; what[k] && what[k] != ' ' && k + 1 < sizeof(stage); k++)
+            stage[k] = (char)tolower((unsigned char)what[k]);
+        stage[k] = '\0';
+        m->stage_t0 = clock_mono();
+        trace_stage(m, stage, option, code, text);
+    }
     if (error)
         reply_error(m, code, enh, text);
     else
@@ -740,6 +867,7 @@ static void finish_stage(struct smtp *m, enum hook_stage st, const struct verdic
     resolve(m, st, v, &r);
     if (r.code >= 400)
         log_refusal(m, st, v, &r);
+    trace_stage(m, hook_stage_name(st), v->origin, r.code, r.text);
     r.origin = v->origin;
     stages[st].finish(m, &r);
     m->refusal_logged = false;
@@ -758,6 +886,10 @@ static void call_hook(struct smtp *m, enum hook_stage st, const struct hook_args
     v.code = VERDICT_ACCEPT;
     v.enhanced[0] = v.text[0] = v.origin[0] = '\0';
     v.disconnect = false;
+    if (m->trace) {
+        m->stage_t0 = clock_mono();
+        m->trace->stage = hook_stage_name(st);
+    }
     if (arg) {
         /* Parsed names and addresses fit: SMTP_PATH_MAX bounds both. */
         size_t n = strnlen(arg, sizeof(m->arg) - 1);
@@ -1140,6 +1272,12 @@ static bool take_chunk(struct smtp *m, struct buf *in)
 static void end_of_data(struct smtp *m)
 {
     m->answering = STAGE_MESSAGE;
+    if (m->trace) {
+        char said[64];
+        snprintf(said, sizeof(said), "(the message: %zu bytes)", m->tx.data.overflow ? m->tx.data.size
+                                                                                  : buf_len(&m->tx.msg));
+        trace_line(m->trace, 'C', said, strlen(said));
+    }
     if (m->tx.data.overflow) {
         /* the message buffer could not grow: past --max-size, or no memory */
         if (m->tx.data.size > (size_t)m->cfg->max_size) {
@@ -1147,10 +1285,12 @@ static void end_of_data(struct smtp *m)
                     m->tx.msgid, m->tx.data.size, m->cfg->max_size);
             reply(m, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
                   m->cfg->max_size);
+            keep_message(m, 552, "Message size exceeds fixed maximum message size");
         } else {
             log_msg(LV_ERROR, m->id, "message %s refused: out of memory for %zu bytes", m->tx.msgid,
                     m->tx.data.size);
             reply(m, 451, "4.3.0", "Out of memory, try again later");
+            keep_message(m, 451, "Out of memory, try again later");
         }
         reset_transaction(m);
         if (m->draining)
@@ -1259,6 +1399,10 @@ static void tls_ready(void *p)
     struct smtp *m = p;
     reset_transaction(m);
     client_clear(&m->client);
+    if (m->trace) {
+        snprintf(m->trace->cs.tls, sizeof(m->trace->cs.tls), "%s", session_tls_version(m->s));
+        m->trace->cs.helo[0] = m->trace->cs.user[0] = '\0';
+    }
     enter_state(m, ST_INIT);
 }
 
@@ -1454,14 +1598,25 @@ static void command(struct smtp *m, const char *line, size_t len)
         reply_error(m, 500, "5.5.6", "Line too long");
         return;
     }
+    /* never log credentials: the mechanism only */
+    const char *sp = c.verb == SMTP_AUTH ? memchr(c.arg, ' ', c.arglen) : NULL;
+    size_t shown = sp ? (size_t)(sp - line) : len;
     if (log_enabled(LV_DEBUG)) {
         char esc[REPLY_LINE_MAX * 4];
-        size_t shown = len;
-        const char *sp = c.verb == SMTP_AUTH ? memchr(c.arg, ' ', c.arglen) : NULL;
-        if (sp)   /* never log credentials: the mechanism only */
-            shown = (size_t)(sp - line);
         log_msg(LV_DEBUG, m->id, "< %s%s", log_escape(esc, sizeof(esc), line, shown),
                 shown < len ? " ***" : "");
+    }
+    if (m->trace) {
+        if (c.verb == SMTP_MAIL && m->state == ST_READY)
+            trace_mark(m->trace);
+        char text[REPLY_LINE_MAX];
+        size_t n = shown < 500 ? shown : 500;
+        memcpy(text, line, n);
+        if (shown < len) {
+            memcpy(text + n, " ***", 4);
+            n += 4;
+        }
+        trace_line(m->trace, 'C', text, n);
     }
     const struct command *cmd = &commands[c.verb];
     if (cmd->run == NULL) {
@@ -1485,6 +1640,18 @@ static void start(void *p)
     struct smtp *m = p;
     struct hook_args a = { 0 };
     m->answering = STAGE_GREETING;
+    int port;
+    const char *peer = session_peer_host(m->s, &port);
+    if ((m->trace = trace_new(m->id, peer, port)) != NULL) {
+        struct buf *e = console_event_begin("session", m->id);
+        if (e) {
+            JSON_LIT(e, ",\"state\":\"open\",\"port\":");
+            json_int(e, port);
+            JSON_LIT(e, ",\"peer\":");
+            json_cstr(e, peer);
+            console_event_end();
+        }
+    }
     call_hook(m, HOOK_CONNECT, &a, NULL);
 }
 
@@ -1531,6 +1698,7 @@ static void input(void *p)
             session_touch(m->s);
             if (m->state == ST_AUTH) {
                 log_msg(LV_DEBUG, m->id, "< (SASL response, %zu bytes)", len);
+                trace_line(m->trace, 'C', "***", 3);
                 auth_response(m, line, len);
             } else {
                 command(m, line, len);
@@ -1596,6 +1764,14 @@ static void closed(void *p, char *summary, size_t size)
     struct smtp *m = p;
     m->closed = true;
     m->hooks->close(m->hooks->ctx, m);
+    if (m->trace) {
+        struct buf *e = console_event_begin("session", m->id);
+        if (e) {
+            JSON_LIT(e, ",\"state\":\"closed\",\"messages\":");
+            json_int(e, (long long)m->nmessages);
+            console_event_end();
+        }
+    }
     snprintf(summary, size, " messages=%lu", m->nmessages);
 }
 
@@ -1606,6 +1782,7 @@ static void free_(void *p)
     free(m->tx.rcpts);
     client_clear(&m->client);
     free(m->login_user);
+    trace_free(m->trace);
     free(m);
 }
 
@@ -1643,6 +1820,26 @@ void smtp_tls_client(const struct smtp *m, char *subject, size_t size, bool *ver
     session_tls_client(m->s, subject, size, verified_r);
 }
 void **smtp_hook_data(struct smtp *m) { return &m->hook_data; }
+bool smtp_traced(const struct smtp *m) { return m->trace != NULL; }
+
+void smtp_trace_action(struct smtp *m, const char *kind, const char *target, const char *result, double seconds)
+{
+    trace_add(m->trace, STEP_ACTION, NULL, kind, 0, target, result, seconds);
+}
+
+void smtp_trace_note(struct smtp *m, const char *who, const char *text)
+{
+    trace_add(m->trace, STEP_NOTE, NULL, who, 0, text, NULL, 0);
+}
+
+void smtp_trace_parsed(struct smtp *m, struct mime *mm)
+{
+    if (m->trace && console_keeping()) {
+        buf_clear(&m->trace->fields);
+        if (console_fields(&m->trace->fields, mm) < 0)
+            buf_clear(&m->trace->fields);    /* parsed again when kept */
+    }
+}
 
 size_t hook_nparams(const struct hook_args *a)
 {

@@ -16,6 +16,8 @@
 
 #include "internal.h"
 #include "log.h"
+#include "console.h"
+#include "json.h"
 #include "metrics.h"
 
 #define PATH_MAX_SHOWN (LUA_IDSIZE + 32)   /* " at FILE:LINE" */
@@ -295,8 +297,16 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
         set_verdict_error(v);
         why = "invalid return value";
     }
-    if (verdict && (v->code == VERDICT_REJECT || v->code >= 400))   /* refusals only: not per 250 */
+    /* refusals only, not per 250, unless the console shows who decided */
+    if (verdict && (v->code == VERDICT_REJECT || v->code >= 400 || (c->s && smtp_traced(c->s))))
         set_origin(b->L, name, why, v);
+    struct buf *e = why ? console_event_begin("error", sid) : NULL;
+    if (e) {
+        buf_printf(e, ",\"hook\":\"%s\",\"why\":\"%s\",\"message\":", name, why);
+        json_cstr(e, rc != LUA_OK && rc != LUA_YIELD && lua_type(c->co, -1) == LUA_TSTRING ? lua_tostring(c->co, -1)
+                                                                                      : NULL);
+        console_event_end();
+    }
     metrics_hook(c->stage, bridge_now() - c->begun, why && !b->over_budget, b->over_budget);
     end_call(c);
     return HOOK_DONE;

@@ -484,3 +484,54 @@ if M._dry_run then
   M.queue = function(kind, a, b) said("queue", kind, a, b); return "DRYRUN0000000000" end
 end
 
+
+-- Every action is timed and told to the console and to /metrics: its
+-- kind, its target and how it ended (ok; refused: the other side said no;
+-- error; timeout).  What it returns comes back as it was.
+do
+  local action_done, clock = M._action, M._clock
+  M._action, M._clock = nil, nil
+  local judges = {
+    exec = function(r) return r.status == 0 and "ok" or "refused", "exit " .. tostring(r.status) end,
+    http = function(r) return r.status < 400 and "ok" or "refused", "HTTP " .. tostring(r.status) end,
+    forward = function(r) return r.code < 400 and "ok" or "refused", tostring(r.code) .. " " .. tostring(r.reply) end,
+  }
+  -- ok, ...: what the action returned, passed on; a misuse it raised is
+  -- raised again at the script's line (done is tail-called: level 2).
+  local function done(kind, target, t0, ok, ...)
+    if not ok then
+      local err = ...
+      if type(err) == "string" then error((err:gsub("^luasmtpd%.lua:%d+: ", "")), 2) end
+      error(err, 0)
+    end
+    local r1, r2 = ...
+    local result, detail
+    if not r1 then
+      detail = tostring(r2)
+      result = detail:find("timed out", 1, true) and "timeout" or "error"
+    elseif judges[kind] and type(r1) == "table" then
+      result, detail = judges[kind](r1)
+    else
+      result, detail = "ok", tostring(r2 ~= nil and r2 or r1)
+    end
+    action_done(kind, tostring(target or ""), t0, result, detail)
+    return ...
+  end
+  -- The action is called as raw.<name>(...), so that a misuse is still
+  -- reported against its own name ("bad argument #1 to 'publish'").
+  local function traced(kind, name, f, target)
+    local code = ("local raw, done, clock, target, pcall = ...\n"
+      .. "local function call(...) return raw.%s(...) end\n"
+      .. "return function(...) return done(%q, target(...), clock(), pcall(call, ...)) end"):format(name, kind)
+    return load(code, "=luasmtpd.lua")({ [name] = f }, done, clock, target, pcall)
+  end
+  local function arg(n) return function(...) return (select(n, ...)) end end
+  local function field(k) return function(t) return type(t) == "table" and t[k] or t end end
+  M.exec = traced("exec", "exec", M.exec, function(t) return type(t) == "table" and t[1] or nil end)
+  M.http = traced("http", "http", M.http, field("url"))
+  M.mqtt.publish = traced("mqtt", "publish", M.mqtt.publish, arg(1))
+  M.save = traced("save", "save", M.save, arg(2))
+  M.write = traced("write", "write", M.write, arg(1))
+  M.forward = traced("forward", "forward", M.forward, function(_, o) return type(o) == "table" and o.via or nil end)
+  M.queue = traced("queue", "queue", M.queue, arg(1))
+end

@@ -411,6 +411,7 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
     if (mime_parse(msg, size, NULL, &bd->m) < 0)
         return -1;
     struct mime *m = bd->m;
+    smtp_trace_parsed(s, m);
     const struct mime_part *root = m->root;
     bool line_cut;
 

@@ -1,9 +1,13 @@
 /* require "luasmtpd": the server's own functions for scripts. */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "console.h"
 #include "internal.h"
+#include "json.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Every action of the module (a new one: its file, and a row here). */
 const struct action *const bridge_actions[] = {
@@ -149,6 +153,131 @@ static int l_can_wait(lua_State *L)
     return 1;
 }
 
+/* luasmtpd.trace(text): a line in the trace of the message the running
+ * hook decides (the console shows it); nothing outside a session's hook. */
+static int l_trace(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    struct bridge *b = bridge_of(L);
+    struct lcall *c = b->running;
+    if (c && c->s && smtp_traced(c->s))
+        smtp_trace_note(c->s, c->name, text);
+    return 0;
+}
+
+static bool metric_name(const char *s)
+{
+    if (!(*s == '_' || isalpha((unsigned char)*s)))
+        return false;
+    for (; *s; s++)
+        if (!(*s == '_' || isalnum((unsigned char)*s)))
+            return false;
+    return true;
+}
+
+/* Render the labels table at idx as k="v",...: keys sorted, so one set of
+ * labels is one series whatever the order it was written in. */
+static void metric_labels(lua_State *L, int idx, char *out, size_t size)
+{
+    const char *keys[16];
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || !metric_name(lua_tostring(L, -1)))
+            luaL_error(L, "luasmtpd.metric: a label name is [A-Za-z_][A-Za-z0-9_]*");
+        if (n == 16)
+            luaL_error(L, "luasmtpd.metric: at most 16 labels");
+        keys[n++] = lua_tostring(L, -1);   /* the key stays in the table */
+    }
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
+            const char *t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+        }
+    size_t o = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        lua_getfield(L, idx, keys[i]);
+        size_t vlen;
+        const char *v = luaL_tolstring(L, -1, &vlen);
+        o += (size_t)snprintf(out + o, o < size ? size - o : 0, "%s%s=\"", i ? "," : "", keys[i]);
+        for (size_t k = 0; k < vlen && o + 3 < size; k++) {
+            if (v[k] == '\\' || v[k] == '"' || v[k] == '\n') {
+                out[o++] = '\\';
+                out[o++] = v[k] == '\n' ? 'n' : v[k];
+            } else {
+                out[o++] = v[k];
+            }
+        }
+        o += (size_t)snprintf(out + o, o < size ? size - o : 0, "\"");
+        lua_pop(L, 2);
+        if (o >= size)
+            luaL_error(L, "luasmtpd.metric: labels too long");
+    }
+}
+
+/* luasmtpd.metric(name, value, labels): add value (default 1) to the
+ * series luasmtpd_script_<name>{labels} of /metrics. */
+static int l_metric(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_Number value = luaL_optnumber(L, 2, 1);
+    luaL_argcheck(L, metric_name(name) && strlen(name) <= 64, 1, "a name is [A-Za-z_][A-Za-z0-9_]*, 64 at most");
+    size_t nl = strlen(name);
+    luaL_argcheck(L, value >= 0 || nl < 6 || strcmp(name + nl - 6, "_total") != 0, 2,
+                  "a counter (a name ending in _total) only goes up");
+    char labels[METRICS_SCRIPT_KEY];
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        metric_labels(L, 3, labels, sizeof(labels));
+    } else {
+        labels[0] = '\0';
+    }
+    if (metrics_script(name, labels, value) < 0)
+        return luaL_error(L, "luasmtpd.metric: no room for %s{%s} (%d series at most)", name, labels,
+                          METRICS_SCRIPT_SERIES);
+    return 0;
+}
+
+/* _clock(): seconds on the monotonic clock, for _action. */
+static int l_clock(lua_State *L)
+{
+    lua_pushnumber(L, bridge_now());
+    return 1;
+}
+
+/* _action(kind, target, since, result, detail): an action ended (lua/luasmtpd.lua
+ * times each one): counted in /metrics, put in the running hook's trace,
+ * told to the console's readers. */
+static int l_action(lua_State *L)
+{
+    const char *kind = luaL_checkstring(L, 1), *target = luaL_optstring(L, 2, "");
+    double took = bridge_now() - luaL_checknumber(L, 3);
+    const char *result = luaL_checkstring(L, 4), *detail = luaL_optstring(L, 5, result);
+    metrics_action(kind, result);
+    struct lcall *c = bridge_of(L)->running;
+    struct smtp *s = c ? c->s : NULL;
+    if (s && smtp_traced(s)) {
+        char said[256];
+        snprintf(said, sizeof(said), "%s%s%s", result, strcmp(detail, result) ? ": " : "",
+                 strcmp(detail, result) ? detail : "");
+        smtp_trace_action(s, kind, target, said, took);
+    }
+    struct buf *e = console_event_begin("action", s ? smtp_id(s) : NULL);
+    if (e) {
+        buf_printf(e, ",\"kind\":\"%s\",\"result\":\"%s\",\"took_us\":%lld,\"target\":", kind, result,
+                   (long long)(took * 1e6));
+        json_cstr(e, target);
+        buf_append(e, ",\"detail\":", 10);
+        json_cstr(e, detail);
+        console_event_end();
+    }
+    return 0;
+}
+
 int luaopen_luasmtpd(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -156,6 +285,10 @@ int luaopen_luasmtpd(lua_State *L)
         { "sleep", l_sleep },
         { "_can_wait", l_can_wait },
         { "_log", l_server_log },
+        { "trace", l_trace },
+        { "metric", l_metric },
+        { "_clock", l_clock },
+        { "_action", l_action },
         { NULL, NULL },
     };
     luaL_newlib(L, funcs);

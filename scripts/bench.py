@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,16 +107,37 @@ class Sink:
 class Luasmtpd:
     name = "luasmtpd"
 
-    def __init__(self, binary, workers=1):
+    def __init__(self, binary, workers=1, console=False):
+        """console: with --http, and a reader of /api/events all along, as
+        a browser on the console page would be."""
         self.port = free_port()
         self.countdir = tempfile.mkdtemp(prefix="luasmtpd-bench-")
         env = dict(os.environ, BENCH_COUNT=os.path.join(self.countdir, "count"))
+        http = free_port()
         cmd = [binary, "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn",
                "--max-clients", "5000", "--workers", str(workers),
+               *(["--http", str(http)] if console else []),
                os.path.join(ROOT, "scripts", "bench.lua")]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
         time.sleep(0.5 if workers > 1 else 0)   # every worker listening
+        self.events = None
+        if console:
+            wait_port(http, self.proc)
+            self.events = socket.create_connection(("127.0.0.1", http))
+            self.events.sendall(b"GET /api/events HTTP/1.1\r\nHost: bench\r\n\r\n")
+            self.event_bytes = 0
+            threading.Thread(target=self._read_events, daemon=True).start()
+
+    def _read_events(self):
+        try:
+            while True:
+                chunk = self.events.recv(1 << 16)
+                if not chunk:
+                    return
+                self.event_bytes += len(chunk)
+        except OSError:
+            return
 
     def received(self):
         """The counts the script wrote, one file per process (each writes
@@ -134,6 +156,8 @@ class Luasmtpd:
         return last
 
     def stop(self):
+        if self.events:
+            self.events.close()
         self.proc.terminate()
         self.proc.wait()
         for name in os.listdir(self.countdir):
@@ -418,6 +442,7 @@ def beside_sink(binary, rounds, scale):
     workloads = [
         ("W1 1 KB, 20 sessions x 20", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale)),
         ("W1 with --workers 2", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale), 2),
+        ("W1 --http, /api/events read", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale), 1, True),
         ("W2 100 KB, 10 sessions", ["-d", "-s", "10", "-l", "102400"], int(2000 * scale)),
         ("W3 1 per connection, 20", ["-s", "20", "-l", "1024"], int(5000 * scale)),
         ("W5 multipart 50 KB attachment", ["-d", "-s", "10", "-F", multipart], int(2000 * scale)),
@@ -425,6 +450,7 @@ def beside_sink(binary, rounds, scale):
     print("luasmtpd vs smtp-sink, %d rounds, medians (server CPU from /proc; peak RSS)" % rounds)
     print("%-31s %12s %12s %7s %12s %12s %9s %6s" % ("workload", "sink msg/s", "ours msg/s", "ratio",
                                                        "sink us/msg", "ours us/msg", "ours RSS", "lost"))
+    cpu = {}
     for name, args, msgs, *workers in workloads:
         rows = {"smtp-sink": [], "luasmtpd": []}
         ratios = []
@@ -440,23 +466,29 @@ def beside_sink(binary, rounds, scale):
             ratios.append(o["rate"] / s["rate"])
         med = lambda who, k: statistics.median(r[k] for r in rows[who])
         lost = sum(r["lost"] for r in rows["luasmtpd"])
+        cpu[name] = med("luasmtpd", "cpu_us")
         print("%-31s %12.0f %12.0f %7.2f %12.0f %12.0f %7.1fMB %6d" % (
             name, med("smtp-sink", "rate"), med("luasmtpd", "rate"), statistics.median(ratios),
             med("smtp-sink", "cpu_us"), med("luasmtpd", "cpu_us"), med("luasmtpd", "rss") / 1024, lost))
         sys.stdout.flush()
 
+    print("the console's cost: W1 CPU per message %+.1f%% with --http and /api/events read (target: at most +5%%)"
+          % ((cpu["W1 --http, /api/events read"] / cpu["W1 1 KB, 20 sessions x 20"] - 1) * 100))
+
     # Memory under load: peak RSS after 10,000 messages and after 100,000
-    # (the same server, W1's traffic); bounded memory keeps it flat.
-    ours = Luasmtpd(binary)
-    peaks = []
-    for total in (10000, 100000):
-        run_source(ours.port, ["-d", "-s", "20", "-l", "1024"], total - sum(p[0] for p in peaks))
-        peaks.append((total, rss_kb(ours.proc.pid, "VmHWM")))
-    ours.stop()
-    print("memory: peak RSS %.1f MB after %d messages, %.1f MB after %d (%+.1f%%)" % (
-        peaks[0][1] / 1024, peaks[0][0], peaks[1][1] / 1024, peaks[1][0],
-        (peaks[1][1] - peaks[0][1]) * 100 / peaks[0][1]))
-    sys.stdout.flush()
+    # (the same server, W1's traffic); bounded memory keeps it flat, the
+    # console's kept messages (--keep 200) included.
+    for console in (False, True):
+        ours = Luasmtpd(binary, console=console)
+        peaks = []
+        for total in (10000, 100000):
+            run_source(ours.port, ["-d", "-s", "20", "-l", "1024"], total - sum(p[0] for p in peaks))
+            peaks.append((total, rss_kb(ours.proc.pid, "VmHWM")))
+        ours.stop()
+        print("memory%s: peak RSS %.1f MB after %d messages, %.1f MB after %d (%+.1f%%)" % (
+            " with --http" if console else "", peaks[0][1] / 1024, peaks[0][0], peaks[1][1] / 1024, peaks[1][0],
+            (peaks[1][1] - peaks[0][1]) * 100 / peaks[0][1]))
+        sys.stdout.flush()
 
     # W4: luasmtpd alone (the target is absolute: bytes of RSS per
     # connection; smtp-sink does not greet thousands of clients at once)

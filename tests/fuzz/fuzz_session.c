@@ -4,7 +4,7 @@
  * whose verdicts depend on the input (reject, multi-line text, disconnect,
  * AUTH).  Input that starts like a PROXY header is read as one first.
  * Each message that reaches the end of data is run through the MIME
- * extractor.  Checks: the session ends, every reply line is well formed.
+ * extractor, and the console records it all (trace, kept message, events).  Checks: the session ends, every reply line is well formed.
  *   make fuzz [FUZZ_SECONDS=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/session) */
 #include <ev.h>
 #include <stdint.h>
@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "console.h"
 #include "hook.h"
 #include "log.h"
 #include "mime.h"
@@ -158,6 +159,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (config_finish(&cfg, err) < 0)
             abort();
         cfg.nlisten = 0;
+        /* the console records every session: traces, kept messages, events */
+        if (console_share(8, 1 << 20, 4, 1) < 0)
+            abort();
+        console_use(0);
+        console_listen(1);
         loop = ev_default_loop(0);
         if (server_init(&srv, loop, &cfg, &fuzz_hooks, NULL) < 0)
             abort();

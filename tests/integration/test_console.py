@@ -12,7 +12,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import Server, free_port, tmp_path
+from harness import Client, Server, free_port, tmp_path
 from test_queue import make_cert
 
 try:
@@ -292,6 +292,274 @@ class BadRequests(unittest.TestCase):
                 pass
             time.sleep(0.1)
         self.assertEqual(get(self.http)[0], 200)
+
+
+API_RULES = """
+local l = require "luasmtpd"
+function on_auth(user, password) return user == "cam" and password == "pa55-smtp" end
+function on_rcpt(addr)
+  if addr:match("^nobody@") then return 550, "5.1.1 no such user" end
+end
+function on_mail(m)
+  l.trace("matched rule camera-" .. (m.subject:match("cam(%%d)") or "?"))
+  l.metric("alarms_total", 1, { zone = "3", site = "hq" })
+  assert(l.write(%r, m.subject))
+  if m.subject == "refuse" then return 554, "5.7.1 not this one" end
+  if m.subject == "crash" then error("on purpose") end
+end
+"""
+
+
+def api_script():
+    path = tmp_path("api.lua")
+    with open(path, "w") as f:
+        f.write(API_RULES % tmp_path("api-out.txt"))
+    return path
+
+
+def get_json(port, path):
+    status, headers, body = get(port, path)
+    assert status == 200, (path, status, body)
+    assert headers["Content-Type"] == "application/json; charset=utf-8", headers["Content-Type"]
+    import json
+    return json.loads(body)
+
+
+def picture():
+    from email.message import EmailMessage
+    m = EmailMessage()
+    m["From"] = "Camera 3 <cam3@site.example>"
+    m["To"] = "ops@site.example"
+    m["Subject"] = "Motion cam3"
+    m.set_content("Motion detected in zone 3\nat the gate\n")
+    m.add_alternative("<p>Motion <b>detected</b> in zone 3</p>", subtype="html")
+    m.add_attachment(bytes(range(256)) * 40, maintype="image", subtype="jpeg", filename="snap 1.jpg")
+    return m.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class Api(unittest.TestCase):
+    """GET /api/...: the kept messages with their traces, open sessions, and
+    the event stream, checked against what was sent."""
+    ARGS = ()
+
+    def setUp(self):
+        self.http = free_port()
+        self.srv = Server("--http", str(self.http), "--allow-insecure-auth", api_script(), *self.ARGS,
+                          listen="127.0.0.1:%d" % free_port(), log_level="info")
+        self.addCleanup(self.srv.stop)
+
+    def send(self, body, rcpts=("ops@site.example",), sender="cam3@site.example", login=False):
+        with smtplib.SMTP("127.0.0.1", self.srv.port, local_hostname="cam3.lan", timeout=10) as c:
+            if login:
+                c.login("cam", "pa55-smtp")
+            return c.sendmail(sender, list(rcpts), body)
+
+    def test_messages_as_sent_with_their_trace(self):
+        raw = picture()
+        self.assertEqual(self.send(raw, rcpts=("ops@site.example", "nobody@site.example"), login=True),
+                         {"nobody@site.example": (550, b"5.1.1 no such user")})
+        with self.assertRaises(smtplib.SMTPDataError):
+            self.send(b"Subject: refuse\r\n\r\nno\r\n", sender="other@else.example")
+        with self.assertRaises(smtplib.SMTPDataError):
+            self.send(b"Subject: crash\r\n\r\nno\r\n")
+        msgs = get_json(self.http, "/api/messages")
+        self.assertEqual([m["reply"]["code"] for m in msgs], [451, 554, 250])    # newest first
+        self.assertEqual([m["id"] for m in msgs], [3, 2, 1])
+        m = msgs[2]
+        self.assertEqual((m["sender"], m["recipients"], m["size"], m["helo"], m["user"], m["peer"]),
+                         ("cam3@site.example", ["ops@site.example"], len(raw), "cam3.lan", "cam", "127.0.0.1"))
+        self.assertTrue(m["raw_kept"])
+        self.assertRegex(m["queued_as"], r"^[0-9A-F]{16}\.1$")
+        f = m["fields"]
+        self.assertEqual((f["from"], f["to"], f["subject"]), ("Camera 3 <cam3@site.example>", "ops@site.example",
+                                                               "Motion cam3"))
+        self.assertTrue(f["excerpt"].startswith("Motion detected in zone 3"))
+        self.assertEqual(f["attachments"], [{"name": "snap 1.jpg", "type": "image/jpeg", "size": 10240}])
+        self.assertTrue(f["html"])
+        # the trace: every stage, who decided it, the actions and the script's line
+        stages = [(e["stage"], e["code"], e["who"]) for e in m["trace"] if e["kind"] == "stage"]
+        self.assertEqual([s[:2] for s in stages], [("connect", 220), ("helo", 250), ("auth", 235), ("mail", 250),
+                                                   ("rcpt", 250), ("rcpt", 550), ("data", 354), ("message", 250)])
+        self.assertRegex(stages[5][2], r"^on_rcpt \(.*api\.lua:4\)$")
+        self.assertRegex(stages[7][2], r"^on_mail \(.*api\.lua:7\)$")
+        self.assertEqual(stages[0][2], "")            # no on_connect: the server's own answer
+        rcpt = [e for e in m["trace"] if e["stage"] == "rcpt"][1]
+        self.assertEqual(rcpt["text"], "5.1.1 no such user")
+        note = [e for e in m["trace"] if e["kind"] == "note"]
+        self.assertEqual([(n["who"], n["text"]) for n in note], [("on_mail", "matched rule camera-3")])
+        act = [e for e in m["trace"] if e["kind"] == "action"]
+        self.assertEqual([(a["who"], a["text"], a["result"].split(":")[0]) for a in act],
+                         [("write", tmp_path("api-out.txt"), "ok")])
+        for e in m["trace"]:
+            self.assertGreaterEqual(e["took_us"], 0)
+        self.assertEqual(sorted(m["trace"], key=lambda e: e["at_us"]), m["trace"])
+        self.assertLess(abs(m["time"] / 1000 - time.time()), 60)
+        # the dialogue, the password never in it
+        self.assertIn("C: AUTH PLAIN ***\nS: 235 2.7.0 Authentication successful\n", m["dialogue"])
+        self.assertIn("S: 550 5.1.1 no such user\n", m["dialogue"])
+        self.assertIn("C: (the message: %d bytes)\nS: 250 2.0.0 Ok: queued as %s\n" % (len(raw), m["queued_as"]),
+                      m["dialogue"])
+        everything = get(self.http, "/api/messages")[2] + get(self.http, "/api/messages/1")[2]
+        self.assertNotIn("pa55-smtp", everything)
+        self.assertNotIn(base64.b64encode(b"\0cam\0pa55-smtp").decode(), everything)
+        # the refused ones say who refused
+        decided = lambda m: [e["who"] for e in m["trace"] if e["kind"] == "stage" and e["stage"] == "message"]
+        self.assertEqual(decided(msgs[1]), ["on_mail (%s:7)" % api_script()])
+        self.assertEqual(decided(msgs[0]), ["on_mail (script error)"])
+
+        # one message: its text, HTML, attachments, and the raw message
+        one = get_json(self.http, "/api/messages/1")
+        self.assertEqual(one["text"], "Motion detected in zone 3\nat the gate\n")
+        self.assertEqual(one["html"], "<p>Motion <b>detected</b> in zone 3</p>\n")
+        self.assertEqual(one["parts"], [{"index": 0, "name": "snap 1.jpg", "type": "image/jpeg"}])
+        status, headers, _ = get(self.http, "/api/messages/1/raw")
+        self.assertEqual((status, headers["Content-Type"]), (200, "message/rfc822"))
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/messages/1/raw" % self.http, timeout=10) as r:
+            self.assertEqual(r.read(), raw)
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/messages/1/attachments/0" % self.http, timeout=10) as r:
+            self.assertEqual(r.read(), bytes(range(256)) * 40)
+            self.assertEqual(r.headers["Content-Disposition"], 'attachment; filename="snap_1.jpg"')
+            self.assertEqual(r.headers["Content-Type"], "application/octet-stream")
+        for path in ("/api/messages/9", "/api/messages/1/attachments/1", "/api/messages/x", "/api/messages/1/x",
+                     "/api/messages/1/attachments/", "/api/messages/99999999999999999999"):
+            self.assertEqual(get(self.http, path)[0], 404, path)
+
+        # filters
+        self.assertEqual([m["id"] for m in get_json(self.http, "/api/messages?limit=1")], [3])
+        self.assertEqual([m["id"] for m in get_json(self.http, "/api/messages?verdict=refused")], [3, 2])
+        self.assertEqual([m["id"] for m in get_json(self.http, "/api/messages?verdict=5xx")], [2])
+        self.assertEqual([m["id"] for m in get_json(self.http, "/api/messages?verdict=accepted")], [1])
+        self.assertEqual([m["id"] for m in get_json(self.http, "/api/messages?sender=ELSE.example")], [2])
+        for q in ("limit=0", "limit=x", "verdict=maybe"):
+            self.assertEqual(get(self.http, "/api/messages?" + q)[0], 400, q)
+
+        # the script's own counter and the actions, in /metrics
+        if text_string_to_metric_families:
+            mm = samples(get(self.http)[2])
+            self.assertEqual(value(mm, "luasmtpd_script_alarms_total", zone="3", site="hq"), 3)
+            self.assertEqual(value(mm, "luasmtpd_actions_total", kind="write", result="ok"), 3)
+
+    def test_open_sessions(self):
+        with Client(self.srv.port) as c:
+            c.cmd("EHLO gate.lan")
+            c.cmd("MAIL FROM:<a@site.example>")
+            time.sleep(0.3)
+            sessions = get_json(self.http, "/api/sessions")
+            self.assertEqual(len(sessions), 1)
+            s = sessions[0]
+            self.assertEqual((s["helo"], s["state"], s["peer"], s["messages"]), ("gate.lan", "mail", "127.0.0.1", 0))
+            self.assertGreaterEqual(s["idle_ms"], 250)
+        deadline = time.monotonic() + 5
+        while get_json(self.http, "/api/sessions") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(get_json(self.http, "/api/sessions"), [])
+
+    def test_event_stream(self):
+        import json
+        import threading
+        events = []
+        sock = socket.create_connection(("127.0.0.1", self.http), timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = threading.Event()
+
+        def read():
+            data = b""
+            while not got.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                data += chunk
+                for line in data.split(b"\n"):
+                    if line.startswith(b"data: "):
+                        try:
+                            e = json.loads(line[6:])
+                        except ValueError:
+                            continue      # a line cut by the chunked encoding
+                        if e not in events:
+                            events.append(e)
+                if any(e["type"] == "error" for e in events):
+                    got.set()
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        self.send(b"Subject: cam3\r\n\r\nhello\r\n")
+        with self.assertRaises(smtplib.SMTPDataError):
+            self.send(b"Subject: crash\r\n\r\nno\r\n")
+        self.assertTrue(got.wait(10), events)
+        types = [e["type"] for e in events]
+        for t_ in ("session", "stage", "action", "message", "error"):
+            self.assertIn(t_, types)
+        msg = [e for e in events if e["type"] == "message"]
+        self.assertEqual([(e["id"], e["code"]) for e in msg], [(1, 250), (2, 451)])
+        err = [e for e in events if e["type"] == "error"][0]
+        self.assertEqual((err["hook"], err["why"]), ("on_mail", "script error"))
+        self.assertIn("on purpose", err["message"])
+
+
+class ApiWorkers(Api):
+    """With --workers, whichever worker answers shows every worker's messages."""
+    ARGS = ("--workers", "2")
+
+    def test_every_worker_shows_them_all(self):
+        for i in range(8):
+            self.send(b"Subject: m%d\r\n\r\nx\r\n" % i)
+        seen = {tuple(m["id"] for m in get_json(self.http, "/api/messages")) for _ in range(10)}
+        self.assertEqual(seen, {tuple(range(8, 0, -1))})
+        self.assertEqual(len(set(re.findall(r"\bw(\d) .*message \S+ from=", self.srv.log()))), 2)
+
+
+class Keep(unittest.TestCase):
+    def server(self, *args):
+        self.http = free_port()
+        srv = Server("--http", str(self.http), *args, listen="127.0.0.1:%d" % free_port(), log_level="info")
+        self.addCleanup(srv.stop)
+        return srv
+
+    def send(self, srv, body):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as c:
+            c.sendmail("a@site.example", ["b@site.example"], body)
+
+    def test_keep_counts_and_bytes(self):
+        srv = self.server("--keep", "3")
+        for i in range(5):
+            self.send(srv, "Subject: %d\r\n\r\nx\r\n" % i)
+        self.assertEqual([m["fields"]["subject"] for m in get_json(self.http, "/api/messages")], ["4", "3", "2"])
+        self.assertEqual(get(self.http, "/api/messages/2")[0], 404)
+        srv.stop()
+        srv = self.server("--keep-bytes", "1M")
+        big = "Subject: %d\r\n\r\n" + ("y" * 998 + "\r\n") * 300     # 300 KB each
+        for i in range(6):
+            self.send(srv, big % i)
+        kept = [m["fields"]["subject"] for m in get_json(self.http, "/api/messages")]
+        self.assertEqual(kept, ["5", "4", "3"])
+        srv.stop()
+        srv = self.server("--keep", "0")
+        self.send(srv, "Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(get_json(self.http, "/api/messages"), [])
+
+    def test_memory_follows_keep_not_keep_bytes(self):
+        """--keep 200 of 64M: the shared memory written stays near what 200
+        messages take, however many go by."""
+        srv = self.server()
+        body = "Subject: s\r\n\r\n" + ("x" * 78 + "\r\n") * 25      # 2 KB
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as c:
+            for _ in range(5000):
+                c.sendmail("a@site.example", ["b@site.example"], body)
+        with open("/proc/%d/status" % srv.proc.pid) as f:
+            shmem = int(re.search(r"RssShmem:\s+(\d+) kB", f.read()).group(1))
+        self.assertLess(shmem, 4096, "%d kB of shared memory touched for 5000 messages of 3 KB kept" % shmem)
+        self.assertEqual(len(get_json(self.http, "/api/messages?limit=1000")), 200)
+
+    def test_a_message_larger_than_keep_bytes(self):
+        srv = self.server("--keep-bytes", "1M", "--max-size", "4M")
+        self.send(srv, "Subject: huge\r\n\r\n" + ("z" * 998 + "\r\n") * 1500)
+        m = get_json(self.http, "/api/messages")[0]
+        self.assertEqual((m["fields"]["subject"], m["raw_kept"], m["reply"]["code"]), ("huge", False, 250))
+        self.assertEqual(get(self.http, "/api/messages/%d/raw" % m["id"])[0], 404)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+/*
+ * json: writing JSON text (the log's json format, the console's API).
+ * Strings are escaped as RFC 8259 asks; bytes that are no UTF-8 become
+ * U+FFFD, so whatever a client sent, the output parses.
+ */
+#ifndef LUASMTPD_JSON_H
+#define LUASMTPD_JSON_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+/* s[0, n) as the inside of a JSON string, into out (cap bytes, cut short at
+ * a character boundary when it must).  The length written. */
+size_t json_text(char *out, size_t cap, const char *s, size_t n);
+/* Append s[0, n) as a quoted JSON string: 0, or -1 when out cannot grow. */
+int    json_str(struct buf *out, const char *s, size_t n);
+/* The same for a C string, or null for NULL. */
+int    json_cstr(struct buf *out, const char *s);
+/* Append a string literal. */
+#define JSON_LIT(out, s) buf_append((out), (s), sizeof(s) - 1)
+/* Append a decimal integer (no format string to read: this is on the
+ * path of every traced stage). */
+int    json_int(struct buf *out, long long v);
+
+#endif

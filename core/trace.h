@@ -1,0 +1,54 @@
+/*
+ * trace: what one session did, for the console (core/console.h).  The
+ * protocol (core/smtp.c) records each stage decided, with who decided it,
+ * the reply and the time it took; the bridge adds the actions a hook ran
+ * and the script's own lines (smtp_trace in hook.h).  It also keeps the
+ * SMTP dialogue, passwords masked.  Steps are fixed records in an array
+ * made once a session: recording costs no allocation.
+ *
+ * A message kept by the console takes the trace as it stands at its end:
+ * the session's part (connect, HELO, STARTTLS, AUTH) and its transaction's.
+ * trace_mark() says where a transaction begins (at MAIL), trace_rewind()
+ * forgets what was recorded since (at its end: the message, RSET, HELO).
+ */
+#ifndef LUASMTPD_TRACE_H
+#define LUASMTPD_TRACE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "console.h"
+
+#define TRACE_MAX       40       /* entries a message's trace holds */
+#define TRACE_DIALOGUE  8192     /* bytes of dialogue */
+
+struct trace {
+    struct console_step e[TRACE_MAX];
+    unsigned n, mark;            /* entries; where the transaction began */
+    bool     in_tx;              /* marked, not yet rewound */
+    unsigned long dropped, mark_dropped;   /* past TRACE_MAX */
+    struct buf dialogue;
+    size_t   dialogue_mark;
+    bool     dialogue_cut;
+    struct buf fields;           /* console_fields() of the message, if the bridge parsed it */
+    double   t0;                 /* the session's start, monotonic */
+    const char *stage;           /* the stage being decided, for actions */
+    int      slot;               /* console_session_open()'s */
+    struct console_session cs;   /* what /api/sessions shows */
+};
+
+/* NULL when the console is off (or out of memory: nothing is recorded). */
+struct trace *trace_new(const char *id, const char *peer, int port);
+void trace_free(struct trace *t);
+
+void trace_add(struct trace *t, enum console_step_kind kind, const char *stage, const char *who, int code,
+               const char *text, const char *result, double took);
+/* A line the client sent (dir 'C') or the server (dir 'S'). */
+void trace_line(struct trace *t, char dir, const char *line, size_t len);
+void trace_mark(struct trace *t);
+void trace_rewind(struct trace *t);
+/* The session's state as /api/sessions shows it. */
+void trace_state(struct trace *t, const char *state);
+
+#endif
