@@ -88,7 +88,7 @@ struct smtp {
     int                  answering;      /* what replies answer now: a verb or STAGE_* */
     struct {                        /* the DSN parameters of the RCPT being decided */
         unsigned notify;
-        char     orcpt[SMTP_ORCPT_MAX + 1];
+        char    *orcpt;             /* decoded, or NULL: handed to the recipient */
     } rcpt_dsn;
     /* BDAT (RFC 3030): the chunk being read, whatever the state, so that
      * its bytes are never taken for commands */
@@ -98,7 +98,7 @@ struct smtp {
         bool   reading, keep, last;
         bool   waiting;             /* a first BDAT awaits on_data's verdict */
         int    code;                /* not kept: the answer once it is read */
-        char   enh[8], text[REPLY_LINE_MAX];
+        char   enh[8], *text;       /* text: a copy of its own, while a skipped chunk is read */
     } chunk;
     void                *hook_data;
     struct trace        *trace;     /* for the console (--http): NULL without it */
@@ -330,13 +330,10 @@ static int add_recipient(struct smtp *m, const char *addr)
         m->tx.rcpts = r;
         m->tx.rcpts_cap = cap;
     }
-    struct rcpt r = { .addr = strdup(addr), .notify = m->rcpt_dsn.notify,
-                      .orcpt = m->rcpt_dsn.orcpt[0] ? strdup(m->rcpt_dsn.orcpt) : NULL };
-    if (r.addr == NULL || (m->rcpt_dsn.orcpt[0] && r.orcpt == NULL)) {
-        free(r.addr);
-        free(r.orcpt);
+    struct rcpt r = { .addr = strdup(addr), .notify = m->rcpt_dsn.notify, .orcpt = m->rcpt_dsn.orcpt };
+    if (r.addr == NULL)
         return -1;
-    }
+    m->rcpt_dsn.orcpt = NULL;
     m->tx.rcpts[m->tx.nrcpts++] = r;
     return 0;
 }
@@ -619,7 +616,8 @@ static void read_chunk(struct smtp *m, bool keep, int code, const char *enh, con
     m->chunk.keep = keep;
     m->chunk.code = code;
     snprintf(m->chunk.enh, sizeof(m->chunk.enh), "%s", enh ? enh : "");
-    snprintf(m->chunk.text, sizeof(m->chunk.text), "%s", text ? text : "");
+    free(m->chunk.text);   /* its own copy: only a chunk skipped needs one */
+    m->chunk.text = keep ? NULL : strdup(text && *text ? text : standard_text(code));
 }
 
 static void finish_data(struct smtp *m, struct reply *r)
@@ -977,7 +975,8 @@ static void reply_unsupported(struct smtp *m, const struct smtp_param *p)
 static int rcpt_params(struct smtp *m, const struct smtp_params *ps)
 {
     m->rcpt_dsn.notify = 0;
-    m->rcpt_dsn.orcpt[0] = '\0';
+    free(m->rcpt_dsn.orcpt);
+    m->rcpt_dsn.orcpt = NULL;
     for (size_t i = 0; i < ps->n; i++) {
         const struct smtp_param *p = &ps->p[i];
         if (smtp_ieq(p->key, p->keylen, "NOTIFY") && !m->rcpt_dsn.notify) {
@@ -985,23 +984,28 @@ static int rcpt_params(struct smtp *m, const struct smtp_params *ps)
                 reply_error(m, 501, "5.5.4", "Bad NOTIFY parameter (NEVER, or SUCCESS, FAILURE, DELAY)");
                 return -1;
             }
-        } else if (smtp_ieq(p->key, p->keylen, "ORCPT") && !m->rcpt_dsn.orcpt[0]) {
+        } else if (smtp_ieq(p->key, p->keylen, "ORCPT") && !m->rcpt_dsn.orcpt) {
             /* addr-type ";" xtext; the type an atom */
             const char *semi = p->value ? memchr(p->value, ';', p->valuelen) : NULL;
             size_t tn = semi ? (size_t)(semi - p->value) : 0;
             bool ok = semi && tn > 0 && p->valuelen <= SMTP_ORCPT_MAX;
             for (size_t k = 0; ok && k < tn; k++)
                 ok = p->value[k] > ' ' && p->value[k] < 127 && p->value[k] != ';';
+            char *o = ok ? malloc(SMTP_ORCPT_MAX + 1) : NULL;
+            if (ok && o == NULL) {
+                reply_error(m, 451, "4.3.0", "Out of memory, try again later");
+                return -1;
+            }
             if (ok) {
-                memcpy(m->rcpt_dsn.orcpt, p->value, tn + 1);
-                ok = smtp_dsn_text(semi + 1, p->valuelen - tn - 1, m->rcpt_dsn.orcpt + tn + 1,
-                                   sizeof(m->rcpt_dsn.orcpt) - tn - 1) && semi[1];
+                memcpy(o, p->value, tn + 1);
+                ok = smtp_dsn_text(semi + 1, p->valuelen - tn - 1, o + tn + 1, SMTP_ORCPT_MAX - tn) && semi[1];
             }
             if (!ok) {
-                m->rcpt_dsn.orcpt[0] = '\0';
+                free(o);
                 reply_error(m, 501, "5.5.4", "Bad ORCPT parameter (type;xtext)");
                 return -1;
             }
+            m->rcpt_dsn.orcpt = o;
         } else {
             if (smtp_ieq(p->key, p->keylen, "NOTIFY") || smtp_ieq(p->key, p->keylen, "ORCPT")) {
                 reply_error(m, 501, "5.5.4", "Duplicate parameter");
@@ -1235,7 +1239,10 @@ static void chunk_done(struct smtp *m)
     if (!m->chunk.keep) {
         if (m->state == ST_BDAT)  /* the chunk after a refused first one, or past --max-size */
             reset_transaction(m);
-        reply_text(m, m->chunk.code, m->chunk.enh[0] ? m->chunk.enh : NULL, m->chunk.text[0] ? m->chunk.text : NULL);
+        reply_text(m, m->chunk.code, m->chunk.enh[0] ? m->chunk.enh : NULL,
+                   m->chunk.text ? m->chunk.text : standard_text(m->chunk.code));
+        free(m->chunk.text);
+        m->chunk.text = NULL;
         return;
     }
     if (m->chunk.total > (unsigned long long)m->cfg->max_size || m->tx.data.overflow) {
@@ -1782,6 +1789,8 @@ static void free_(void *p)
     free(m->tx.rcpts);
     client_clear(&m->client);
     free(m->login_user);
+    free(m->rcpt_dsn.orcpt);
+    free(m->chunk.text);
     trace_free(m->trace);
     free(m);
 }
