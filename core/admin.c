@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "console.h"
 #include "json.h"
 #include "log.h"
@@ -350,7 +351,7 @@ static enum MHD_Result serve_sessions(struct MHD_Connection *c)
 {
     struct buf b;
     buf_init(&b, ADMIN_REPLY_MAX);
-    int rc = console_sessions_json(&b, wall_ms());
+    int rc = console_sessions_json(&b, clock_wall_ms(false));
     return respond_buf(c, rc, JSON_TYPE, &b);
 }
 

@@ -1,8 +1,9 @@
-/* The monotonic clock, for intervals, budgets and deadlines (never the
- * date: that is ev_now() or time()). */
+/* The clocks: the monotonic one, for intervals, budgets and deadlines, and
+ * the time of day in milliseconds for what the console shows. */
 #ifndef LUASMTPD_CLOCK_H
 #define LUASMTPD_CLOCK_H
 
+#include <stdbool.h>
 #include <time.h>
 
 static inline long long clock_mono_ns(void)
@@ -15,6 +16,15 @@ static inline long long clock_mono_ns(void)
 static inline double clock_mono(void)
 {
     return (double)clock_mono_ns() / 1e9;
+}
+
+/* Milliseconds since 1970; coarse: to a few milliseconds, for a cheaper
+ * reading where that is enough (idle times). */
+static inline long long clock_wall_ms(bool coarse)
+{
+    struct timespec ts;
+    clock_gettime(coarse ? CLOCK_REALTIME_COARSE : CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 #endif

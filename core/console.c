@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
+#include "clock.h"
 #include "json.h"
 #include "log.h"
 
@@ -143,13 +143,6 @@ void console_use(int i)
     buf_init(&event_buf, CONSOLE_EVENT_MAX);
 }
 
-long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 bool console_on(void)
 {
     return sh != NULL;
@@ -170,11 +163,9 @@ struct buf *console_event_begin(const char *type, const char *session)
     JSON_LIT(&event_buf, "{\"type\":\"");
     buf_append(&event_buf, type, strlen(type));
     JSON_LIT(&event_buf, "\",\"time\":");
-    json_int(&event_buf, wall_ms());
-    if (session) {
-        JSON_LIT(&event_buf, ",\"session\":");
-        json_cstr(&event_buf, session);
-    }
+    json_int(&event_buf, clock_wall_ms(false));
+    if (session)
+        json_field(&event_buf, "session", session);
     return &event_buf;
 }
 
@@ -270,9 +261,10 @@ void console_session_close(int i)
     free_slots[nfree++] = i - (int)((size_t)me * sh->per_worker);
 }
 
+/* A session's text field: null when empty. */
 static int field(struct buf *out, const char *name, const char *value)
 {
-    return buf_printf(out, ",\"%s\":", name) < 0 || json_cstr(out, value[0] ? value : NULL) < 0 ? -1 : 0;
+    return json_field(out, name, value[0] ? value : NULL);
 }
 
 int console_sessions_json(struct buf *out, long long now)
@@ -519,10 +511,8 @@ static int render(const char *p, struct buf *out, size_t *used)
     int rc = buf_printf(out, "{\"id\":%llu,\"raw_kept\":%s,\"time\":%lld,\"port\":%d,\"proxied\":%s,\"size\":%zu",
                         (unsigned long long)e.id, e.raw_kept == e.raw_len ? "true" : "false", h.time, h.port,
                         h.proxied ? "true" : "false", h.size);
-    for (int i = S_SESSION; i <= S_QUEUED; i++) {
-        rc |= buf_printf(out, ",\"%s\":", names[i]);
-        rc |= str[i] ? json_str(out, str[i], h.len[i]) : buf_append(out, "null", 4);
-    }
+    for (int i = S_SESSION; i <= S_QUEUED; i++)
+        rc |= json_key(out, names[i]) | (str[i] ? json_str(out, str[i], h.len[i]) : JSON_LIT(out, "null"));
     rc |= buf_append(out, ",\"recipients\":[", 15);
     for (const char *r = str[S_RCPTS], *end = r + h.len[S_RCPTS]; r < end; r += strlen(r) + 1)
         rc |= (r > str[S_RCPTS] ? buf_append(out, ",", 1) : 0) | json_cstr(out, r);
@@ -583,12 +573,6 @@ int console_get(uint64_t id, struct buf *json, struct buf *raw)
 
 /* --- what the list shows of a message ------------------------------------ */
 
-static int header_field(struct buf *out, const char *key, const char *value, bool comma)
-{
-    return (comma ? JSON_LIT(out, ",\"") : JSON_LIT(out, "\"")) | buf_append(out, key, strlen(key)) |
-           JSON_LIT(out, "\":") | json_cstr(out, value);
-}
-
 const struct mime_part *console_attachment(const struct mime *m, const struct mime_part *p)
 {
     const struct mime_part *text, *html;
@@ -603,8 +587,10 @@ int console_fields(struct buf *out, struct mime *m)
 {
     static const char *const names[] = { "from", "to", "subject", "date" };
     int rc = 0;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        rc |= header_field(out, names[i], mime_header(m->root, names[i]), i > 0);
+    /* the first without its comma: they begin the object */
+    rc |= JSON_LIT(out, "\"from\":") | json_cstr(out, mime_header(m->root, names[0]));
+    for (size_t i = 1; i < sizeof(names) / sizeof(names[0]); i++)
+        rc |= json_field(out, names[i], mime_header(m->root, names[i]));
     const struct mime_part *text, *html;
     mime_bodies(m, &text, &html);
     /* one buffer for the decoding, kept from one message to the next

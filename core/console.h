@@ -24,7 +24,6 @@
 #define CONSOLE_EVENTS      512     /* the events a late reader may catch up on */
 #define CONSOLE_EVENT_MAX   1024    /* one event, as JSON */
 #define CONSOLE_SENDER_MAX  256     /* for ?sender=: the sender kept in the index */
-#define CONSOLE_KEEP_MIN    (1LL << 20)
 
 /* Map it for n workers (1 without --workers), keeping `keep` messages in
  * at most keep_bytes, and `sessions` open sessions a worker: 0, or -1
@@ -34,8 +33,6 @@ int  console_share(long long keep, long long keep_bytes, long long sessions, int
  * gone, and so are its event readers. */
 void console_use(int i);
 bool console_on(void);
-/* The time of day in milliseconds since 1970, as the console's JSON has it. */
-long long wall_ms(void);
 bool console_keeping(void);
 
 /* --- events -------------------------------------------------------------- */
@@ -58,7 +55,7 @@ uint64_t console_event_seq(void);
 struct console_session {
     char   id[24], peer[64], helo[128], user[128], state[12], tls[16];
     int    port;
-    long long started, last;        /* wall_ms(): since, last activity */
+    long long started, last;        /* clock_wall_ms(): since, last activity */
     unsigned long messages;
 };
 /* A slot for a new session (-1: none free; it is then not listed). */
@@ -86,7 +83,7 @@ struct console_step {
 
 /* A message as the protocol hands it over: strings may be NULL. */
 struct console_message {
-    long long   time;               /* wall_ms() */
+    long long   time;               /* clock_wall_ms() */
     int         code, port;
     bool        proxied;
     const char *session, *peer, *helo, *tls, *user, *sender, *queued_as, *reply;

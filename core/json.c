@@ -90,6 +90,21 @@ int json_int(struct buf *out, long long v)
     return buf_append(out, p, (size_t)(d + sizeof(d) - p));
 }
 
+int json_key(struct buf *out, const char *name)
+{
+    return JSON_LIT(out, ",\"") | buf_append(out, name, strlen(name)) | JSON_LIT(out, "\":");
+}
+
+int json_field(struct buf *out, const char *name, const char *value)
+{
+    return json_key(out, name) | json_cstr(out, value);
+}
+
+int json_field_int(struct buf *out, const char *name, long long v)
+{
+    return json_key(out, name) | json_int(out, v);
+}
+
 int json_cstr(struct buf *out, const char *s)
 {
     return s ? json_str(out, s, strlen(s)) : buf_append(out, "null", 4);

@@ -22,5 +22,10 @@ int    json_cstr(struct buf *out, const char *s);
 /* Append a decimal integer (no format string to read: this is on the
  * path of every traced stage). */
 int    json_int(struct buf *out, long long v);
+/* Append ,"name": and then a value; or with it a string (null for NULL)
+ * or an integer. */
+int    json_key(struct buf *out, const char *name);
+int    json_field(struct buf *out, const char *name, const char *value);
+int    json_field_int(struct buf *out, const char *name, long long v);
 
 #endif

@@ -466,8 +466,7 @@ static void reload(struct ev_loop *loop)
             script);
     struct buf *e = console_event_begin("reload", NULL);
     if (e) {
-        buf_append(e, ",\"script\":", 10);
-        json_cstr(e, script);
+        json_field(e, "script", script);
         console_event_end();
     }
     if (standby)

@@ -677,7 +677,7 @@ static void keep_message(struct smtp *m, int code, const char *text)
             rcpts[i] = m->tx.rcpts[i].addr;
         char said[REPLY_LINE_MAX];
         const struct console_message cm = {
-            .time = wall_ms(), .code = code, .port = port, .proxied = session_proxy(m->s) != NULL,
+            .time = clock_wall_ms(false), .code = code, .port = port, .proxied = session_proxy(m->s) != NULL,
             .session = m->id, .peer = peer, .helo = m->client.helo,
             .tls = session_tls_version(m->s), .user = m->client.user, .sender = m->tx.sender,
             .queued_as = m->tx.msgid, .reply = reply_said(m, text, said, sizeof(said)),
@@ -692,16 +692,11 @@ static void keep_message(struct smtp *m, int code, const char *text)
     /* what the page's list shows of it, so that it need not ask */
     struct buf *e = console_event_begin("message", m->id);
     if (e) {
-        JSON_LIT(e, ",\"id\":");
-        json_int(e, (long long)id);
-        JSON_LIT(e, ",\"code\":");
-        json_int(e, code);
-        JSON_LIT(e, ",\"size\":");
-        json_int(e, (long long)size);
-        JSON_LIT(e, ",\"peer\":");
-        json_cstr(e, peer);
-        JSON_LIT(e, ",\"sender\":");
-        json_cstr(e, m->tx.sender);
+        json_field_int(e, "id", (long long)id);
+        json_field_int(e, "code", code);
+        json_field_int(e, "size", (long long)size);
+        json_field(e, "peer", peer);
+        json_field(e, "sender", m->tx.sender);
         JSON_LIT(e, ",\"recipients\":[");
         for (size_t i = 0; i < m->tx.nrcpts && i < 3; i++)
             (void)((i ? JSON_LIT(e, ",") : 0) | json_cstr(e, m->tx.rcpts[i].addr));
@@ -825,14 +820,10 @@ static void trace_stage(struct smtp *m, const char *stage, const char *who, int 
     trace_add(m->trace, STEP_STAGE, stage, who, code, reply_said(m, text, first, sizeof(first)), NULL, took);
     struct buf *e = console_event_begin("stage", m->id);
     if (e) {
-        JSON_LIT(e, ",\"stage\":");
-        json_cstr(e, stage);
-        JSON_LIT(e, ",\"code\":");
-        json_int(e, code);
-        JSON_LIT(e, ",\"took_us\":");
-        json_int(e, (long long)(took * 1e6));
-        JSON_LIT(e, ",\"who\":");
-        json_cstr(e, who);
+        json_field(e, "stage", stage);
+        json_field_int(e, "code", code);
+        json_field_int(e, "took_us", (long long)(took * 1e6));
+        json_field(e, "who", who);
         console_event_end();
     }
 }
@@ -1652,10 +1643,9 @@ static void start(void *p)
     if ((m->trace = trace_new(m->id, peer, port)) != NULL) {
         struct buf *e = console_event_begin("session", m->id);
         if (e) {
-            JSON_LIT(e, ",\"state\":\"open\",\"port\":");
-            json_int(e, port);
-            JSON_LIT(e, ",\"peer\":");
-            json_cstr(e, peer);
+            json_field(e, "state", "open");
+            json_field_int(e, "port", port);
+            json_field(e, "peer", peer);
             console_event_end();
         }
     }
@@ -1774,8 +1764,8 @@ static void closed(void *p, char *summary, size_t size)
     if (m->trace) {
         struct buf *e = console_event_begin("session", m->id);
         if (e) {
-            JSON_LIT(e, ",\"state\":\"closed\",\"messages\":");
-            json_int(e, (long long)m->nmessages);
+            json_field(e, "state", "closed");
+            json_field_int(e, "messages", (long long)m->nmessages);
             console_event_end();
         }
     }

@@ -3,11 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "clock.h"
-#include "json.h"
-
 
 struct trace *trace_new(const char *id, const char *peer, int port)
 {
@@ -30,7 +27,7 @@ struct trace *trace_new(const char *id, const char *peer, int port)
     snprintf(t->cs.peer, sizeof(t->cs.peer), "%s", peer);
     t->cs.port = port;
     snprintf(t->cs.state, sizeof(t->cs.state), "greeting");
-    t->cs.started = t->cs.last = wall_ms();
+    t->cs.started = t->cs.last = clock_wall_ms(false);
     t->slot = console_session_open(&t->cs);
     return t;
 }
@@ -43,15 +40,6 @@ void trace_free(struct trace *t)
     buf_free(&t->dialogue);
     buf_free(&t->fields);
     free(t);
-}
-
-/* The time of day to a few milliseconds, for idle times: cheaper than
- * wall_ms() on a path taken at each state change. */
-static long long coarse_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* src into dst[size], cut short when it must: no format to parse. */
@@ -122,6 +110,6 @@ void trace_state(struct trace *t, const char *state)
     if (t == NULL)
         return;
     copy(t->cs.state, sizeof(t->cs.state), state);
-    t->cs.last = coarse_ms();
+    t->cs.last = clock_wall_ms(true);     /* at each state change: the cheap clock */
     console_session_set(t->slot, &t->cs);
 }

@@ -302,9 +302,10 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
         set_origin(b->L, name, why, v);
     struct buf *e = why ? console_event_begin("error", sid) : NULL;
     if (e) {
-        buf_printf(e, ",\"hook\":\"%s\",\"why\":\"%s\",\"message\":", name, why);
-        json_cstr(e, rc != LUA_OK && rc != LUA_YIELD && lua_type(c->co, -1) == LUA_TSTRING ? lua_tostring(c->co, -1)
-                                                                                      : NULL);
+        json_field(e, "hook", name);
+        json_field(e, "why", why);
+        json_field(e, "message", rc != LUA_OK && rc != LUA_YIELD && lua_type(c->co, -1) == LUA_TSTRING
+                                     ? lua_tostring(c->co, -1) : NULL);
         console_event_end();
     }
     metrics_hook(c->stage, bridge_now() - c->begun, why && !b->over_budget, b->over_budget);

@@ -268,11 +268,11 @@ static int l_action(lua_State *L)
     }
     struct buf *e = console_event_begin("action", s ? smtp_id(s) : NULL);
     if (e) {
-        buf_printf(e, ",\"kind\":\"%s\",\"result\":\"%s\",\"took_us\":%lld,\"target\":", kind, result,
-                   (long long)(took * 1e6));
-        json_cstr(e, target);
-        buf_append(e, ",\"detail\":", 10);
-        json_cstr(e, detail);
+        json_field(e, "kind", kind);
+        json_field(e, "result", result);
+        json_field_int(e, "took_us", (long long)(took * 1e6));
+        json_field(e, "target", target);
+        json_field(e, "detail", detail);
         console_event_end();
     }
     return 0;

@@ -301,6 +301,14 @@ function on_rcpt(addr)
   if addr:match("^nobody@") then return 550, "5.1.1 no such user" end
 end
 function on_mail(m)
+  if m.subject == "metric errors" then
+    local said = {}
+    for _, args in ipairs({ { "bad-name" }, { "x_total", -1 }, { "ok", 1, { ["bad key"] = "v" } } }) do
+      local ok, err = pcall(l.metric, table.unpack(args))
+      said[#said + 1] = ok and "accepted" or err:match("%%((.-)%%)$") or err
+    end
+    return 250, "2.0.0 " .. table.concat(said, "|")
+  end
   l.trace("matched rule camera-" .. (m.subject:match("cam(%%d)") or "?"))
   l.metric("alarms_total", 1, { zone = "3", site = "hq" })
   assert(l.write(%r, m.subject))
@@ -439,6 +447,18 @@ class Api(unittest.TestCase):
             self.assertEqual(value(mm, "luasmtpd_script_alarms_total", zone="3", site="hq"), 3)
             self.assertEqual(value(mm, "luasmtpd_actions_total", kind="write", result="ok"), 3)
 
+    def test_metric_misuse_is_an_error(self):
+        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=10) as c:
+            c.ehlo("cam3.lan")
+            self.assertEqual(c.mail("cam3@site.example")[0], 250)
+            self.assertEqual(c.rcpt("ops@site.example")[0], 250)
+            code, text = c.data(b"Subject: metric errors\r\n\r\nx\r\n")
+        self.assertEqual(code, 250)
+        said = text.decode().split("|")
+        self.assertIn("a name is [A-Za-z_][A-Za-z0-9_]*", said[0])
+        self.assertIn("only goes up", said[1])
+        self.assertIn("label name", said[2])
+
     def test_open_sessions(self):
         with Client(self.srv.port) as c:
             c.cmd("EHLO gate.lan")
@@ -498,6 +518,28 @@ class Api(unittest.TestCase):
         err = [e for e in events if e["type"] == "error"][0]
         self.assertEqual((err["hook"], err["why"]), ("on_mail", "script error"))
         self.assertIn("on purpose", err["message"])
+
+
+class Streams(unittest.TestCase):
+    def test_at_most_eight_event_streams(self):
+        """The ninth /api/events gets 503 (from other loopback addresses:
+        one address may hold only eight connections of any kind)."""
+        http = free_port()
+        srv = Server("--http", str(http), listen="127.0.0.1:%d" % free_port(), log_level="info")
+        self.addCleanup(srv.stop)
+        held = []
+        for i in range(9):
+            s = socket.socket()
+            s.bind(("127.0.0.%d" % (i + 2), 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", http))
+            s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            held.append(s)
+            head = s.recv(4096)
+            self.assertTrue(head.startswith(b"HTTP/1.1 503" if i == 8 else b"HTTP/1.1 200"), (i, head[:40]))
+        for s in held:
+            s.close()
+        self.assertEqual(get(http)[0], 200)
 
 
 class ApiWorkers(Api):

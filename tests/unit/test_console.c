@@ -6,6 +6,7 @@
 #include "buf.h"
 #include "console.h"
 #include "json.h"
+#include "metrics.h"
 #include "test.h"
 #include "trace.h"
 
@@ -107,6 +108,9 @@ static void test_keep(void)
     buf_clear(&raw);
     CHECK(console_get(9, &b, &raw) == 1 && buf_len(&raw) == 0 && has(&b, "\"raw_kept\":false"),
           "larger than --keep-bytes: kept without its text");
+    const struct console_message fat = { .code = 250, .fields = big, .fields_len = 600 << 10 };
+    CHECK(console_keep(&fat) == 0, "a record over half the ring is not kept");
+
     /* many small messages: the ring's writes stay in its first MB */
     for (int i = 0; i < 5000; i++)
         keep("many@x", 250, big, 2000);
@@ -201,8 +205,33 @@ static void test_trace(void)
     trace_free(t);
 }
 
+/* luasmtpd.metric's series: one per name and labels, summed, bounded. */
+static void test_script_metrics(void)
+{
+    CHECK(metrics_script("alarms_total", "zone=\"3\"", 1) == 0 && metrics_script("alarms_total", "zone=\"3\"", 2) == 0,
+          "added");
+    CHECK(metrics_script("alarms_total", "zone=\"4\"", 1) == 0 && metrics_script("level", "", -0.5) == 0, "others");
+    char name[32];
+    int taken = 3, rc = 0;
+    for (; rc == 0 && taken < METRICS_SCRIPT_SERIES + 5; taken++) {
+        snprintf(name, sizeof(name), "s%d", taken);
+        rc = metrics_script(name, "", 1);
+    }
+    CHECK(rc < 0 && taken == METRICS_SCRIPT_SERIES + 1, "full after %d series (%d)", METRICS_SCRIPT_SERIES, taken);
+    CHECK(metrics_script("alarms_total", "zone=\"3\"", 1) == 0, "a series there already still counts");
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    CHECK(metrics_render(&b) == 0, "rendered");
+    CHECK(has(&b, "# TYPE luasmtpd_script_alarms_total counter\nluasmtpd_script_alarms_total{zone=\"3\"} 4\n"
+                  "luasmtpd_script_alarms_total{zone=\"4\"} 1\n"),
+          "one family, its series together");
+    CHECK(has(&b, "# TYPE luasmtpd_script_level gauge\nluasmtpd_script_level -0.5\n"), "a gauge");
+    buf_free(&b);
+}
+
 int main(void)
 {
+    test_script_metrics();
     test_json();
     test_keep();
     test_events();
