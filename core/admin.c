@@ -409,7 +409,7 @@ static enum MHD_Result serve_events(struct admin *a, struct MHD_Connection *c)
     st->wrote = ev_now(a->loop);
     buf_init(&st->out, 2 * CONSOLE_EVENTS * (CONSOLE_EVENT_MAX + 32));
     buf_append(&st->out, "retry: 2000\n\n", 13);
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, stream_read, st, stream_free);
     if (r == NULL) {
         buf_free(&st->out);
         free(st);

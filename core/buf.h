@@ -64,6 +64,8 @@ static inline int buf_append(struct buf *b, const void *p, size_t n)
     }
     return 0;
 }
+/* v in decimal at out (no NUL): the digits written, at most 20. */
+size_t fmt_dec(char *out, unsigned long long v);
 /* Append formatted text: 0, or -1 when the cap or memory does not allow it. */
 int    buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int    buf_vprintf(struct buf *b, const char *fmt, va_list ap);

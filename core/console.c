@@ -15,6 +15,9 @@
 #define WORKERS_MAX   64
 #define EXCERPT_MAX   240      /* bytes of text the list shows */
 #define HOT_MIN       (1u << 20)   /* the least of the ring that is written to */
+#define LAZY_MAX      (64u << 10)  /* the list's fields of messages this small: made when listed */
+#define MADE_SLOTS    256      /* fields made when listed, remembered a process */
+#define MADE_MAX      4096     /* the largest remembered (larger ones are made each time) */
 
 struct event {
     uint64_t seq;
@@ -29,10 +32,21 @@ struct entry {
     uint32_t meta_len;
     size_t   raw_len, raw_kept;
     int      code;
+    bool     fields;                /* its list's fields are in its record */
     char     sender[CONSOLE_SENDER_MAX];
 };
 
+/* An entry as a reader takes it, with how much of its raw text follows
+ * its record (0 unless its fields are to be made from it). */
+struct taken {
+    struct entry e;
+    size_t       raw;
+};
+
+/* A session's slot, written by its worker only, read by any without a
+ * lock: seq is odd while it is being written, and moves on each time. */
 struct slot {
+    atomic_uint seq;
     bool used;
     struct console_session s;
 };
@@ -44,7 +58,7 @@ struct shared {
     size_t   live;                  /* the kept messages' own bytes (no gap) */
     uint64_t ev_next;               /* the next event's seq (from 1) */
     int      listeners[WORKERS_MAX];
-    size_t   used[WORKERS_MAX];         /* a worker's slots touched so far */
+    atomic_size_t used[WORKERS_MAX];    /* a worker's slots touched so far */
     atomic_int nlisteners;          /* read without the lock by writers */
     size_t   keep, bytes, per_worker;
     int      nworkers;
@@ -58,6 +72,11 @@ static struct shared *sh;
 static int me;                      /* this process's worker index */
 static int *free_slots, nfree;      /* this worker's free session slots */
 static struct buf event_buf;        /* the event being made */
+/* The list's fields made from kept texts, by id (of this mapping). */
+static struct made {
+    uint64_t   id;                  /* 0: none */
+    struct buf json;
+} made[MADE_SLOTS];
 
 int console_share(long long keep, long long keep_bytes, long long sessions, int n)
 {
@@ -90,6 +109,8 @@ int console_share(long long keep, long long keep_bytes, long long sessions, int 
         return -1;
     }
     s->next_id = s->first_id = 1;
+    for (size_t i = 0; i < MADE_SLOTS; i++)
+        made[i].id = 0;
     s->ev_next = 1;
     s->keep = (size_t)keep;
     s->bytes = (size_t)keep_bytes;
@@ -121,6 +142,41 @@ static void unlock(void)
     pthread_mutex_unlock(&sh->lock);
 }
 
+static void slot_write(struct slot *sl, bool used, const struct console_session *cs, bool all)
+{
+    /* even, also after a writer that died writing */
+    unsigned seq = (atomic_load_explicit(&sl->seq, memory_order_relaxed) + 1) & ~1u;
+    atomic_store_explicit(&sl->seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    sl->used = used;
+    if (cs && all) {
+        sl->s = *cs;
+    } else if (cs) {
+        memcpy(sl->s.state, cs->state, sizeof(cs->state));
+        sl->s.last = cs->last;
+        sl->s.messages = cs->messages;
+    }
+    atomic_store_explicit(&sl->seq, seq + 2, memory_order_release);
+}
+
+/* A copy of slot i as it stood between two writes; false when it is not
+ * in use, or kept changing (or its writer died writing it). */
+static bool slot_read(size_t i, struct console_session *out)
+{
+    struct slot *sl = &sh->slots[i];
+    for (int tries = 0; tries < 1000; tries++) {
+        unsigned seq = atomic_load_explicit(&sl->seq, memory_order_acquire);
+        if (seq & 1)
+            continue;
+        bool used = sl->used;
+        *out = sl->s;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&sl->seq, memory_order_relaxed) == seq)
+            return used;
+    }
+    return false;
+}
+
 void console_use(int i)
 {
     if (sh == NULL)
@@ -135,7 +191,7 @@ void console_use(int i)
     /* the slots of the worker before this one (only those it touched:
      * the pages of the others stay unmapped) */
     for (size_t k = 0; k < sh->used[me]; k++)
-        sh->slots[(size_t)me * sh->per_worker + k].used = false;
+        slot_write(&sh->slots[(size_t)me * sh->per_worker + k], false, NULL, false);
     sh->used[me] = 0;
     for (size_t k = sh->per_worker; free_slots && k-- > 0;)
         free_slots[nfree++] = (int)k;      /* the lowest on top */
@@ -233,31 +289,23 @@ int console_session_open(const struct console_session *cs)
     if (sh == NULL || nfree == 0)
         return -1;
     int k = free_slots[--nfree], i = (int)((size_t)me * sh->per_worker) + k;
-    lock();
     if ((size_t)k >= sh->used[me])
         sh->used[me] = (size_t)k + 1;
-    sh->slots[i].s = *cs;
-    sh->slots[i].used = true;
-    unlock();
+    slot_write(&sh->slots[i], true, cs, true);
     return i;
 }
 
-void console_session_set(int i, const struct console_session *cs)
+void console_session_set(int i, const struct console_session *cs, bool all)
 {
-    if (sh == NULL || i < 0)
-        return;
-    lock();
-    sh->slots[i].s = *cs;
-    unlock();
+    if (sh != NULL && i >= 0)
+        slot_write(&sh->slots[i], true, cs, all);
 }
 
 void console_session_close(int i)
 {
     if (sh == NULL || i < 0)
         return;
-    lock();
-    sh->slots[i].used = false;
-    unlock();
+    slot_write(&sh->slots[i], false, NULL, false);
     free_slots[nfree++] = i - (int)((size_t)me * sh->per_worker);
 }
 
@@ -280,12 +328,10 @@ int console_sessions_json(struct buf *out, long long now)
             i = (i / sh->per_worker + 1) * sh->per_worker - 1;   /* the next worker's */
             continue;
         }
-        lock();
-        struct slot sl = sh->slots[i];
-        unlock();
-        if (!sl.used)
+        struct console_session copy;
+        if (!slot_read(i, &copy))
             continue;
-        const struct console_session *s = &sl.s;
+        const struct console_session *s = &copy;
         rc |= buf_printf(out, "%s{\"id\":", first ? "" : ",");
         rc |= json_cstr(out, s->id);
         rc |= field(out, "peer", s->peer);
@@ -304,8 +350,9 @@ int console_sessions_json(struct buf *out, long long now)
 /* --- kept messages ------------------------------------------------------ */
 
 /* A kept message's bytes: this head, its strings one after the other (a
- * length of ABSENT: NULL), its steps (each a struct packed_step and its
- * four strings), then its raw text. */
+ * length of ABSENT: NULL), its steps as the trace packed them, then its
+ * raw text.  A record never wraps round the ring's end (console_keep puts
+ * one that would at its start). */
 enum { S_SESSION, S_PEER, S_HELO, S_TLS, S_USER, S_SENDER, S_QUEUED, S_REPLY, S_RCPTS, S_FIELDS, S_DIALOGUE,
        NSTR };
 #define ABSENT UINT32_MAX
@@ -320,39 +367,30 @@ struct packed {
     uint32_t      len[NSTR];
 };
 
-struct packed_step {
-    long long     at_us, took_us;
-    int           code;
-    unsigned char kind, len[4];     /* stage, who, text, result: each shorter than 256 */
-};
-
-_Static_assert(sizeof(((struct console_step *)0)->text) <= 256 && sizeof(((struct console_step *)0)->who) <= 256,
+_Static_assert(STEP_STAGE_MAX < 256 && STEP_WHO_MAX < 256 && STEP_TEXT_MAX < 256 && STEP_RESULT_MAX < 256,
                "a step's strings have a byte's length");
-
-static size_t step_size(const struct console_step *st)
-{
-    return sizeof(struct packed_step) + strlen(st->stage) + strlen(st->who) + strlen(st->text) + strlen(st->result);
-}
 
 static struct entry *entry_of(uint64_t id)
 {
     return &sh->entries[id % sh->keep];
 }
 
-static void ring_put(uint64_t pos, const void *from, size_t n)
+static char *ring_at(uint64_t pos)
 {
-    const char *p = from;
-    if (n == 0)
-        return;
-    size_t at = (size_t)(pos % sh->bytes), first = sh->bytes - at < n ? sh->bytes - at : n;
-    memcpy(sh->ring + at, p, first);
-    memcpy(sh->ring, p + first, n - first);
+    return sh->ring + pos % sh->bytes;
+}
+
+/* n bytes at w: past them. */
+static char *put(char *w, const void *from, size_t n)
+{
+    if (n)
+        memcpy(w, from, n);
+    return w + n;
 }
 
 static int ring_get(uint64_t pos, size_t n, struct buf *out)
 {
-    size_t at = (size_t)(pos % sh->bytes), first = sh->bytes - at < n ? sh->bytes - at : n;
-    return buf_append(out, sh->ring + at, first) < 0 || buf_append(out, sh->ring, n - first) < 0 ? -1 : 0;
+    return buf_append(out, ring_at(pos), n);
 }
 
 /* Drop the oldest message. */
@@ -372,9 +410,7 @@ uint64_t console_keep(const struct console_message *m)
                         .size = m->size, .nsteps = m->nsteps, .dropped = m->dropped };
     const char *str[NSTR] = { m->session, m->peer, m->helo, m->tls, m->user, m->sender, m->queued_as, m->reply,
                               NULL, m->fields, m->dialogue };
-    size_t need = sizeof(p);
-    for (unsigned i = 0; i < m->nsteps; i++)
-        need += step_size(&m->steps[i]);
+    size_t need = sizeof(p) + m->steps_len;
     for (int i = 0; i < NSTR; i++) {
         size_t n = i == S_FIELDS ? m->fields_len : i == S_DIALOGUE ? m->dialogue_len : str[i] ? strlen(str[i]) : 0;
         if (i == S_RCPTS)
@@ -409,37 +445,20 @@ uint64_t console_keep(const struct console_message *m)
     e->raw_len = m->raw_len;
     e->raw_kept = kept;
     e->code = m->code;
-    snprintf(e->sender, sizeof(e->sender), "%s", m->sender ? m->sender : "");
-    uint64_t at = e->pos;
-    ring_put(at, &p, sizeof(p));
-    at += sizeof(p);
+    e->fields = m->fields_len > 0;
+    size_t sn = m->sender ? strnlen(m->sender, sizeof(e->sender) - 1) : 0;
+    memcpy(e->sender, m->sender ? m->sender : "", sn);
+    e->sender[sn] = '\0';
+    char *w = put(ring_at(e->pos), &p, sizeof(p));
     for (int i = 0; i < NSTR; i++) {
-        if (i == S_RCPTS) {
-            for (size_t r = 0; r < m->nrcpts; r++) {
-                size_t n = strlen(m->rcpts[r]) + 1;
-                ring_put(at, m->rcpts[r], n);
-                at += n;
-            }
-        } else if (p.len[i] != ABSENT) {
-            ring_put(at, str[i], p.len[i]);
-            at += p.len[i];
-        }
+        if (i == S_RCPTS)
+            for (size_t r = 0; r < m->nrcpts; r++)
+                w = put(w, m->rcpts[r], strlen(m->rcpts[r]) + 1);
+        else if (p.len[i] != ABSENT)
+            w = put(w, str[i], p.len[i]);
     }
-    for (unsigned i = 0; i < m->nsteps; i++) {
-        const struct console_step *st = &m->steps[i];
-        const char *f[4] = { st->stage, st->who, st->text, st->result };
-        struct packed_step ps = { .at_us = (long long)(st->at * 1e6), .took_us = (long long)(st->took * 1e6),
-                                  .code = st->code, .kind = (unsigned char)st->kind };
-        for (int k = 0; k < 4; k++)
-            ps.len[k] = (unsigned char)strlen(f[k]);
-        ring_put(at, &ps, sizeof(ps));
-        at += sizeof(ps);
-        for (int k = 0; k < 4; k++) {
-            ring_put(at, f[k], ps.len[k]);
-            at += ps.len[k];
-        }
-    }
-    ring_put(e->pos + need, m->raw, kept);
+    w = put(w, m->steps, m->steps_len);
+    put(w, m->raw, kept);
     sh->tail += need + kept;
     sh->live += need + kept;
     unlock();
@@ -457,11 +476,50 @@ static bool verdict_is(int code, const char *verdict)
     return verdict[0] == '0' + code / 100 && strcmp(verdict + 1, "xx") == 0;
 }
 
-/* Under the lock: entry e and its packed bytes onto out, to render once
- * the lock is given back. */
-static int take(const struct entry *e, struct buf *out)
+static bool made_already(uint64_t id)
 {
-    return buf_append(out, e, sizeof(*e)) < 0 ? -1 : ring_get(e->pos, e->meta_len, out);
+    return made[id % MADE_SLOTS].id == id;
+}
+
+/* Under the lock: entry e and its packed bytes onto out, to render once
+ * the lock is given back; with its raw text when its fields are to be
+ * made from it (with_raw, and not made already). */
+static int take(const struct entry *e, struct buf *out, bool with_raw)
+{
+    struct taken t = { .e = *e };
+    if (with_raw && !e->fields && !made_already(e->id))
+        t.raw = e->raw_kept;
+    return buf_append(out, &t, sizeof(t)) < 0 || ring_get(e->pos, e->meta_len, out) < 0 ? -1
+           : ring_get(e->pos + e->meta_len, t.raw, out);
+}
+
+/* The list's fields of message id from its raw text, remembered: what to
+ * put in its "fields" object.  A message that does not parse (out of
+ * memory) has none; one with more than the room for them, none either. */
+static int fields_from(uint64_t id, const char *raw, size_t len, struct buf *out)
+{
+    struct made *c = &made[id % MADE_SLOTS];
+    if (c->id == id)
+        return buf_append(out, buf_head(&c->json), buf_len(&c->json));
+    struct mime *mm = NULL;
+    if (len == 0 || mime_parse(raw, len, NULL, &mm) < 0)
+        return 0;
+    if (c->json.max == 0)
+        buf_init(&c->json, MADE_MAX);
+    buf_clear(&c->json);
+    c->id = 0;
+    int rc = 0;
+    if (console_fields(&c->json, mm) == 0) {
+        c->id = id;
+        rc = buf_append(out, buf_head(&c->json), buf_len(&c->json));
+    } else {
+        size_t at = buf_len(out);
+        if (console_fields(out, mm) < 0)
+            buf_truncate(out, at);
+    }
+    buf_shrink(&c->json);
+    mime_free(&mm);
+    return rc;
 }
 
 static const char *const step_kinds[] = { "stage", "action", "note" };
@@ -470,7 +528,7 @@ static int steps_json(struct buf *out, const char *p, unsigned n)
 {
     int rc = buf_append(out, "\"trace\":[", 9);
     for (unsigned i = 0; i < n; i++) {
-        struct packed_step ps;
+        struct console_step ps;
         memcpy(&ps, p, sizeof(ps));
         const char *f[4];
         p += sizeof(ps);
@@ -492,15 +550,22 @@ static int steps_json(struct buf *out, const char *p, unsigned n)
     return rc | buf_append(out, "]", 1);
 }
 
-/* The JSON object of a message taken by take(); *used the bytes it took. */
-static int render(const char *p, struct buf *out, size_t *used)
+/* The JSON object of a message taken by take(); *used the bytes it took.
+ * Its fields are made from raw[0, raw_len) when its record has none (raw
+ * NULL: the text taken with it). */
+static int render(const char *p, struct buf *out, size_t *used, const char *raw, size_t raw_len)
 {
-    struct entry e;
+    struct taken t;
     struct packed h;
-    memcpy(&e, p, sizeof(e));
-    memcpy(&h, p + sizeof(e), sizeof(h));
-    *used = sizeof(e) + e.meta_len;
-    const char *str[NSTR], *q = p + sizeof(e) + sizeof(h);
+    memcpy(&t, p, sizeof(t));
+    const struct entry e = t.e;
+    memcpy(&h, p + sizeof(t), sizeof(h));
+    *used = sizeof(t) + e.meta_len + t.raw;
+    if (raw == NULL) {
+        raw = p + sizeof(t) + e.meta_len;
+        raw_len = t.raw;
+    }
+    const char *str[NSTR], *q = p + sizeof(t) + sizeof(h);
     for (int i = 0; i < NSTR; i++) {
         str[i] = h.len[i] == ABSENT ? NULL : q;
         q += h.len[i] == ABSENT ? 0 : h.len[i];
@@ -519,8 +584,10 @@ static int render(const char *p, struct buf *out, size_t *used)
     rc |= buf_printf(out, "],\"reply\":{\"code\":%d,\"text\":", h.code);
     rc |= json_str(out, str[S_REPLY] ? str[S_REPLY] : "", str[S_REPLY] ? h.len[S_REPLY] : 0);
     rc |= buf_append(out, "},\"fields\":{", 12);
-    if (str[S_FIELDS])
+    if (e.fields)
         rc |= buf_append(out, str[S_FIELDS], h.len[S_FIELDS]);
+    else
+        rc |= fields_from(e.id, raw, raw_len, out);
     rc |= buf_append(out, "},", 2) | steps_json(out, q, h.nsteps);
     rc |= buf_printf(out, ",\"trace_dropped\":%lu,\"dialogue\":", h.dropped);
     rc |= json_str(out, str[S_DIALOGUE] ? str[S_DIALOGUE] : "", str[S_DIALOGUE] ? h.len[S_DIALOGUE] : 0);
@@ -539,13 +606,13 @@ int console_list(struct buf *out, unsigned limit, const char *sender, const char
             const struct entry *e = entry_of(id);
             if (!verdict_is(e->code, verdict) || (sender && !strcasestr(e->sender, sender)))
                 continue;
-            rc |= take(e, &taken);
+            rc |= take(e, &taken, e->raw_len <= LAZY_MAX);
             n++;
         }
         unlock();
         size_t used;
         for (size_t at = 0; at < buf_len(&taken) && rc == 0; at += used)
-            rc |= (at ? buf_append(out, ",", 1) : 0) | render(buf_head(&taken) + at, out, &used);
+            rc |= (at ? buf_append(out, ",", 1) : 0) | render(buf_head(&taken) + at, out, &used, NULL, 0);
         buf_free(&taken);
     }
     return rc | buf_append(out, "]", 1);
@@ -556,22 +623,28 @@ int console_get(uint64_t id, struct buf *json, struct buf *raw)
     if (!console_keeping())
         return 0;
     struct buf taken;
-    buf_init(&taken, sh->bytes + sizeof(struct entry));
+    buf_init(&taken, sh->bytes + sizeof(struct taken));
     int rc = 0;
     lock();
     if (id >= sh->first_id && id < sh->next_id) {
         const struct entry *e = entry_of(id);
-        rc = take(e, &taken) < 0 || (raw && ring_get(e->pos + e->meta_len, e->raw_kept, raw) < 0) ? -1 : 1;
+        rc = take(e, &taken, raw == NULL) < 0 || (raw && ring_get(e->pos + e->meta_len, e->raw_kept, raw) < 0) ? -1
+                                                                                                                : 1;
     }
     unlock();
     size_t used;
-    if (rc == 1 && render(buf_head(&taken), json, &used) < 0)
+    if (rc == 1 && render(buf_head(&taken), json, &used, raw ? buf_head(raw) : NULL, raw ? buf_len(raw) : 0) < 0)
         rc = -1;
     buf_free(&taken);
     return rc;
 }
 
 /* --- what the list shows of a message ------------------------------------ */
+
+bool console_fields_at_arrival(size_t size)
+{
+    return size > LAZY_MAX;
+}
 
 const struct mime_part *console_attachment(const struct mime *m, const struct mime_part *p)
 {

@@ -60,26 +60,32 @@ struct console_session {
 };
 /* A slot for a new session (-1: none free; it is then not listed). */
 int  console_session_open(const struct console_session *cs);
-/* Copy cs into slot i (the owner's, so no one else writes it). */
-void console_session_set(int i, const struct console_session *cs);
+/* Copy cs into slot i (the owner's, so no one else writes it): all of it
+ * when `all`, else its state, last activity and messages only. */
+void console_session_set(int i, const struct console_session *cs, bool all);
 void console_session_close(int i);
 /* The open sessions as a JSON array. */
 int  console_sessions_json(struct buf *out, long long now);
 
 /* --- kept messages ------------------------------------------------------ */
 
-/* One step of a session's trace (core/trace.h records them). */
+/* One step of a session's trace, packed as core/trace.h records it and
+ * the console keeps it: this head, then its strings one after the other
+ * (no NUL): the stage it happened in; who (hook as file:line, core option,
+ * action kind); the text (the reply, the action's target, the note); an
+ * action's result.  Each is cut to its STEP_*_MAX bytes. */
 enum console_step_kind { STEP_STAGE, STEP_ACTION, STEP_NOTE };
 
 struct console_step {
-    double   at, took;              /* since the session began; how long it took */
-    int      code;                  /* the reply of a stage; 0 */
-    enum console_step_kind kind;
-    char     stage[10];             /* the stage it happened in */
-    char     who[96];               /* hook (file:line), core option, action kind */
-    char     text[160];             /* the reply, the action's target, the note */
-    char     result[64];            /* an action's */
+    long long     at_us, took_us;   /* since the session began; how long it took */
+    int           code;             /* the reply of a stage; 0 */
+    unsigned char kind, len[4];     /* stage, who, text, result */
 };
+#define STEP_STAGE_MAX   9
+#define STEP_WHO_MAX     95
+#define STEP_TEXT_MAX    159
+#define STEP_RESULT_MAX  63
+#define STEP_MAX  (sizeof(struct console_step) + STEP_STAGE_MAX + STEP_WHO_MAX + STEP_TEXT_MAX + STEP_RESULT_MAX)
 
 /* A message as the protocol hands it over: strings may be NULL. */
 struct console_message {
@@ -89,9 +95,10 @@ struct console_message {
     const char *session, *peer, *helo, *tls, *user, *sender, *queued_as, *reply;
     const char *const *rcpts;       /* nrcpts addresses */
     size_t      nrcpts, size;       /* size: as received (past --max-size: as counted) */
-    const char *fields;             /* console_fields(), or NULL */
+    const char *fields;             /* console_fields() when console_fields_at_arrival(), or NULL */
     size_t      fields_len;
-    const struct console_step *steps;
+    const char *steps;              /* nsteps packed steps, steps_len bytes */
+    size_t      steps_len;
     unsigned    nsteps;
     unsigned long dropped;          /* steps past the trace's room */
     const char *dialogue;
@@ -112,6 +119,10 @@ int  console_list(struct buf *out, unsigned limit, const char *sender, const cha
  * raw is not NULL, appended: 1, 0 when it is not (or no longer) kept, -1. */
 int  console_get(uint64_t id, struct buf *json, struct buf *raw);
 
+/* Whether the list's fields of a message of `size` bytes are made when it
+ * arrives (console_message.fields), or from its kept text when it is first
+ * listed: what most messages cost is then nothing until someone looks. */
+bool console_fields_at_arrival(size_t size);
 /* What the list shows of a parsed message: from, to, subject, date, an
  * excerpt of the text and the attachments' names, types and sizes, as
  * fields ("from":...,...) to go inside an object. */

@@ -1,5 +1,6 @@
 #include "json.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* The length of the UTF-8 sequence at p (at most n bytes), or 0. */
@@ -24,6 +25,18 @@ static const unsigned char plain[256] = {
     [0x70] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,      /* DEL */
 };
 
+/* Whether the 8 bytes at p are all plain: none below 0x20 or from 0x7f,
+ * no '"' and no '\\' (each test is exact as a whole, if not byte by byte). */
+static bool plain8(const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t x;
+    memcpy(&x, p, 8);
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ (ones * 0x7f);
+    uint64_t bad = (x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d)) & highs;
+    return bad == 0;
+}
+
 size_t json_text(char *out, size_t cap, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -34,6 +47,8 @@ size_t json_text(char *out, size_t cap, const char *s, size_t n)
         if (plain[c]) {
             /* a run of plain ASCII: copied at once */
             size_t j = i + 1, end = n - i < cap - 7 - o ? n : i + (cap - 7 - o);
+            while (j + 8 <= end && plain8(p + j))
+                j += 8;
             while (j < end && plain[p[j]])
                 j++;
             memcpy(out + o, p + i, j - i);
@@ -80,29 +95,13 @@ int json_str(struct buf *out, const char *s, size_t n)
 
 int json_int(struct buf *out, long long v)
 {
-    char d[24], *p = d + sizeof(d);
-    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-    do
-        *--p = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0)
-        *--p = '-';
-    return buf_append(out, p, (size_t)(d + sizeof(d) - p));
-}
-
-int json_key(struct buf *out, const char *name)
-{
-    return JSON_LIT(out, ",\"") | buf_append(out, name, strlen(name)) | JSON_LIT(out, "\":");
-}
-
-int json_field(struct buf *out, const char *name, const char *value)
-{
-    return json_key(out, name) | json_cstr(out, value);
-}
-
-int json_field_int(struct buf *out, const char *name, long long v)
-{
-    return json_key(out, name) | json_int(out, v);
+    if (buf_reserve(out, 21) < 0)
+        return -1;
+    char *d = buf_tail(out);
+    size_t n = v < 0 ? 1 : 0;
+    d[0] = '-';
+    buf_commit(out, n + fmt_dec(d + n, v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v));
+    return 0;
 }
 
 int json_cstr(struct buf *out, const char *s)

@@ -7,6 +7,7 @@
 #define LUASMTPD_JSON_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -23,9 +24,18 @@ int    json_cstr(struct buf *out, const char *s);
  * path of every traced stage). */
 int    json_int(struct buf *out, long long v);
 /* Append ,"name": and then a value; or with it a string (null for NULL)
- * or an integer. */
-int    json_key(struct buf *out, const char *name);
-int    json_field(struct buf *out, const char *name, const char *value);
-int    json_field_int(struct buf *out, const char *name, long long v);
+ * or an integer.  Inline: with a literal name, its length is known. */
+static inline int json_key(struct buf *out, const char *name)
+{
+    return JSON_LIT(out, ",\"") | buf_append(out, name, strlen(name)) | JSON_LIT(out, "\":");
+}
+static inline int json_field(struct buf *out, const char *name, const char *value)
+{
+    return json_key(out, name) | json_cstr(out, value);
+}
+static inline int json_field_int(struct buf *out, const char *name, long long v)
+{
+    return json_key(out, name) | json_int(out, v);
+}
 
 #endif

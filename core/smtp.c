@@ -22,7 +22,7 @@
 
 #define REPLY_LINE_MAX   512   /* RFC 5321 4.5.3.1.5, with CRLF */
 #define REPLY_LINES_MAX  32
-#define MSGID_MAX        (SESSION_ID_MAX + 12)
+#define MSGID_MAX        (SESSION_ID_MAX + 21)    /* the session's, '.', its transaction's number */
 #define KEEP_RCPTS       100   /* recipients the console lists of a message */
 
 enum smtp_state {
@@ -579,8 +579,10 @@ static void finish_helo(struct smtp *m, struct reply *r)
     }
     free(m->client.helo);
     m->client.helo = copy;
-    if (m->trace)
+    if (m->trace) {
         snprintf(m->trace->cs.helo, sizeof(m->trace->cs.helo), "%s", copy);
+        m->trace->cs_changed = true;
+    }
     enter_state(m, ST_READY);
     if (m->client.esmtp)
         send_ehlo(m, r->text);
@@ -652,9 +654,9 @@ static const char *reply_said(const struct smtp *m, const char *text, char *out,
     return out;
 }
 
-/* The console keeps the message just answered with code and text, and
- * tells its readers. */
-static void keep_message(struct smtp *m, int code, const char *text)
+/* The console keeps the message just answered with code and text, which
+ * `who` decided ("": no hook, the server), and tells its readers. */
+static void keep_message(struct smtp *m, int code, const char *text, const char *who)
 {
     if (m->trace == NULL)
         return;
@@ -664,8 +666,8 @@ static void keep_message(struct smtp *m, int code, const char *text)
     struct buf *fields = &t->fields;
     /* the bridge's parse when it made one, else one here */
     struct mime *mm = NULL;
-    if (console_keeping() && buf_len(fields) == 0 && size && mime_parse(buf_head(&m->tx.msg), size, NULL, &mm) == 0 &&
-        console_fields(fields, mm) < 0)
+    if (console_keeping() && console_fields_at_arrival(size) && buf_len(fields) == 0 &&
+        mime_parse(buf_head(&m->tx.msg), size, NULL, &mm) == 0 && console_fields(fields, mm) < 0)
         buf_clear(fields);
     mime_free(&mm);
     int port;
@@ -683,13 +685,14 @@ static void keep_message(struct smtp *m, int code, const char *text)
             .queued_as = m->tx.msgid, .reply = reply_said(m, text, said, sizeof(said)),
             .rcpts = rcpts, .nrcpts = n, .size = m->tx.data.overflow ? m->tx.data.size : size,
             .fields = buf_head(fields), .fields_len = buf_len(fields),
-            .steps = t->e, .nsteps = t->n, .dropped = t->dropped,
+            .steps = t->steps, .steps_len = t->len, .nsteps = t->n, .dropped = t->dropped,
             .dialogue = buf_head(&t->dialogue), .dialogue_len = buf_len(&t->dialogue),
             .raw = buf_head(&m->tx.msg), .raw_len = size,
         };
         id = console_keep(&cm);
     }
-    /* what the page's list shows of it, so that it need not ask */
+    /* what the page's list shows of it, so that it need not ask; and who
+     * decided (the message stage has no event of its own) */
     struct buf *e = console_event_begin("message", m->id);
     if (e) {
         json_field_int(e, "id", (long long)id);
@@ -701,11 +704,9 @@ static void keep_message(struct smtp *m, int code, const char *text)
         for (size_t i = 0; i < m->tx.nrcpts && i < 3; i++)
             (void)((i ? JSON_LIT(e, ",") : 0) | json_cstr(e, m->tx.rcpts[i].addr));
         JSON_LIT(e, "]");
-        if (buf_len(fields) < CONSOLE_EVENT_MAX / 2) {
-            JSON_LIT(e, ",\"fields\":{");
-            buf_append(e, buf_head(fields), buf_len(fields));
-            JSON_LIT(e, "}");
-        }
+        json_field(e, "who", *who ? who : NULL);
+        if (t->parsed)
+            json_field(e, "subject", t->subject[0] ? t->subject : NULL);
         console_event_end();
     }
 }
@@ -733,7 +734,7 @@ static void finish_message(struct smtp *m, struct reply *r)
         m->refusal_logged = true;     /* that line says it: the reply goes to debug */
         reply_text(m, r->code, r->enh, r->text);
     }
-    keep_message(m, r->code, r->text);
+    keep_message(m, r->code, r->text, r->origin);
     reset_transaction(m);
     if (m->draining && r->code != 421)
         reply_close(m, "4.3.2", "Service shutting down");
@@ -749,8 +750,10 @@ static void finish_auth(struct smtp *m, struct reply *r)
                 log_escape(esc, sizeof(esc), m->arg, strlen(m->arg)), r->code);
     }
     if (r->code < 400) {
-        if (m->trace)
+        if (m->trace) {
             snprintf(m->trace->cs.user, sizeof(m->trace->cs.user), "%s", m->client.user);
+            m->trace->cs_changed = true;
+        }
         enter_state(m, ST_READY);
         reply_text(m, r->code, r->enh, r->text);
     } else {
@@ -810,7 +813,9 @@ static void log_refusal(struct smtp *m, enum hook_stage st, const struct verdict
                 st == HOOK_MAIL || st == HOOK_RCPT, v->origin[0] ? v->origin : by, r->code, r->enh, r->text);
 }
 
-/* The console's record of a stage decided: the trace, and an event. */
+/* The console's record of a stage: the trace; and an event when someone
+ * decided it (a hook, or a core option that refused), except for the
+ * message's stage, whose event is the message's (keep_message). */
 static void trace_stage(struct smtp *m, const char *stage, const char *who, int code, const char *text)
 {
     if (m->trace == NULL)
@@ -818,7 +823,7 @@ static void trace_stage(struct smtp *m, const char *stage, const char *who, int 
     double took = clock_mono() - m->stage_t0;
     char first[REPLY_LINE_MAX];
     trace_add(m->trace, STEP_STAGE, stage, who, code, reply_said(m, text, first, sizeof(first)), NULL, took);
-    struct buf *e = console_event_begin("stage", m->id);
+    struct buf *e = who && *who && strcmp(stage, "message") ? console_event_begin("stage", m->id) : NULL;
     if (e) {
         json_field(e, "stage", stage);
         json_field_int(e, "code", code);
@@ -1179,6 +1184,15 @@ static void cmd_rcpt(struct smtp *m, const struct smtp_cmd *c)
     call_hook(m, HOOK_RCPT, &a, path.addr);
 }
 
+/* A transaction's data begins: its id, the session's and its number. */
+static void new_msgid(struct smtp *m)
+{
+    size_t n = strlen(m->id);
+    memcpy(m->tx.msgid, m->id, n);
+    m->tx.msgid[n++] = '.';
+    m->tx.msgid[n + fmt_dec(m->tx.msgid + n, ++m->ntransactions)] = '\0';
+}
+
 static void cmd_data(struct smtp *m, const struct smtp_cmd *c)
 {
     if (c->arglen > 0) {
@@ -1189,8 +1203,7 @@ static void cmd_data(struct smtp *m, const struct smtp_cmd *c)
         reply_error(m, 503, "5.5.1", "BODY=BINARYMIME takes BDAT, not DATA");
         return;
     }
-    m->ntransactions++;
-    snprintf(m->tx.msgid, sizeof(m->tx.msgid), "%s.%lu", m->id, m->ntransactions);
+    new_msgid(m);
     struct hook_args a = { 0 };
     call_hook(m, HOOK_DATA, &a, NULL);
 }
@@ -1209,8 +1222,7 @@ static void cmd_bdat(struct smtp *m, const struct smtp_cmd *c)
     m->chunk.left = size;
     m->chunk.last = last;
     if (m->state == ST_RCPT) {    /* the first chunk: on_data decides, as for DATA */
-        m->ntransactions++;
-        snprintf(m->tx.msgid, sizeof(m->tx.msgid), "%s.%lu", m->id, m->ntransactions);
+        new_msgid(m);
         m->chunk.total = 0;
         m->chunk.waiting = true;
         struct hook_args a = { 0 };
@@ -1271,10 +1283,11 @@ static void end_of_data(struct smtp *m)
 {
     m->answering = STAGE_MESSAGE;
     if (m->trace) {
-        char said[64];
-        snprintf(said, sizeof(said), "(the message: %zu bytes)", m->tx.data.overflow ? m->tx.data.size
-                                                                                  : buf_len(&m->tx.msg));
-        trace_line(m->trace, 'C', said, strlen(said));
+        char said[64] = "(the message: ";
+        size_t n = strlen(said);
+        n += fmt_dec(said + n, m->tx.data.overflow ? m->tx.data.size : buf_len(&m->tx.msg));
+        memcpy(said + n, " bytes)", 7);
+        trace_line(m->trace, 'C', said, n + 7);
     }
     if (m->tx.data.overflow) {
         /* the message buffer could not grow: past --max-size, or no memory */
@@ -1283,12 +1296,12 @@ static void end_of_data(struct smtp *m)
                     m->tx.msgid, m->tx.data.size, m->cfg->max_size);
             reply(m, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
                   m->cfg->max_size);
-            keep_message(m, 552, "Message size exceeds fixed maximum message size");
+            keep_message(m, 552, "Message size exceeds fixed maximum message size", "--max-size");
         } else {
             log_msg(LV_ERROR, m->id, "message %s refused: out of memory for %zu bytes", m->tx.msgid,
                     m->tx.data.size);
             reply(m, 451, "4.3.0", "Out of memory, try again later");
-            keep_message(m, 451, "Out of memory, try again later");
+            keep_message(m, 451, "Out of memory, try again later", "");
         }
         reset_transaction(m);
         if (m->draining)
@@ -1400,6 +1413,7 @@ static void tls_ready(void *p)
     if (m->trace) {
         snprintf(m->trace->cs.tls, sizeof(m->trace->cs.tls), "%s", session_tls_version(m->s));
         m->trace->cs.helo[0] = m->trace->cs.user[0] = '\0';
+        m->trace->cs_changed = true;
     }
     enter_state(m, ST_INIT);
 }
@@ -1833,10 +1847,14 @@ void smtp_trace_note(struct smtp *m, const char *who, const char *text)
 
 void smtp_trace_parsed(struct smtp *m, struct mime *mm)
 {
-    if (m->trace && console_keeping()) {
-        buf_clear(&m->trace->fields);
-        if (console_fields(&m->trace->fields, mm) < 0)
-            buf_clear(&m->trace->fields);    /* parsed again when kept */
+    struct trace *t = m->trace;
+    if (t == NULL)
+        return;
+    trace_parsed(t, mime_header(mm->root, "subject"));
+    if (console_keeping() && console_fields_at_arrival(mm->len)) {
+        buf_clear(&t->fields);
+        if (console_fields(&t->fields, mm) < 0)
+            buf_clear(&t->fields);    /* parsed again when kept */
     }
 }
 

@@ -1,10 +1,27 @@
 #include "trace.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
+
+/* src into dst[size], cut short when it must (no format to parse). */
+static void copy(char *dst, size_t size, const char *src)
+{
+    size_t n = src ? strnlen(src, size - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
+/* src, at most max bytes of it, at w: past them. */
+static char *put(char *w, const char *src, size_t max, unsigned char *len)
+{
+    size_t n = src ? strnlen(src, max) : 0;
+    if (n)
+        memcpy(w, src, n);
+    *len = (unsigned char)n;
+    return w + n;
+}
 
 struct trace *trace_new(const char *id, const char *peer, int port)
 {
@@ -14,19 +31,22 @@ struct trace *trace_new(const char *id, const char *peer, int port)
     if (t == NULL)
         return NULL;
     t->n = t->mark = 0;
+    t->len = t->mark_len = 0;
     t->in_tx = false;
     t->dropped = t->mark_dropped = 0;
     buf_init(&t->dialogue, TRACE_DIALOGUE);
     t->dialogue_mark = 0;
     t->dialogue_cut = false;
     buf_init(&t->fields, 256 * 1024);
+    t->parsed = false;
+    t->cs_changed = false;
     t->t0 = clock_mono();
     t->stage = "connect";
     memset(&t->cs, 0, sizeof(t->cs));
-    snprintf(t->cs.id, sizeof(t->cs.id), "%s", id);
-    snprintf(t->cs.peer, sizeof(t->cs.peer), "%s", peer);
+    copy(t->cs.id, sizeof(t->cs.id), id);
+    copy(t->cs.peer, sizeof(t->cs.peer), peer);
     t->cs.port = port;
-    snprintf(t->cs.state, sizeof(t->cs.state), "greeting");
+    copy(t->cs.state, sizeof(t->cs.state), "greeting");
     t->cs.started = t->cs.last = clock_wall_ms(false);
     t->slot = console_session_open(&t->cs);
     return t;
@@ -42,14 +62,6 @@ void trace_free(struct trace *t)
     free(t);
 }
 
-/* src into dst[size], cut short when it must: no format to parse. */
-static void copy(char *dst, size_t size, const char *src)
-{
-    size_t n = src ? strnlen(src, size - 1) : 0;
-    memcpy(dst, src ? src : "", n);
-    dst[n] = '\0';
-}
-
 void trace_add(struct trace *t, enum console_step_kind kind, const char *stage, const char *who, int code,
                const char *text, const char *result, double took)
 {
@@ -59,28 +71,35 @@ void trace_add(struct trace *t, enum console_step_kind kind, const char *stage, 
         t->dropped++;
         return;
     }
-    struct console_step *e = &t->e[t->n++];
-    e->at = clock_mono() - t->t0;
-    e->took = took;
-    e->code = code;
-    e->kind = kind;
-    copy(e->stage, sizeof(e->stage), stage ? stage : t->stage);
-    copy(e->who, sizeof(e->who), who);
-    copy(e->text, sizeof(e->text), text);
-    copy(e->result, sizeof(e->result), result);
+    t->n++;
+    struct console_step e = { .at_us = (long long)((clock_mono() - t->t0) * 1e6), .took_us = (long long)(took * 1e6),
+                              .code = code, .kind = (unsigned char)kind };
+    char *w = t->steps + t->len + sizeof(e);
+    w = put(w, stage ? stage : t->stage, STEP_STAGE_MAX, &e.len[0]);
+    w = put(w, who, STEP_WHO_MAX, &e.len[1]);
+    w = put(w, text, STEP_TEXT_MAX, &e.len[2]);
+    w = put(w, result, STEP_RESULT_MAX, &e.len[3]);
+    memcpy(t->steps + t->len, &e, sizeof(e));
+    t->len = (size_t)(w - t->steps);
 }
 
 void trace_line(struct trace *t, char dir, const char *line, size_t len)
 {
     if (t == NULL || t->dialogue_cut)
         return;
-    char head[3] = { dir, ':', ' ' };
     /* four bytes stay free for the "..." that says the rest is not here */
-    if (buf_len(&t->dialogue) + len + 8 > TRACE_DIALOGUE || buf_append(&t->dialogue, head, 3) < 0 ||
-        buf_append(&t->dialogue, line, len) < 0 || buf_append(&t->dialogue, "\n", 1) < 0) {
+    if (buf_len(&t->dialogue) + len + 8 > TRACE_DIALOGUE || buf_reserve(&t->dialogue, len + 4) < 0) {
         buf_append(&t->dialogue, "...\n", 4);
         t->dialogue_cut = true;
+        return;
     }
+    char *w = buf_tail(&t->dialogue);
+    w[0] = dir;
+    w[1] = ':';
+    w[2] = ' ';
+    memcpy(w + 3, line, len);
+    w[3 + len] = '\n';
+    buf_commit(&t->dialogue, len + 4);
 }
 
 void trace_mark(struct trace *t)
@@ -89,6 +108,7 @@ void trace_mark(struct trace *t)
         return;
     t->in_tx = true;
     t->mark = t->n;
+    t->mark_len = t->len;
     t->mark_dropped = t->dropped;
     t->dialogue_mark = buf_len(&t->dialogue);
 }
@@ -99,10 +119,18 @@ void trace_rewind(struct trace *t)
         return;
     t->in_tx = false;
     t->n = t->mark;
+    t->len = t->mark_len;
     t->dropped = t->mark_dropped;
     buf_truncate(&t->dialogue, t->dialogue_mark);
     t->dialogue_cut = false;
     buf_clear(&t->fields);
+    t->parsed = false;
+}
+
+void trace_parsed(struct trace *t, const char *subject)
+{
+    t->parsed = true;
+    copy(t->subject, sizeof(t->subject), subject);
 }
 
 void trace_state(struct trace *t, const char *state)
@@ -111,5 +139,6 @@ void trace_state(struct trace *t, const char *state)
         return;
     copy(t->cs.state, sizeof(t->cs.state), state);
     t->cs.last = clock_wall_ms(true);     /* at each state change: the cheap clock */
-    console_session_set(t->slot, &t->cs);
+    console_session_set(t->slot, &t->cs, t->cs_changed);
+    t->cs_changed = false;
 }

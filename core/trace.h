@@ -24,18 +24,22 @@
 #define TRACE_DIALOGUE  8192     /* bytes of dialogue */
 
 struct trace {
-    struct console_step e[TRACE_MAX];
-    unsigned n, mark;            /* entries; where the transaction began */
+    char     steps[TRACE_MAX * STEP_MAX];   /* packed (struct console_step) */
+    size_t   len, mark_len;      /* their bytes; where the transaction began */
+    unsigned n, mark;            /* steps; where the transaction began */
     bool     in_tx;              /* marked, not yet rewound */
     unsigned long dropped, mark_dropped;   /* past TRACE_MAX */
     struct buf dialogue;
     size_t   dialogue_mark;
     bool     dialogue_cut;
-    struct buf fields;           /* console_fields() of the message, if the bridge parsed it */
+    struct buf fields;           /* console_fields() of the message, when made at its arrival */
+    bool     parsed;             /* the bridge parsed the message: subject is its */
+    char     subject[200];
     double   t0;                 /* the session's start, monotonic */
     const char *stage;           /* the stage being decided, for actions */
     int      slot;               /* console_session_open()'s */
     struct console_session cs;   /* what /api/sessions shows */
+    bool     cs_changed;         /* more of it than the state (HELO, user, TLS) since shown */
 };
 
 /* NULL when the console is off (or out of memory: nothing is recorded). */
@@ -48,6 +52,9 @@ void trace_add(struct trace *t, enum console_step_kind kind, const char *stage, 
 void trace_line(struct trace *t, char dir, const char *line, size_t len);
 void trace_mark(struct trace *t);
 void trace_rewind(struct trace *t);
+/* The bridge parsed the transaction's message, whose subject is this
+ * (NULL: none): the message's event can tell it. */
+void trace_parsed(struct trace *t, const char *subject);
 /* The session's state as /api/sessions shows it. */
 void trace_state(struct trace *t, const char *state);
 

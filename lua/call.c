@@ -44,20 +44,32 @@ const char *call_hook_name(int st)
 
 /* Where the hook `name` (a global function) was defined, for the log line
  * of a refusal: "on_rcpt (rules.lua:12)", or `why` in the parentheses. */
-static void set_origin(lua_State *L, const char *name, const char *why, struct verdict *v)
+static void set_origin(struct bridge *b, int stage, const char *name, const char *why, struct verdict *v)
 {
-    lua_Debug ar;
-    ar.linedefined = 0;
-    if (why == NULL) {
-        if (lua_getglobal(L, name) == LUA_TFUNCTION)
-            lua_getinfo(L, ">S", &ar);    /* pops it */
-        else
+    lua_State *L = b->L;
+    if (why || lua_getglobal(L, name) != LUA_TFUNCTION) {
+        if (!why)
             lua_pop(L, 1);
-    }
-    if (ar.linedefined > 0)
-        snprintf(v->origin, sizeof(v->origin), "%s (%s:%d)", name, ar.short_src, ar.linedefined);
-    else
         snprintf(v->origin, sizeof(v->origin), "%s%s%s%s", name, why ? " (" : "", why ? why : "", why ? ")" : "");
+        return;
+    }
+    /* made once a function (it is held, so no other can take its address) */
+    struct origin *o = &b->origins[stage];
+    if (lua_topointer(L, -1) != o->fn) {
+        lua_Debug ar;
+        o->fn = lua_topointer(L, -1);
+        lua_pushvalue(L, -1);
+        lua_getinfo(L, ">S", &ar);        /* pops the copy */
+        if (ar.linedefined > 0)
+            snprintf(o->text, sizeof(o->text), "%s (%s:%d)", name, ar.short_src, ar.linedefined);
+        else
+            snprintf(o->text, sizeof(o->text), "%s", name);
+        luaL_unref(L, LUA_REGISTRYINDEX, o->ref);
+        o->ref = luaL_ref(L, LUA_REGISTRYINDEX);    /* pops the function */
+    } else {
+        lua_pop(L, 1);
+    }
+    memcpy(v->origin, o->text, strlen(o->text) + 1);
 }
 
 /* " at rules.lua:12": the line the coroutine stopped at, or "". */
@@ -299,7 +311,7 @@ static enum hook_status run(struct lcall *c, int nargs, struct verdict *v)
     }
     /* refusals only, not per 250, unless the console shows who decided */
     if (verdict && (v->code == VERDICT_REJECT || v->code >= 400 || (c->s && smtp_traced(c->s))))
-        set_origin(b->L, name, why, v);
+        set_origin(b, c->stage, name, why, v);
     struct buf *e = why ? console_event_begin("error", sid) : NULL;
     if (e) {
         json_field(e, "hook", name);

@@ -208,6 +208,8 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, u
     b->budget = 1.0;
     b->body_lines = 64;
     strcpy(b->id, "smtp");
+    for (int i = 0; i < HOOK_STAGE_COUNT; i++)
+        b->origins[i].ref = LUA_NOREF;
     b->L = lua_newstate(capped_alloc, b);
     if (b->L == NULL) {
         free(b);

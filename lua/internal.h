@@ -47,6 +47,11 @@ struct bridge {
     struct mqtt    *mqtt;          /* mqtt.c: the broker connection, if configured */
     struct build   *building;      /* mail.c: the mail table being made, until it is */
     int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
+    struct origin {                /* a stage's hook, as "on_mail (rules.lua:12)" */
+        const void *fn;            /* the function it names, held by ref */
+        int         ref;
+        char        text[VERDICT_ORIGIN_MAX];
+    } origins[HOOK_STAGE_COUNT];
     long long       body_lines;    /* --body-lines */
     bool            rawbody;       /* --rawbody */
     bool            ioevent;       /* the script defines IOEvent: for --check */

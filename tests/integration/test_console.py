@@ -384,6 +384,10 @@ class Api(unittest.TestCase):
         self.assertTrue(f["excerpt"].startswith("Motion detected in zone 3"))
         self.assertEqual(f["attachments"], [{"name": "snap 1.jpg", "type": "image/jpeg", "size": 10240}])
         self.assertTrue(f["html"])
+        # made from the kept text when first listed, then remembered: the
+        # same again, and the same for the message alone
+        self.assertEqual(get_json(self.http, "/api/messages")[2]["fields"], f)
+        self.assertEqual(get_json(self.http, "/api/messages/1")["fields"], f)
         # the trace: every stage, who decided it, the actions and the script's line
         stages = [(e["stage"], e["code"], e["who"]) for e in m["trace"] if e["kind"] == "stage"]
         self.assertEqual([s[:2] for s in stages], [("connect", 220), ("helo", 250), ("auth", 235), ("mail", 250),
@@ -514,7 +518,13 @@ class Api(unittest.TestCase):
         for t_ in ("session", "stage", "action", "message", "error"):
             self.assertIn(t_, types)
         msg = [e for e in events if e["type"] == "message"]
-        self.assertEqual([(e["id"], e["code"]) for e in msg], [(1, 250), (2, 451)])
+        self.assertEqual([(e["id"], e["code"], e["subject"]) for e in msg], [(1, 250, "cam3"), (2, 451, "crash")])
+        self.assertRegex(msg[0]["who"], r"^on_mail \(.*api\.lua:\d+\)$")
+        # a stage has an event when something decided it: here on_rcpt, and
+        # on_auth and the core for nothing; the message's is its own event
+        stages = [(e["stage"], e["code"]) for e in events if e["type"] == "stage"]
+        self.assertEqual(stages, [("rcpt", 250), ("rcpt", 250)], events)
+        self.assertTrue(all(e["who"].startswith("on_rcpt (") for e in events if e["type"] == "stage"))
         err = [e for e in events if e["type"] == "error"][0]
         self.assertEqual((err["hook"], err["why"]), ("on_mail", "script error"))
         self.assertIn("on purpose", err["message"])

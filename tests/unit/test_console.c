@@ -1,6 +1,8 @@
 /* The console's record: JSON text, the kept messages' ring (by count and by
  * bytes), the list's filters, the event ring and its readers, session
  * slots, and a session's trace with its transaction rewound. */
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "buf.h"
@@ -29,6 +31,49 @@ static void test_json(void)
           "UTF-8 kept, the rest U+FFFD: %.*s", (int)buf_len(&b), buf_head(&b));
     buf_clear(&b);
     CHECK(json_cstr(&b, NULL) == 0 && buf_len(&b) == 4, "NULL is null");
+    /* integers against printf's, at each number of digits and its edges */
+    long long vals[64] = { 0, LLONG_MIN, LLONG_MAX };
+    int nv = 3;
+    for (long long p = 1; nv + 3 <= 64 && p <= LLONG_MAX / 10; p *= 10) {
+        vals[nv++] = p - 1;
+        vals[nv++] = p * 10 - 1;
+        vals[nv++] = -p;
+    }
+    for (int i = 0; i < nv; i++) {
+        char want[32];
+        int n = snprintf(want, sizeof(want), "%lld", vals[i]);
+        buf_clear(&b);
+        CHECK(json_int(&b, vals[i]) == 0 && buf_len(&b) == (size_t)n && memcmp(buf_head(&b), want, (size_t)n) == 0,
+              "%s: %.*s", want, (int)buf_len(&b), buf_head(&b));
+    }
+    /* json_text's eight-byte steps against a byte at a time, on strings
+     * of plain text with one byte of each kind at each place */
+    static const unsigned char odd[] = { '"', '\\', 0x00, 0x1f, 0x7f, 0x80, 0xc3, 0xff, ' ', '~' };
+    int same = 0, tried = 0;
+    for (size_t len = 1; len <= 24; len++)
+        for (size_t at = 0; at < len; at++)
+            for (size_t k = 0; k < sizeof(odd); k++) {
+                char in[24], got[200], want[200];
+                memset(in, 'a', len);
+                in[at] = (char)odd[k];
+                size_t g = json_text(got, sizeof(got), in, len), w = 0;
+                for (size_t i = 0; i < len; i++) {
+                    unsigned char c = (unsigned char)in[i];
+                    if (c == '"' || c == '\\')
+                        w += (size_t)sprintf(want + w, "\\%c", c);
+                    else if (c < 0x20 || c == 0x7f)
+                        w += (size_t)sprintf(want + w, "\\u%04x", c);
+                    else if (c >= 0x80)
+                        w += (size_t)sprintf(want + w, "\\ufffd");    /* no whole UTF-8 sequence here */
+                    else
+                        want[w++] = (char)c;
+                }
+                tried++;
+                same += g == w && memcmp(got, want, w) == 0;
+            }
+    CHECK(same == tried, "eight bytes at a time as one by one: %d of %d", same, tried);
+    char d[20];
+    CHECK(fmt_dec(d, ULLONG_MAX) == 20 && memcmp(d, "18446744073709551615", 20) == 0, "the largest");
     buf_free(&b);
 
     buf_init(&b, 64);
@@ -191,7 +236,7 @@ static void test_trace(void)
     trace_rewind(t);
     CHECK(t->n == 1, "a second rewind keeps the session's part");
     /* kept with a message, rendered when asked for */
-    const struct console_message m = { .code = 250, .steps = t->e, .nsteps = t->n, .dialogue = buf_head(&t->dialogue),
+    const struct console_message m = { .code = 250, .steps = t->steps, .steps_len = t->len, .nsteps = t->n, .dialogue = buf_head(&t->dialogue),
                                        .dialogue_len = buf_len(&t->dialogue), .fields = "\"subject\":\"s\"",
                                        .fields_len = 13 };
     uint64_t id = console_keep(&m);
