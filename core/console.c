@@ -606,7 +606,7 @@ int console_list(struct buf *out, unsigned limit, const char *sender, const char
             const struct entry *e = entry_of(id);
             if (!verdict_is(e->code, verdict) || (sender && !strcasestr(e->sender, sender)))
                 continue;
-            rc |= take(e, &taken, e->raw_len <= LAZY_MAX);
+            rc |= take(e, &taken, !console_fields_at_arrival(e->raw_len));
             n++;
         }
         unlock();
