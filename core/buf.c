@@ -152,22 +152,22 @@ enum buf_line buf_getline(struct buf *b, size_t max, const char **line_r, size_t
 
 size_t fmt_dec(char *out, unsigned long long v)
 {
-    /* two digits a division, written from the last */
+    /* two digits a division, written from the last: no count first */
     static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                                 "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                 "8081828384858687888990919293949596979899";
-    size_t n = 1;
-    for (unsigned long long p = 10; n < 20 && v >= p; p *= 10)
-        n++;
-    char *p = out + n;
+    char tmp[20], *end = tmp + sizeof(tmp), *p = end;
     while (v >= 100) {
         p -= 2;
         memcpy(p, pairs + 2 * (v % 100), 2);
         v /= 100;
     }
-    if (v >= 10)
-        memcpy(p - 2, pairs + 2 * v, 2);
-    else
-        p[-1] = (char)('0' + v);
-    return n;
+    if (v >= 10) {
+        p -= 2;
+        memcpy(p, pairs + 2 * v, 2);
+    } else {
+        *--p = (char)('0' + v);
+    }
+    memcpy(out, p, (size_t)(end - p));
+    return (size_t)(end - p);
 }

@@ -124,9 +124,11 @@ int console_share(long long keep, long long keep_bytes, long long sessions, int 
     return 0;
 }
 
+/* Only workers share the region: a single process, whose console and
+ * sessions run on one loop, takes no lock. */
 static void lock(void)
 {
-    if (pthread_mutex_lock(&sh->lock) == EOWNERDEAD) {
+    if (sh->nworkers > 1 && pthread_mutex_lock(&sh->lock) == EOWNERDEAD) {
         /* a worker died holding it: what it was writing is lost, and the
          * messages with it (they are only a view) */
         sh->first_id = sh->next_id;
@@ -139,7 +141,8 @@ static void lock(void)
 
 static void unlock(void)
 {
-    pthread_mutex_unlock(&sh->lock);
+    if (sh->nworkers > 1)
+        pthread_mutex_unlock(&sh->lock);
 }
 
 static void slot_write(struct slot *sl, bool used, const struct console_session *cs, bool all)

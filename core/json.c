@@ -49,6 +49,9 @@ size_t json_text(char *out, size_t cap, const char *s, size_t n)
             size_t j = i + 1, end = n - i < cap - 7 - o ? n : i + (cap - 7 - o);
             while (j + 8 <= end && plain8(p + j))
                 j += 8;
+            /* fewer than eight left: the last eight, overlapping bytes seen plain */
+            if (j < end && j + 8 > end && end - i >= 8 && plain8(p + end - 8))
+                j = end;
             while (j < end && plain[p[j]])
                 j++;
             memcpy(out + o, p + i, j - i);

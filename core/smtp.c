@@ -118,8 +118,8 @@ static void enter_state(struct smtp *m, enum smtp_state st)
 {
     if (st != m->state && log_enabled(LV_DEBUG))
         log_msg(LV_DEBUG, m->id, "state %s -> %s", state_name(m->state), state_name(st));
+    trace_state(m->trace, state_name(st), st == m->state);
     m->state = st;
-    trace_state(m->trace, state_name(st));
 }
 
 /* --- replies ------------------------------------------------------------- */
@@ -639,19 +639,21 @@ static void finish_data(struct smtp *m, struct reply *r)
 }
 
 /* The first line of a reply's text as the client gets it ("Ok: queued as"
- * with the message's id), for the console. */
-static const char *reply_said(const struct smtp *m, const char *text, char *out, size_t size)
+ * with the message's id), for the console: into out[size], its length. */
+static size_t reply_said(const struct smtp *m, const char *text, char *out, size_t size)
 {
     size_t n = strcspn(text, "\n");
     if (n >= size)
         n = size - 1;
     memcpy(out, text, n);
-    out[n] = '\0';
-    if (text == stages[HOOK_MESSAGE].accept_text && n + 1 + strlen(m->tx.msgid) < size) {
-        out[n] = ' ';
-        strcpy(out + n + 1, m->tx.msgid);
+    size_t id = strlen(m->tx.msgid);
+    if (text == stages[HOOK_MESSAGE].accept_text && n + 1 + id < size) {
+        out[n++] = ' ';
+        memcpy(out + n, m->tx.msgid, id);
+        n += id;
     }
-    return out;
+    out[n] = '\0';
+    return n;
 }
 
 /* The console keeps the message just answered with code and text, which
@@ -678,11 +680,12 @@ static void keep_message(struct smtp *m, int code, const char *text, const char 
         for (size_t i = 0; i < n; i++)
             rcpts[i] = m->tx.rcpts[i].addr;
         char said[REPLY_LINE_MAX];
+        reply_said(m, text, said, sizeof(said));
         const struct console_message cm = {
             .time = clock_wall_ms(false), .code = code, .port = port, .proxied = session_proxy(m->s) != NULL,
             .session = m->id, .peer = peer, .helo = m->client.helo,
             .tls = session_tls_version(m->s), .user = m->client.user, .sender = m->tx.sender,
-            .queued_as = m->tx.msgid, .reply = reply_said(m, text, said, sizeof(said)),
+            .queued_as = m->tx.msgid, .reply = said,
             .rcpts = rcpts, .nrcpts = n, .size = m->tx.data.overflow ? m->tx.data.size : size,
             .fields = buf_head(fields), .fields_len = buf_len(fields),
             .steps = t->steps, .steps_len = t->len, .nsteps = t->n, .dropped = t->dropped,
@@ -820,9 +823,10 @@ static void trace_stage(struct smtp *m, const char *stage, const char *who, int 
 {
     if (m->trace == NULL)
         return;
-    double took = clock_mono() - m->stage_t0;
+    double now = clock_mono(), took = now - m->stage_t0;
     char first[REPLY_LINE_MAX];
-    trace_add(m->trace, STEP_STAGE, stage, who, code, reply_said(m, text, first, sizeof(first)), NULL, took);
+    size_t n = reply_said(m, text, first, sizeof(first));
+    trace_add(m->trace, STEP_STAGE, stage, who, code, first, n, NULL, now, took);
     struct buf *e = who && *who && strcmp(stage, "message") ? console_event_begin("stage", m->id) : NULL;
     if (e) {
         json_field(e, "stage", stage);
@@ -1837,12 +1841,15 @@ bool smtp_traced(const struct smtp *m) { return m->trace != NULL; }
 
 void smtp_trace_action(struct smtp *m, const char *kind, const char *target, const char *result, double seconds)
 {
-    trace_add(m->trace, STEP_ACTION, NULL, kind, 0, target, result, seconds);
+    if (m->trace)
+        trace_add(m->trace, STEP_ACTION, NULL, kind, 0, target, target ? strlen(target) : 0, result, clock_mono(),
+                  seconds);
 }
 
 void smtp_trace_note(struct smtp *m, const char *who, const char *text)
 {
-    trace_add(m->trace, STEP_NOTE, NULL, who, 0, text, NULL, 0);
+    if (m->trace)
+        trace_add(m->trace, STEP_NOTE, NULL, who, 0, text, text ? strlen(text) : 0, NULL, clock_mono(), 0);
 }
 
 void smtp_trace_parsed(struct smtp *m, struct mime *mm)

@@ -63,7 +63,7 @@ void trace_free(struct trace *t)
 }
 
 void trace_add(struct trace *t, enum console_step_kind kind, const char *stage, const char *who, int code,
-               const char *text, const char *result, double took)
+               const char *text, size_t text_len, const char *result, double now, double took)
 {
     if (t == NULL)
         return;
@@ -72,12 +72,16 @@ void trace_add(struct trace *t, enum console_step_kind kind, const char *stage, 
         return;
     }
     t->n++;
-    struct console_step e = { .at_us = (long long)((clock_mono() - t->t0) * 1e6), .took_us = (long long)(took * 1e6),
+    struct console_step e = { .at_us = (long long)((now - t->t0) * 1e6), .took_us = (long long)(took * 1e6),
                               .code = code, .kind = (unsigned char)kind };
     char *w = t->steps + t->len + sizeof(e);
     w = put(w, stage ? stage : t->stage, STEP_STAGE_MAX, &e.len[0]);
     w = put(w, who, STEP_WHO_MAX, &e.len[1]);
-    w = put(w, text, STEP_TEXT_MAX, &e.len[2]);
+    text_len = text_len < STEP_TEXT_MAX ? text_len : STEP_TEXT_MAX;
+    if (text_len)
+        memcpy(w, text, text_len);
+    e.len[2] = (unsigned char)text_len;
+    w += text_len;
     w = put(w, result, STEP_RESULT_MAX, &e.len[3]);
     memcpy(t->steps + t->len, &e, sizeof(e));
     t->len = (size_t)(w - t->steps);
@@ -133,12 +137,17 @@ void trace_parsed(struct trace *t, const char *subject)
     copy(t->subject, sizeof(t->subject), subject);
 }
 
-void trace_state(struct trace *t, const char *state)
+void trace_state(struct trace *t, const char *state, bool same)
 {
     if (t == NULL)
         return;
+    /* at each state change, the cheap clock; the same state again (the
+     * next RCPT) moves the last activity on once a second */
+    long long now = clock_wall_ms(true);
+    if (same && !t->cs_changed && now - t->cs.last < 1000)
+        return;
     copy(t->cs.state, sizeof(t->cs.state), state);
-    t->cs.last = clock_wall_ms(true);     /* at each state change: the cheap clock */
+    t->cs.last = now;
     console_session_set(t->slot, &t->cs, t->cs_changed);
     t->cs_changed = false;
 }

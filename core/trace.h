@@ -46,8 +46,10 @@ struct trace {
 struct trace *trace_new(const char *id, const char *peer, int port);
 void trace_free(struct trace *t);
 
+/* A step at `now` (clock_mono()) that took `took` seconds; text is
+ * text_len bytes (a reply's first line, an action's target). */
 void trace_add(struct trace *t, enum console_step_kind kind, const char *stage, const char *who, int code,
-               const char *text, const char *result, double took);
+               const char *text, size_t text_len, const char *result, double now, double took);
 /* A line the client sent (dir 'C') or the server (dir 'S'). */
 void trace_line(struct trace *t, char dir, const char *line, size_t len);
 void trace_mark(struct trace *t);
@@ -55,7 +57,8 @@ void trace_rewind(struct trace *t);
 /* The bridge parsed the transaction's message, whose subject is this
  * (NULL: none): the message's event can tell it. */
 void trace_parsed(struct trace *t, const char *subject);
-/* The session's state as /api/sessions shows it. */
-void trace_state(struct trace *t, const char *state);
+/* The session's state as /api/sessions shows it, entered again when
+ * `same` (its last activity is then shown to the second). */
+void trace_state(struct trace *t, const char *state, bool same);
 
 #endif

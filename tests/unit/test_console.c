@@ -72,6 +72,16 @@ static void test_json(void)
                 same += g == w && memcmp(got, want, w) == 0;
             }
     CHECK(same == tried, "eight bytes at a time as one by one: %d of %d", same, tried);
+    /* plain text cut by the room: the last eight-byte step never passes it */
+    const char plain_text[] = "abcdefghijklmnopqrstuvwxyz0123";
+    same = tried = 0;
+    for (size_t cap = 8; cap <= 48; cap++) {
+        char got[48];
+        size_t want = sizeof(plain_text) - 1 < cap - 7 ? sizeof(plain_text) - 1 : cap - 7;
+        tried++;
+        same += json_text(got, cap, plain_text, sizeof(plain_text) - 1) == want && memcmp(got, plain_text, want) == 0;
+    }
+    CHECK(same == tried, "cut by the room: %d of %d", same, tried);
     char d[20];
     CHECK(fmt_dec(d, ULLONG_MAX) == 20 && memcmp(d, "18446744073709551615", 20) == 0, "the largest");
     buf_free(&b);
@@ -218,16 +228,23 @@ static void test_trace(void)
 {
     struct trace *t = trace_new("S2", "127.0.0.1", 1);
     CHECK(t != NULL, "a trace while the console is on");
-    trace_add(t, STEP_STAGE, "connect", "", 220, "ESMTP", NULL, 0);
+    t->t0 = 1.0;   /* the session's start: steps are timed from it */
+    trace_add(t, STEP_STAGE, "connect", "", 220, "ESMTP", 5, NULL, 1.0, 0);
     trace_line(t, 'C', "EHLO x", 6);
     trace_mark(t);
-    trace_add(t, STEP_STAGE, "mail", "on_mail (r.lua:3)", 550, "no", NULL, 0);
-    trace_line(t, 'C', "MAIL FROM:<a@b>", 15);
-    for (int i = 0; i < TRACE_MAX; i++)
-        trace_add(t, STEP_NOTE, NULL, "on_rcpt", 0, "note", NULL, 0);
-    CHECK(t->n == TRACE_MAX && t->dropped == 2, "bounded: %u, %lu dropped", t->n, t->dropped);
     char line[1000];
     memset(line, 'l', sizeof(line));
+    size_t at = t->len;
+    trace_add(t, STEP_STAGE, "mail", "on_mail (r.lua:3)", 550, line, sizeof(line), NULL, 1.5, 0.25);
+    struct console_step e;
+    memcpy(&e, t->steps + at, sizeof(e));
+    CHECK(e.len[2] == STEP_TEXT_MAX && e.at_us == 500000 && e.took_us == 250000 &&
+              t->len == at + sizeof(e) + 4 + strlen("on_mail (r.lua:3)") + STEP_TEXT_MAX,
+          "a step's text cut at %d bytes, its times from the session's start", STEP_TEXT_MAX);
+    trace_line(t, 'C', "MAIL FROM:<a@b>", 15);
+    for (int i = 0; i < TRACE_MAX; i++)
+        trace_add(t, STEP_NOTE, NULL, "on_rcpt", 0, "note", 4, NULL, 1.0, 0);
+    CHECK(t->n == TRACE_MAX && t->dropped == 2, "bounded: %u, %lu dropped", t->n, t->dropped);
     for (int i = 0; i < 20; i++)
         trace_line(t, 'S', line, sizeof(line));
     CHECK(buf_len(&t->dialogue) <= TRACE_DIALOGUE && t->dialogue_cut, "the dialogue bounded too");
