@@ -1,5 +1,6 @@
 #include "buf.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,14 +8,39 @@
 
 #define BUF_MIN_ALLOC 1024
 
+static size_t budget_max = (size_t)-1, budget_used;
+
+void buf_budget_set(size_t max)
+{
+    budget_max = max;
+}
+
+size_t buf_budget_used(void)
+{
+    return budget_used;
+}
+
+size_t buf_budget_left(void)
+{
+    return budget_used < budget_max ? budget_max - budget_used : 0;
+}
+
 void buf_init(struct buf *b, size_t max)
 {
     memset(b, 0, sizeof(*b));
     b->max = max;
 }
 
+void buf_init_counted(struct buf *b, size_t max, enum buf_budget kind)
+{
+    buf_init(b, max);
+    b->budget = (unsigned char)kind;
+}
+
 void buf_free(struct buf *b)
 {
+    if (b->budget != BUF_UNCOUNTED)
+        budget_used -= b->size;
     free(b->data);
     b->data = NULL;
     b->start = b->end = b->size = 0;
@@ -44,8 +70,10 @@ int buf_reserve(struct buf *b, size_t n)
 
     if (b->size - b->end >= n)
         return 0;
-    if (n > b->max || used > b->max - n)
+    if (n > b->max || used > b->max - n) {
+        errno = EMSGSIZE;
         return -1;
+    }
     /* Slide the unread bytes to the front when that makes enough room. */
     if (b->start > 0 && b->size - used >= n) {
         memmove(b->data, b->data + b->start, used);
@@ -58,9 +86,24 @@ int buf_reserve(struct buf *b, size_t n)
         want = want > b->max / 2 ? b->max : want * 2;
     if (want > b->max)
         want = b->max;
+    size_t left = buf_budget_left();
+    if (b->budget == BUF_BUDGETED && want - b->size > left) {
+        /* no room to double: a quarter more than asked for (so growing on
+         * copies it a few times only), or what is left */
+        size_t need = used + n;
+        if (need - b->size > left) {
+            errno = ENOBUFS;
+            return -1;
+        }
+        want = need + need / 4 < b->max ? need + need / 4 : b->max;
+        if (want - b->size > left)
+            want = b->size + left;
+    }
     char *p = malloc(want);
     if (p == NULL)
         return -1;
+    if (b->budget != BUF_UNCOUNTED)
+        budget_used += want - b->size;
     if (used)
         memcpy(p, b->data + b->start, used);
     free(b->data);

@@ -23,7 +23,18 @@ struct buf {
     size_t size;    /* bytes allocated */
     size_t max;     /* hard cap on allocation */
     bool   skipping; /* buf_getline: inside an overlong line */
+    unsigned char budget; /* enum buf_budget */
 };
+
+/* The memory budget (--max-memory): the bytes the buffers counted in it
+ * hold together.  A charged buffer (a session's input, bounded by its own
+ * cap) counts in it and always grows; a budgeted one (a message) grows
+ * only while the budget has room, and fails with errno ENOBUFS past it. */
+enum buf_budget { BUF_UNCOUNTED, BUF_CHARGED, BUF_BUDGETED };
+void   buf_budget_set(size_t max);
+size_t buf_budget_used(void);
+/* What a budgeted buffer may still take. */
+size_t buf_budget_left(void);
 
 enum buf_line {
     BUF_LINE_OK,        /* a whole line: *line_r / *len_r without its CRLF or LF */
@@ -32,6 +43,8 @@ enum buf_line {
 };
 
 void   buf_init(struct buf *b, size_t max);
+/* The same, counted in the memory budget as `kind` says. */
+void   buf_init_counted(struct buf *b, size_t max, enum buf_budget kind);
 void   buf_free(struct buf *b);
 /* Free the storage if nothing is buffered (an idle session keeps none). */
 void   buf_shrink(struct buf *b);
@@ -43,8 +56,9 @@ static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
 /* The buffered bytes; "" (never NULL) while no storage is allocated. */
 static inline const char *buf_head(const struct buf *b) { return b->data ? b->data + b->start : ""; }
 
-/* Make room for at least n more bytes at the end; 0, or -1 when the cap or
- * memory does not allow it. */
+/* Make room for at least n more bytes at the end; 0, or -1 when the cap
+ * (errno EMSGSIZE), memory (ENOMEM) or, for a budgeted buffer, the budget
+ * (ENOBUFS) does not allow it. */
 int    buf_reserve(struct buf *b, size_t n);
 /* Where to write (after buf_reserve) and how much room there is. */
 static inline char *buf_tail(struct buf *b) { return b->data + b->end; }

@@ -78,6 +78,10 @@ static const struct option_def options[] = {
       "concurrent connections; one more is answered 421 and closed (default 100)" },
     { "max-size", OPT_SIZE, OFF(max_size), 1024, 1LL << 30, "BYTES",
       "largest message, advertised with SIZE; K, M, G suffixes (default 10M)" },
+    { "max-memory", OPT_SIZE, OFF(max_memory), 1LL << 20, 1LL << 40, "BYTES",
+      "memory all sessions' messages and input may hold together (split evenly\n"
+      "among --workers); a message that would pass it gets 452 4.3.1, at MAIL when\n"
+      "its SIZE= says so, else at its end, read and dropped (default 256M)" },
     { "max-clients-per-ip", OPT_INT, OFF(max_clients_per_ip), 0, 100000, "N",
       "connections open from one client (an IPv4 address, an IPv6 /64); one more\n"
       "is answered 421 4.7.0 and closed; 0 = no limit (default 10)" },
@@ -243,6 +247,7 @@ void config_defaults(struct config *cfg)
     cfg->max_bad_clients = 3;
     cfg->workers = 1;
     cfg->max_size = 10LL << 20;
+    cfg->max_memory = 256LL << 20;
     cfg->max_recipients = 100;
     cfg->max_messages = 0;
     cfg->max_errors = 10;

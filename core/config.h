@@ -65,6 +65,7 @@ struct config {
     long long auth_methods;     /* CONFIG_AUTH_* bits */
     long long max_clients;
     long long max_size;
+    long long max_memory;        /* --max-memory: the buffers' budget (buf.h) */
     long long max_recipients;
     long long max_messages;
     long long max_errors;

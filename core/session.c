@@ -48,7 +48,7 @@ int session_new(struct session_owner *o, int fd, const struct net_addr *peer, un
     s->local_port = net_addr_host(&s->local, s->local_host);
     snprintf(s->id, sizeof(s->id), "%016" PRIX64, id);
     s->started = ev_now(loop);
-    buf_init(&s->in, IN_MAX);
+    buf_init_counted(&s->in, IN_MAX, BUF_CHARGED);
     buf_init(&s->out, OUT_MAX);
     if ((s->proto = o->proto->open(o->proto_ctx, s)) == NULL) {
         free(s->proxy);

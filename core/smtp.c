@@ -1,6 +1,7 @@
 #include "smtp.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,7 +302,7 @@ static void tx_clear(struct smtp_tx *tx, size_t max_size)
     memset(tx, 0, sizeof(*tx));
     tx->rcpts = rcpts;
     tx->rcpts_cap = cap;
-    buf_init(&tx->msg, max_size);
+    buf_init_counted(&tx->msg, max_size, BUF_BUDGETED);
 }
 
 static void reset_transaction(struct smtp *m)
@@ -1048,6 +1049,11 @@ static int mail_params(struct smtp *m, const struct smtp_params *ps)
                 refuse(m, "MAIL FROM", NULL, "--max-size", 552, "5.3.4", text, false);
                 return -1;
             }
+            if (v > buf_budget_left()) {
+                refuse(m, "MAIL FROM", NULL, "--max-memory", 452, "4.3.1",
+                       "Insufficient system storage for a message of that size, try again later", false);
+                return -1;
+            }
         } else if (smtp_ieq(p->key, p->keylen, "BODY")) {
             m->tx.binarymime = p->value && smtp_ieq(p->value, p->valuelen, "BINARYMIME");
             if (p->value == NULL || !(smtp_ieq(p->value, p->valuelen, "7BIT") ||
@@ -1272,11 +1278,12 @@ static bool take_chunk(struct smtp *m, struct buf *in)
         n = (size_t)m->chunk.left;
     if (m->chunk.keep) {
         m->chunk.total += n;
-        if (m->chunk.total > (unsigned long long)m->cfg->max_size ||
-            buf_append(&m->tx.msg, buf_head(in), n) < 0)
+        if (!m->tx.data.overflow && (m->chunk.total > (unsigned long long)m->cfg->max_size ||
+                                     buf_append(&m->tx.msg, buf_head(in), n) < 0)) {
             m->tx.data.overflow = true;   /* read on, keep no more */
-        if (m->tx.data.overflow)
-            buf_clear(&m->tx.msg);
+            m->tx.data.no_budget = m->chunk.total <= (unsigned long long)m->cfg->max_size && errno == ENOBUFS;
+            buf_free(&m->tx.msg);
+        }
     }
     buf_consume(in, n);
     m->chunk.left -= n;
@@ -1301,6 +1308,11 @@ static void end_of_data(struct smtp *m)
             reply(m, 552, "5.3.4", "Message size exceeds fixed maximum message size (%lld)",
                   m->cfg->max_size);
             keep_message(m, 552, "Message size exceeds fixed maximum message size", "--max-size");
+        } else if (m->tx.data.no_budget) {
+            log_msg(LV_WARN, m->id, "message %s refused: %zu bytes would pass --max-memory (%zu in use)",
+                    m->tx.msgid, m->tx.data.size, buf_budget_used());
+            reply(m, 452, "4.3.1", "Insufficient system storage, try again later");
+            keep_message(m, 452, "Insufficient system storage, try again later", "--max-memory");
         } else {
             log_msg(LV_ERROR, m->id, "message %s refused: out of memory for %zu bytes", m->tx.msgid,
                     m->tx.data.size);
@@ -1688,6 +1700,8 @@ static void input(void *p)
             bool done;
             size_t n = smtp_data_scan(&m->tx.data, buf_head(in), buf_len(in), &m->tx.msg, &done);
             buf_consume(in, n);
+            if (m->tx.data.overflow)
+                buf_free(&m->tx.msg);   /* read on to its end, holding none of it */
             if (m->tx.data.lines != lines)
                 session_touch(m->s);
             if (!done)
@@ -1770,7 +1784,7 @@ static void *open_(const void *ctx, struct session *s)
     m->pending = -1;
     if (m->hooks->open)
         m->hooks->open(m->hooks->ctx, m);
-    buf_init(&m->tx.msg, (size_t)m->cfg->max_size);
+    buf_init_counted(&m->tx.msg, (size_t)m->cfg->max_size, BUF_BUDGETED);
     return m;
 }
 

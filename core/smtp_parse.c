@@ -1,6 +1,7 @@
 #include "smtp_parse.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -395,14 +396,16 @@ void smtp_data_init(struct smtp_data *d)
     d->state = D_BOL;
     d->size = 0;
     d->lines = 0;
-    d->overflow = false;
+    d->overflow = d->no_budget = false;
 }
 
 static void emit(struct smtp_data *d, struct buf *sink, const char *p, size_t n)
 {
     d->size += n;
-    if (!d->overflow && buf_append(sink, p, n) < 0)
+    if (!d->overflow && buf_append(sink, p, n) < 0) {
         d->overflow = true;
+        d->no_budget = errno == ENOBUFS;
+    }
 }
 
 size_t smtp_data_scan(struct smtp_data *d, const char *in, size_t len,

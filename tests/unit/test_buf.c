@@ -1,4 +1,6 @@
-/* buf: storage, cap, and the line reader fed whole and byte by byte. */
+/* buf: storage, cap, the memory budget, and the line reader fed whole and
+ * byte by byte. */
+#include <errno.h>
 #include <string.h>
 
 #include "buf.h"
@@ -102,9 +104,40 @@ static void test_storage(void)
     buf_free(&b);
 }
 
+/* --max-memory: budgeted buffers stop growing at it, charged ones count
+ * and grow; freeing gives the bytes back. */
+static void test_budget(void)
+{
+    static char chunk[64 * 1024];
+    buf_budget_set(1 << 20);
+    struct buf in, a, b;
+    buf_init_counted(&in, 1 << 20, BUF_CHARGED);
+    buf_init_counted(&a, 4 << 20, BUF_BUDGETED);
+    buf_init_counted(&b, 4 << 20, BUF_BUDGETED);
+    CHECK(buf_append(&in, chunk, sizeof(chunk)) == 0 && buf_budget_used() == sizeof(chunk), "input counted");
+    int rc = 0;
+    size_t taken = 0;
+    while (rc == 0 && taken < (2u << 20)) {
+        rc = buf_append(&a, chunk, sizeof(chunk));
+        taken += rc == 0 ? sizeof(chunk) : 0;
+    }
+    CHECK(rc < 0 && errno == ENOBUFS, "past the budget: ENOBUFS (%d)", errno);
+    CHECK(buf_budget_used() <= 1 << 20 && taken >= (1u << 20) - 2 * sizeof(chunk),
+          "grown up to it: %zu bytes taken, %zu used", taken, buf_budget_used());
+    CHECK(buf_append(&b, chunk, 1024) < 0 && errno == ENOBUFS, "another budgeted buffer refused too");
+    CHECK(buf_append(&in, chunk, sizeof(chunk)) == 0 && buf_budget_used() > 1 << 20, "input grows past it");
+    buf_free(&a);
+    CHECK(buf_append(&b, chunk, sizeof(chunk)) == 0, "room again once freed");
+    buf_free(&b);
+    buf_free(&in);
+    CHECK(buf_budget_used() == 0 && buf_budget_left() == 1 << 20, "all given back");
+    buf_budget_set((size_t)-1);
+}
+
 int main(void)
 {
     test_storage();
+    test_budget();
     test_lines();
     return test_summary("test_buf");
 }
