@@ -15,7 +15,7 @@ CFLAGS    ?= -O2 -g
 # core/ sees only core/ (no Lua, no lua/ header but the bridge.h that
 # main.c names by its path); lua/ sees both and Lua's headers.
 CPPFLAGS  += -D_GNU_SOURCE -DLUASMTPD_VERSION='"$(VERSION)"' -Icore
-# -MMD -MP: each object depends on the headers it includes (build/**/*.d)
+# -MMD -MP: each object depends on the headers it includes (build/obj and build/san, *.d)
 WFLAGS    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
 DEPFLAGS  := -MMD -MP
 # The core needs libev and OpenSSL; the actions of lua/ add libcurl,
@@ -78,7 +78,7 @@ $(B)/san/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WFLAGS) $(DEPFLAGS) -c -o $@ $<
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+-include $(shell find $(B)/obj $(B)/san -name '*.d' -type f 2>/dev/null)
 
 # A text file ($<) as the C string $(1).
 embed_text = @mkdir -p $(dir $@); { echo 'const char $(1)[] ='; \
@@ -150,11 +150,16 @@ $(B)/fuzz/fuzz_http: tests/fuzz/fuzz_http.c $(CORE_SRC) core/admin.c $(B)/gen/em
 	    $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 
 # luasmtpd beside smtp-sink (docs/performance.md); BENCH_ARGS="--quick" for a short run
-bench: deps all $(B)/bench_mime
+bench: deps all $(B)/bench_mime $(B)/tls_load
 	@scripts/bench.sh $(BENCH_ARGS)
 
 # the MIME extractor alone (scripts/bench_mime.c)
 $(B)/bench_mime: $(B)/obj/scripts/bench_mime.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS)
+
+# W6's TLS load generator (scripts/tls_load.c), libev and OpenSSL only;
+# the TLS tests run it too
+$(B)/tls_load: $(B)/obj/scripts/tls_load.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CORE_LIBS)
 
 fuzz: $(FUZZ_BIN)
@@ -168,7 +173,7 @@ run: deps all
 
 # Unit tests and the integration suite, each against the normal build and
 # the ASan+UBSan build; the last line sums them up.
-test: deps all asan $(UNIT_BIN) $(SAN_UNIT) $(FUZZ_BIN)
+test: deps all asan $(UNIT_BIN) $(SAN_UNIT) $(FUZZ_BIN) $(B)/tls_load
 	@sh tests/run.sh $(B)
 
 test-unit: $(UNIT_BIN)

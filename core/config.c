@@ -175,6 +175,9 @@ static const struct option_def options[] = {
       "(session.tls_client_verified); without it none verifies" },
     { "tls-timeout", OPT_SECONDS, OFF(tls_timeout), 1, 3600, "SECONDS",
       "time a TLS handshake may take, then the connection closes (default 30)" },
+    { "tls-keep-buffers", OPT_BOOL, OFF(tls_keep_buffers), 0, 1, NULL,
+      "keep each TLS connection's record buffers while it is idle (more\n"
+      "memory a connection, no allocation a read; docs/performance.md)" },
     { "require-tls", OPT_BOOL, OFF(require_tls), 0, 1, NULL,
       "MAIL before STARTTLS gets 530 5.7.0" },
     { "require-auth", OPT_BOOL, OFF(require_auth), 0, 1, NULL,

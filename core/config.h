@@ -98,6 +98,7 @@ struct config {
     char   tls_client_ca[CONFIG_PATH_MAX + 1];
     long long tls_timeout;
     char   tls_min_version[8];  /* "1.0" to "1.3" */
+    long long tls_keep_buffers; /* 0 or 1: no SSL_MODE_RELEASE_BUFFERS */
     long long require_tls;      /* 0 or 1 */
     long long require_auth;     /* 0 or 1 */
     long long allow_insecure_auth;  /* 0 or 1 */

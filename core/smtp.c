@@ -1309,8 +1309,10 @@ static void end_of_data(struct smtp *m)
                   m->cfg->max_size);
             keep_message(m, 552, "Message size exceeds fixed maximum message size", "--max-size");
         } else if (m->tx.data.no_budget) {
-            log_msg(LV_WARN, m->id, "message %s refused: %zu bytes would pass --max-memory (%zu in use)",
-                    m->tx.msgid, m->tx.data.size, buf_budget_used());
+            /* what is in use now says little: the buffer stopped growing
+             * when it came, and other messages may have ended since */
+            log_msg(LV_WARN, m->id, "message %s refused: its %zu bytes would pass --max-memory %lld",
+                    m->tx.msgid, m->tx.data.size, m->cfg->max_memory);
             reply(m, 452, "4.3.1", "Insufficient system storage, try again later");
             keep_message(m, 452, "Insufficient system storage, try again later", "--max-memory");
         } else {

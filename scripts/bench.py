@@ -1,15 +1,25 @@
 #!/usr/bin/env python3
-"""luasmtpd beside Postfix's smtp-sink, driven by smtp-source (make bench).
+"""luasmtpd beside Postfix's smtp-sink and the peers (make bench).
 
 First the MIME extractor alone (build/bench_mime: plain, nested multipart,
-14 MB base64).  Then each workload runs against smtp-sink (the ceiling: it parses nothing) and
-against build/luasmtpd with scripts/bench.lua (a Lua on_mail that reads the
-subject and sender, encodes HSYCO's JSON with cjson and counts), in
-alternating rounds, and reports medians: messages/s, the ratio to smtp-sink
-in the same rounds, server CPU per message (from /proc) and peak RSS.  The
-count luasmtpd's script received is checked against what was sent.  W1
-runs a second time with --workers 2.  Then: peak RSS after 10,000 and
-after 100,000 messages, and RSS per idle connection (W4).
+14 MB base64).  Then each workload runs against smtp-sink (the ceiling: it
+parses nothing) and against build/luasmtpd with scripts/bench.lua (a Lua
+on_mail that reads the subject and sender, encodes HSYCO's JSON with cjson
+and counts), in alternating rounds, and reports medians: messages/s, the
+ratio to smtp-sink in the same rounds, server CPU per message (from /proc)
+and peak RSS.  The count luasmtpd's script received is checked against
+what was sent.  W1 runs again with each --workers count of --workers-list
+(default 1,2) and with the console read.  Then: peak RSS after 10,000 and
+after 100,000 messages, RSS per idle connection (W4), and the peers
+(aiosmtpd, nodemailer's smtp-server, Haraka; scripts/peers/) under the
+same load.
+
+W6: STARTTLS, one message a connection, from build/tls_load (TLS 1.3,
+X25519), with and without resumption, beside openssl s_server (the floor:
+the bare handshake) and the peers: connections/s, server CPU per
+connection, RSS per idle TLS connection, and what SSL_MODE_RELEASE_BUFFERS
+costs (--tls-keep-buffers).  Then the memory budget: 100 sessions of 10 MB
+at once under --max-memory 256M.
 
 The relay part: luasmtpd with scripts/bench_relay.lua (each mail queued
 durably for a forward to smtp-sink) beside a throwaway Postfix instance
@@ -17,7 +27,8 @@ relaying to the same sink: throughput, CPU per message, the p99 latency of
 the 250, and luasmtpd's queue() commit latency.  A benchmark, not a test:
 nothing here passes or fails on timings.
 
-  scripts/bench.py [--rounds N] [--quick] [--only mime|sink|relay] [--binary build/luasmtpd]
+  scripts/bench.py [--rounds N] [--quick] [--only mime|sink|tls|budget|relay]
+                   [--workers-list 1,2,4,8] [--binary build/luasmtpd]
 """
 import argparse
 import asyncio
@@ -107,16 +118,17 @@ class Sink:
 class Luasmtpd:
     name = "luasmtpd"
 
-    def __init__(self, binary, workers=1, console=False):
+    def __init__(self, binary, workers=1, console=False, extra=(), listen="--listen"):
         """console: with --http, and a reader of /api/events all along, as
-        a browser on the console page would be."""
+        a browser on the console page would be; extra: more options;
+        listen: --listen-tls for implicit TLS only."""
         self.port = free_port()
         self.countdir = tempfile.mkdtemp(prefix="luasmtpd-bench-")
         env = dict(os.environ, BENCH_COUNT=os.path.join(self.countdir, "count"))
         http = free_port()
-        cmd = [binary, "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn",
+        cmd = [binary, listen, "127.0.0.1:%d" % self.port, "--log-level", "warn",
                "--max-clients", "5000", "--workers", str(workers),
-               *(["--http", str(http)] if console else []),
+               *(["--http", str(http)] if console else []), *extra,
                os.path.join(ROOT, "scripts", "bench.lua")]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
@@ -436,12 +448,15 @@ def idle_rss(server, n):
     return per
 
 
-def beside_sink(binary, rounds, scale):
+def beside_sink(binary, rounds, scale, workers_list, peers, cert, key):
     """The workloads against smtp-sink, then memory and idle connections."""
     multipart = os.path.join(ROOT, "scripts", "bench.eml")
     workloads = [
         ("W1 1 KB, 20 sessions x 20", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale)),
-        ("W1 with --workers 2", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale), 2),
+    ] + [
+        ("W1 with --workers %d" % w, ["-d", "-s", "20", "-l", "1024"], int(20000 * scale), w)
+        for w in workers_list if w != 1
+    ] + [
         ("W1 --http, /api/events read", ["-d", "-s", "20", "-l", "1024"], int(20000 * scale), 1, True),
         ("W2 100 KB, 10 sessions", ["-d", "-s", "10", "-l", "102400"], int(2000 * scale)),
         ("W3 1 per connection, 20", ["-s", "20", "-l", "1024"], int(5000 * scale)),
@@ -497,7 +512,274 @@ def beside_sink(binary, rounds, scale):
     o = idle_rss(ours, n)
     ours.stop()
     print("W4 %d idle connections after the greeting: %.0f bytes of server RSS each" % (n, o))
+    sys.stdout.flush()
+    if not peers:
+        return
 
+    # The peers under the same load: one round each, a quarter of the
+    # messages (CPU per message hardly depends on how many)
+    plain = [w for w in workloads if len(w) == 3]
+    print()
+    print("the peers under smtp-source, each parsing every message: server CPU per message in us (one round, "
+          "a quarter of the messages); W4: RSS per idle connection")
+    print("%-14s" % "server" + "".join("%9s" % w[0].split()[0] for w in plain) + "%10s" % "W4")
+    print("%-14s" % "luasmtpd" + "".join("%9.0f" % cpu[w[0]] for w in plain) + "%8.1fKB" % (o / 1024))
+    costs = {}
+    for name, start in peers:
+        server = start(cert, key)
+        try:
+            costs[name] = [measure(server, args, max(msgs // 4, 100))["cpu_us"] for _, args, msgs in plain]
+        finally:
+            server.stop()
+        server = start(cert, key)
+        try:
+            idle = "%8.1fKB" % (idle_rss(server, 500) / 1024)
+        except OSError as e:               # a greeting that did not come
+            idle = "%10s" % type(e).__name__
+        finally:
+            server.stop()
+        print("%-14s" % name + "".join("%9.0f" % c for c in costs[name]) + idle)
+        sys.stdout.flush()
+    print("%-14s" % "best / ours" + "".join(
+        "%8.1fx" % (min(costs[p][i] for p in costs) / cpu[w[0]]) for i, w in enumerate(plain)))
+
+
+
+# W6: STARTTLS, one message a connection, driven by build/tls_load (the
+# generator in C: smtp-source speaks no TLS), beside openssl s_server (the
+# floor: the same TLS 1.3 handshake on X25519 with nothing else) and the
+# peers that offer STARTTLS, all with one certificate.
+
+PEERS = os.path.join(ROOT, "build", "peers", "node_modules")
+HARAKA_PLUGIN = """\
+// make bench: take every recipient, parse each message, accept it
+exports.hook_rcpt = function (next) { next(OK); };
+exports.hook_data = function (next, connection) {
+    connection.transaction.parse_body = true;
+    next();
+};
+exports.hook_queue = function (next, connection) {
+    void connection.transaction.body;
+    next(OK);
+};
+"""
+
+
+class Peer:
+    """A server started from a command line: a peer, or openssl s_server."""
+
+    def __init__(self, name, cmd, port, env=None, tmp=None):
+        self.name, self.port, self.tmp = name, port, tmp
+        # stdin held open: s_server reads commands from it
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(port, self.proc)
+
+    def received(self):
+        return None
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.terminate()
+        self.proc.wait()
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def make_cert(d):
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", key, "-out", cert], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
+def s_server(cert, key):
+    port = free_port()
+    return Peer("openssl s_server", ["openssl", "s_server", "-accept", "127.0.0.1:%d" % port, "-cert", cert,
+                                      "-key", key, "-tls1_3", "-groups", "X25519", "-quiet"], port)
+
+
+def aiosmtpd(cert, key):
+    port = free_port()
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    return Peer("aiosmtpd", [python, os.path.join(ROOT, "scripts", "peers", "aiosmtpd_peer.py"),
+                             str(port), cert, key], port)
+
+
+def smtp_server(cert, key):
+    port = free_port()
+    return Peer("smtp-server", ["node", os.path.join(ROOT, "scripts", "peers", "smtp_server_peer.js"),
+                                str(port), cert, key], port, env=dict(os.environ, NODE_PATH=PEERS))
+
+
+def haraka(cert, key):
+    """Haraka with its tls plugin and a plugin of ours that parses each
+    message, in a directory of its own made by haraka -i."""
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="luasmtpd-bench-haraka-")
+    subprocess.run([os.path.join(PEERS, ".bin", "haraka"), "-i", d], check=True, stdout=subprocess.DEVNULL)
+    files = {"config/smtp.ini": "listen=127.0.0.1:%d\n" % port,
+             "config/log.ini": "[main]\nlevel=error\n",
+             "config/plugins": "tls\nbench\n",
+             "plugins/bench.js": HARAKA_PLUGIN}
+    for name, text in files.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    shutil.copy(cert, os.path.join(d, "config", "tls_cert.pem"))
+    shutil.copy(key, os.path.join(d, "config", "tls_key.pem"))
+    # its tls plugin makes 2048-bit DH parameters at start when there are
+    # none, which takes a while: DSA-style ones are quick to make
+    subprocess.run(["openssl", "dhparam", "-dsaparam", "-out", os.path.join(d, "config", "dhparams.pem"), "2048"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Peer("Haraka", [os.path.join(PEERS, ".bin", "haraka"), "-c", d], port, tmp=d)
+
+
+def peers_installed():
+    """scripts/peers/install.sh once; the peers that can run, as (name, a
+    function of (cert, key) that starts one)."""
+    have = []
+    if subprocess.run(["/usr/bin/python3", "-c", "import aiosmtpd"], stderr=subprocess.DEVNULL).returncode == 0:
+        have.append(("aiosmtpd", aiosmtpd))
+    else:
+        print("aiosmtpd: skipped: python3-aiosmtpd is not installed (scripts/deps.sh)")
+    if subprocess.run(["sh", os.path.join(ROOT, "scripts", "peers", "install.sh")]).returncode == 0:
+        have += [("smtp-server", smtp_server), ("Haraka", haraka)]
+    else:
+        print("smtp-server, Haraka: skipped: scripts/peers/install.sh failed (they come from npm)")
+    return have
+
+
+def tls_load(port, *args, stdin=None):
+    """A run of build/tls_load: its last line, as numbers."""
+    out = subprocess.run([os.path.join(ROOT, "build", "tls_load"), "-p", str(port), *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    return {k: float(v) for k, v in (f.split("=") for f in out.strip().splitlines()[-1].split())}
+
+
+def tls_run(server, args):
+    cpu0 = cpu_seconds(server.proc.pid)
+    r = tls_load(server.port, *args)
+    cpu = cpu_seconds(server.proc.pid) - cpu0
+    n = r["connections"]
+    return {"rate": n / r["seconds"], "cpu_us": cpu * 1e6 / n, "client_us": r["cpu"] * 1e6 / n,
+            "failed": r["failed"], "resumed": r["resumed"] / n}
+
+
+def tls_idle_rss(server, n):
+    """Server RSS per TLS connection held after its EHLO over TLS."""
+    tls_load(server.port, "-n", "20")                 # the first handshakes' one-off allocations
+    base = rss_kb(server.proc.pid)
+    p = subprocess.Popen([os.path.join(ROOT, "build", "tls_load"), "-p", str(server.port), "-i", "-c", str(n)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ready = p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    per = (rss_kb(server.proc.pid) - base) * 1024 / n
+    p.stdin.close()
+    p.wait()
+    return per if ready and p.returncode == 0 else None
+
+
+def w6(binary, rounds, scale, peers, cert, key):
+    n = str(int(2000 * scale))
+    tls = ["--tls-cert", cert, "--tls-key", key]
+    servers = [
+        ("openssl s_server, handshake only", lambda: s_server(cert, key), ["-t"]),
+        ("luasmtpd, handshake only", lambda: Luasmtpd(binary, listen="--listen-tls", extra=tls), ["-t"]),
+        ("luasmtpd", lambda: Luasmtpd(binary, extra=tls), []),
+        ("luasmtpd, buffers kept", lambda: Luasmtpd(binary, extra=tls + ["--tls-keep-buffers"]), []),
+    ] + [(name, lambda start=start: start(cert, key), []) for name, start in peers]
+    print()
+    print("W6 STARTTLS (TLS 1.3, X25519, P-256 certificate), EHLO, 1 KB message, QUIT; %s connections, "
+          "20 at a time, build/tls_load; %d rounds, medians; -r: resuming from the last ticket" % (n, rounds))
+    print("%-33s %8s %8s %9s %9s %8s %9s %10s %7s" % ("server", "conn/s", "us/conn", "conn/s -r", "us/conn -r",
+                                                     "resumed", "idle TLS", "client us", "failed"))
+    cost, idle = {}, {}
+    for name, start, mode in servers:
+        rows = {False: [], True: []}
+        for r in range(rounds):
+            server = start()
+            try:
+                for resume in (False, True):
+                    rows[resume].append(tls_run(server, mode + ["-n", n, "-c", "20"] + (["-r"] if resume else [])))
+                if r == 0 and not mode:
+                    idle[name] = tls_idle_rss(server, 1000)
+            finally:
+                server.stop()
+        med = lambda resume, k: statistics.median(x[k] for x in rows[resume])
+        failed = sum(x["failed"] for k in rows for x in rows[k])
+        cost[name] = (med(False, "cpu_us"), med(True, "cpu_us"))
+        print("%-33s %8.0f %8.0f %9.0f %10.0f %7.0f%% %9s %10.0f %7d" % (
+            name, med(False, "rate"), cost[name][0], med(True, "rate"), cost[name][1], 100 * med(True, "resumed"),
+            "%.1f KB" % (idle[name] / 1024) if idle.get(name) is not None else "-", med(False, "client_us"),
+            failed))
+        sys.stdout.flush()
+
+    floor, hs = cost["openssl s_server, handshake only"], cost["luasmtpd, handshake only"]
+    print("luasmtpd's handshake / s_server's: %.2fx, %.2fx resumed (target: at most 1.2x)"
+          % (hs[0] / floor[0], hs[1] / floor[1]))
+    peers = {k: v for k, v in cost.items() if not k.startswith(("luasmtpd", "openssl"))}
+    if peers:
+        best = min(peers, key=lambda k: peers[k][0])
+        print("the best peer (%s) / luasmtpd, CPU per connection: %.1fx, %.1fx resumed (target: at least 3x)"
+              % (best, peers[best][0] / cost["luasmtpd"][0], peers[best][1] / cost["luasmtpd"][1]))
+    kept = "luasmtpd, buffers kept"
+    print("SSL_MODE_RELEASE_BUFFERS: CPU per connection %+.1f%%, idle TLS connection %.1f KB instead of %.1f KB "
+          "(target: at most 12 KB)" % ((cost["luasmtpd"][0] / cost[kept][0] - 1) * 100,
+                                        idle["luasmtpd"] / 1024, idle[kept] / 1024))
+
+
+def smtp_reply(sock, buf):
+    """One whole reply (its last line) from sock; buf: bytes read ahead."""
+    while True:
+        for line in buf[0].split(b"\r\n")[:-1]:
+            if line[3:4] == b" ":
+                buf[0] = buf[0][buf[0].index(line) + len(line) + 2:]
+                return int(line[:3])
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError("closed by the server")
+        buf[0] += chunk
+
+
+def memory_budget(binary):
+    """100 sessions send 10 MB each at once under the default --max-memory
+    (256M): how many get 250 and how many 452, and the peak RSS."""
+    sessions, size = 100, 10 * 1000 * 1000
+    ours = Luasmtpd(binary, extra=["--max-size", "11M", "--max-clients-per-ip", "0", "--connect-rate", "0"])
+    before = rss_kb(ours.proc.pid)
+    start = time.monotonic()
+    clients = []
+    for _ in range(sessions):
+        sock = socket.create_connection(("127.0.0.1", ours.port), timeout=120)
+        buf = [b""]
+        smtp_reply(sock, buf)
+        for cmd, code in ((b"EHLO bench\r\n", 250), (b"MAIL FROM:<cam@bench.test>\r\n", 250),
+                          (b"RCPT TO:<alarm@bench.test>\r\n", 250), (b"DATA\r\n", 354)):
+            sock.sendall(cmd)
+            if smtp_reply(sock, buf) != code:
+                raise RuntimeError("%r: not %d" % (cmd, code))
+        sock.sendall(b"Subject: big\r\n\r\n")
+        clients.append((sock, buf))
+    chunk = (b"y" * 998 + b"\r\n") * 64
+    peak = 0
+    for _ in range(size // len(chunk)):
+        for sock, _ in clients:                   # all of them grow together
+            sock.sendall(chunk)
+        peak = max(peak, rss_kb(ours.proc.pid))
+    for sock, _ in clients:
+        sock.sendall(b".\r\n")
+    codes = [smtp_reply(sock, buf) for sock, buf in clients]
+    seconds = time.monotonic() - start
+    peak = max(peak, rss_kb(ours.proc.pid, "VmHWM"))
+    for sock, _ in clients:
+        sock.close()
+    ours.stop()
+    print("memory budget: %d sessions x 10 MB at once under --max-memory 256M: %d accepted, %d refused with "
+          "452 4.3.1, %d other; RSS grew by %.0f MB at most; %.1f s" % (
+              sessions, codes.count(250), codes.count(452), len(codes) - codes.count(250) - codes.count(452),
+              (peak - before) / 1024, seconds))
+    sys.stdout.flush()
 
 
 def mime_alone(binary):
@@ -512,8 +794,11 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "luasmtpd"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer messages per round")
-    ap.add_argument("--only", choices=("sink", "relay", "mime"),
-                    help="one part: beside smtp-sink, the relay, or the MIME extractor alone")
+    ap.add_argument("--only", choices=("sink", "tls", "budget", "relay", "mime"),
+                    help="one part: beside smtp-sink, W6 (TLS), the memory budget, the relay, or the MIME "
+                         "extractor alone")
+    ap.add_argument("--workers-list", default="1,2",
+                    help="W1 with each of these --workers counts (default 1,2; e.g. 1,2,4,8 on a larger machine)")
     a = ap.parse_args()
     scale = 0.2 if a.quick else 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -521,12 +806,20 @@ def main():
 
     if a.only in (None, "mime"):
         mime_alone(os.path.join(os.path.dirname(a.binary), "bench_mime"))
+    certs = tempfile.mkdtemp(prefix="luasmtpd-bench-tls-")
+    cert, key = make_cert(certs)           # the one certificate of every server with TLS
+    peers = peers_installed() if a.only in (None, "sink", "tls") else []
     if a.only in (None, "sink"):
-        beside_sink(a.binary, a.rounds, scale)
+        beside_sink(a.binary, a.rounds, scale, [int(w) for w in a.workers_list.split(",")], peers, cert, key)
+    if a.only in (None, "tls"):
+        w6(a.binary, a.rounds, scale, peers, cert, key)
+    if a.only in (None, "budget"):
+        memory_budget(a.binary)
     if a.only in (None, "relay") and os.geteuid() != 0:
         print("relay: skipped: Postfix's master needs root to start its daemons as postfix")
     elif a.only in (None, "relay"):
         relay(a.binary, a.rounds, int(5000 * scale))
+    shutil.rmtree(certs, ignore_errors=True)
 
 
 if __name__ == "__main__":

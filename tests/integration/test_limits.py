@@ -135,7 +135,7 @@ class MemoryBudget(ServerTest):
         for c in clients[:3]:
             self.assertReply(self.transaction(c), 250)
         self.assertReply(self.transaction(self.session()), 250)
-        self.assertEqual(self.srv.count_log(r"would pass --max-memory"), len(refused))
+        self.assertEqual(self.srv.count_log(r"refused: its \d+ bytes would pass --max-memory 268435456"), len(refused))
 
 
 

@@ -451,6 +451,37 @@ class Resumption(unittest.TestCase):
             self.assertEqual([self.connect(srv, ctx, session)[1] for _ in range(4)], [True] * 4)
 
 
+class LoadGenerator(unittest.TestCase):
+    """build/tls_load, the W6 client of make bench, against the server:
+    20 STARTTLS connections at a time, every reply checked; resumption
+    when each of 20 devices offers its own last ticket, over STARTTLS and
+    implicit TLS; idle TLS connections held, then each QUITs; all of it
+    with and without --tls-keep-buffers."""
+    TLS_LOAD = os.path.join(os.path.dirname(os.path.dirname(HERE)), "build", "tls_load")
+
+    def run_load(self, port, *args, **kw):
+        p = subprocess.run([self.TLS_LOAD, "-p", str(port), *args], capture_output=True, text=True, timeout=120,
+                           **kw)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return dict(f.split("=") for f in p.stdout.strip().splitlines()[-1].split())
+
+    def test_concurrent_connections_resume_and_idle(self):
+        for keep in ((), ("--tls-keep-buffers",)):
+            with Server("--tls-cert", pki("cert.pem"), "--tls-key", pki("key.pem"), "--listen",
+                        "127.0.0.1:%d" % free_port(), "--listen-tls", "127.0.0.1:%d" % free_port(), *keep,
+                        listen=None) as srv:
+                r = self.run_load(srv.port, "-n", "200", "-c", "20")
+                self.assertEqual((r["connections"], r["failed"], r["resumed"]), ("200", "0", "0"))
+                # a device's first handshake is full, every later one resumes
+                r = self.run_load(srv.port, "-n", "200", "-c", "20", "-r")
+                self.assertEqual((r["connections"], r["failed"], r["resumed"]), ("200", "0", "180"), keep)
+                r = self.run_load(srv.tls_port, "-n", "100", "-c", "10", "-t", "-r")
+                self.assertEqual((r["failed"], r["resumed"]), ("0", "90"), keep)
+                r = self.run_load(srv.port, "-i", "-c", "50", input="")
+                self.assertEqual((r["connections"], r["failed"]), ("50", "0"), keep)
+                self.assertEqual(srv.count_log(r"TLS established"), 550)
+
+
 class LegacyTlsOption(unittest.TestCase):
     def test_bad_version(self):
         p = subprocess.run([BINARY, "--check", "--tls-min-version", "1.4", SCRIPT], capture_output=True, text=True,
