@@ -619,10 +619,22 @@ static enum hook_status begin(struct bridge *b, struct smtp *s, int stage,
     return run(p.c, p.nargs, v);
 }
 
+static bool lua_defines(void *ctx, enum hook_stage st)
+{
+    const struct bridge *b = ctx;
+    return (b->defined >> st) & 1;
+}
+
+/* A hook the script did not define when it loaded costs one test of a
+ * bit (the end of data also runs for IOEvent); v is VERDICT_ACCEPT
+ * already. */
 static enum hook_status lua_call_hook(void *ctx, struct smtp *s, enum hook_stage st,
                                       const struct hook_args *a, struct verdict *v)
 {
-    return begin(ctx, s, (int)st, a, v);   /* no hook: v is VERDICT_ACCEPT already */
+    struct bridge *b = ctx;
+    if (!lua_defines(b, st) && !(st == HOOK_MESSAGE && b->ioevent))
+        return HOOK_DONE;
+    return begin(b, s, (int)st, a, v);
 }
 
 /* session.params: the ESMTP parameters of the command being decided. */
@@ -659,7 +671,8 @@ static void lua_close_hook(void *ctx, struct smtp *s)
 
     if (ls && ls->call)
         end_call(ls->call);   /* a pending verdict that will never be given */
-    begin(b, s, CALL_CLOSE, NULL, &ignored);   /* cannot wait: luasmtpd.sleep refuses */
+    if ((b->defined >> CALL_CLOSE) & 1)
+        begin(b, s, CALL_CLOSE, NULL, &ignored);   /* cannot wait: luasmtpd.sleep refuses */
     lsession_free(b, s);
     b->sessions--;
 }
@@ -669,12 +682,6 @@ static void lua_open_hook(void *ctx, struct smtp *s)
     struct bridge *b = ctx;
     (void)s;
     b->sessions++;
-}
-
-static bool lua_defines(void *ctx, enum hook_stage st)
-{
-    const struct bridge *b = ctx;
-    return (b->defined >> st) & 1;
 }
 
 void call_hooks_init(struct bridge *b)

@@ -46,7 +46,8 @@ struct bridge {
     struct http    *http;          /* http.c: the curl multi handle, once used */
     struct mqtt    *mqtt;          /* mqtt.c: the broker connection, if configured */
     struct build   *building;      /* mail.c: the mail table being made, until it is */
-    int             defined;       /* bit per stage (and CALL_CLOSE): for --check */
+    int             defined;       /* bit per stage (and CALL_CLOSE): the hooks
+                                      defined once the script loaded */
     struct origin {                /* a stage's hook, as "on_mail (rules.lua:12)" */
         const void *fn;            /* the function it names, held by ref */
         int         ref;
