@@ -46,19 +46,38 @@ static void push_headers(lua_State *L, const struct mime_part *p)
     lua_setfield(L, -2, "headers");
 }
 
+/* The message's headers the mail table has a field for: the first of
+ * each name, found in one pass over them. */
+enum { H_FROM, H_TO, H_SUBJECT, H_DATE, H_CONTENT_TYPE, H_RETURN_PATH, H_CC, H_BCC, H_REPLY_TO,
+       H_SENDER, H_MESSAGE_ID, H_COUNT };
+static const char *const named[H_COUNT] = {
+    "from", "to", "subject", "date", "content-type", "return-path", "cc", "bcc", "reply-to", "sender",
+    "message-id",
+};
+
+static void find_named(const struct mime_part *root, const struct mime_header *found[H_COUNT])
+{
+    for (int i = 0; i < H_COUNT; i++)
+        found[i] = NULL;
+    for (const struct mime_header *h = root->headers; h; h = h->next)
+        for (int i = 0; i < H_COUNT; i++)
+            if (found[i] == NULL && h->name[0] == named[i][0] && strcmp(h->name, named[i]) == 0) {
+                found[i] = h;
+                break;
+            }
+}
+
 /* addresses: the mailboxes of the message's address headers, each a list
  * of {name=, address=[, group=]} (empty when the header is absent). */
-static void push_addresses(lua_State *L, const struct mime_part *root)
+static void push_addresses(lua_State *L, const struct mime_header *const found[H_COUNT])
 {
-    static const struct { const char *field, *header; } lists[] = {
-        { "from", "from" }, { "to", "to" }, { "cc", "cc" }, { "bcc", "bcc" },
-        { "reply_to", "reply-to" }, { "sender", "sender" },
+    static const struct { const char *field; int header; } lists[] = {
+        { "from", H_FROM }, { "to", H_TO }, { "cc", H_CC }, { "bcc", H_BCC },
+        { "reply_to", H_REPLY_TO }, { "sender", H_SENDER },
     };
     lua_createtable(L, 0, sizeof(lists) / sizeof(lists[0]));
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-        const struct mime_header *h = root->headers;
-        while (h && strcmp(h->name, lists[i].header) != 0)
-            h = h->next;
+        const struct mime_header *h = found[lists[i].header];
         size_t n = h ? h->naddresses : 0;
         lua_createtable(L, n < INT_MAX ? (int)n : INT_MAX, 0);
         for (size_t k = 0; k < n; k++) {
@@ -390,12 +409,11 @@ void mail_push_trace(lua_State *L, int idx, bool final)
 /* The mail table of the message being received by s. */
 int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size)
 {
-    static const struct { const char *field, *header; } hsyco[] = {
-        { "from", "from" }, { "to", "to" }, { "subject", "subject" }, { "date", "date" },
-        { "contenttype", "content-type" }, { "returnpath", "return-path" },
-    };
-    static const struct { const char *field, *header; } more[] = {
-        { "cc", "cc" }, { "reply_to", "reply-to" }, { "message_id", "message-id" },
+    static const struct { const char *field; int header; } hsyco[] = {
+        { "from", H_FROM }, { "to", H_TO }, { "subject", H_SUBJECT }, { "date", H_DATE },
+        { "contenttype", H_CONTENT_TYPE }, { "returnpath", H_RETURN_PATH },
+    }, more[] = {
+        { "cc", H_CC }, { "reply_to", H_REPLY_TO }, { "message_id", H_MESSAGE_ID },
     };
 
     struct build *bd = lua_newuserdatauv(L, sizeof(*bd), 0);
@@ -413,20 +431,23 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
     struct mime *m = bd->m;
     smtp_trace_parsed(s, m);
     const struct mime_part *root = m->root;
+    const struct mime_header *found[H_COUNT];
     bool line_cut;
 
+    find_named(root, found);
     lua_createtable(L, 0, 32);
     for (size_t i = 0; i < sizeof(hsyco) / sizeof(hsyco[0]); i++) {
-        const char *v = mime_header(root, hsyco[i].header);
+        const struct mime_header *h = found[hsyco[i].header];
         /* RFC 2045 5.2: no Content-Type is plain US-ASCII text */
-        if (v == NULL && strcmp(hsyco[i].header, "content-type") == 0)
-            v = "text/plain; charset=us-ascii";
-        set_str(L, hsyco[i].field, v ? v : "");
+        const char *absent = hsyco[i].header == H_CONTENT_TYPE ? "text/plain; charset=us-ascii" : "";
+        set_str(L, hsyco[i].field, h ? h->value : absent);
     }
-    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
-        set_str(L, more[i].field, mime_header(root, more[i].header));
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+        const struct mime_header *h = found[more[i].header];
+        set_str(L, more[i].field, h ? h->value : NULL);
+    }
     push_headers(L, root);
-    push_addresses(L, root);
+    push_addresses(L, found);
     if (push_bodies(L, b, m, msg, size, bd, &line_cut) < 0)
         return -1;
     if (m->cut != MIME_CUT_NONE)
