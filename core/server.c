@@ -12,7 +12,13 @@
 #include "metrics.h"
 #include "smtp.h"
 
-#define LISTEN_BACKLOG 511
+/* As deep as the kernel lets a listen queue be (net.core.somaxconn clamps
+ * it, 4096 by default since Linux 5.4).  SMTP's server speaks first: a
+ * connection the full queue dropped after SYN cookies completed it waits
+ * for a greeting that never comes, so a burst of devices reconnecting at
+ * once (after a network outage) must fit.  Those past --max-clients are
+ * then answered 421 at once rather than left hanging. */
+#define LISTEN_BACKLOG 65535
 
 static void reject_over_limit(struct server *srv, const struct listener *l, int fd,
                               const struct net_addr *peer)

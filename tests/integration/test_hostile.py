@@ -2,6 +2,9 @@
 Each case ends with an ordinary transaction that must succeed on the same
 server."""
 import os
+import resource
+import selectors
+import socket
 import threading
 import time
 
@@ -238,6 +241,46 @@ class WatchdogWorkers(Watchdog):
         # connection on its SO_REUSEPORT socket, and resets it when it exits
         self.assertTrue(self.srv.wait_log(r"worker \d \(pid \d+\) .*; restarting it", count=n,
                                           timeout=30))
+
+
+class ConnectionBurst(ServerTest):
+    """3,000 connections at once, as devices reconnecting after a network
+    outage would come (the listen queue is as deep as the kernel allows:
+    core/server.c): each is greeted, and the server goes on."""
+    N = 3000
+    ARGS = ("--max-clients", "5000", "--max-clients-per-ip", "0", "--connect-rate", "0")
+
+    def test_every_connection_is_answered(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < self.N + 100:
+            self.skipTest("open-file limit %d" % hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, self.N + 100), hard))
+        sel = selectors.DefaultSelector()
+        socks = []
+        try:
+            for _ in range(self.N):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", self.srv.port))
+                socks.append(s)
+                sel.register(s, selectors.EVENT_READ)
+            answered, deadline = {}, time.monotonic() + 30
+            while len(answered) < self.N and time.monotonic() < deadline:
+                for key, _ in sel.select(0.5):
+                    try:
+                        data = key.fileobj.recv(512)
+                    except OSError:
+                        data = b""
+                    sel.unregister(key.fileobj)
+                    answered[key.fileobj] = data[:3]
+            codes = list(answered.values())
+            self.assertEqual(len(codes), self.N, "%d never answered" % (self.N - len(codes)))
+            self.assertEqual(codes.count(b"220"), self.N, set(codes))
+        finally:
+            for s in socks:
+                s.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        self.assertReply(self.transaction(self.session()), 250)
 
 
 class JunkCommands(ServerTest):
