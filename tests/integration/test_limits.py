@@ -135,7 +135,9 @@ class MemoryBudget(ServerTest):
         for c in clients[:3]:
             self.assertReply(self.transaction(c), 250)
         self.assertReply(self.transaction(self.session()), 250)
-        self.assertEqual(self.srv.count_log(r"refused: its \d+ bytes would pass --max-memory 268435456"), len(refused))
+        refusal = r"refused: its \d+ bytes would pass --max-memory 268435456"
+        self.assertTrue(self.srv.wait_log(refusal, count=len(refused)))
+        self.assertEqual(self.srv.count_log(refusal), len(refused))
 
 
 

@@ -363,8 +363,10 @@ class PerClientLimits(unittest.TestCase):
             self.assertTrue(read_reply(other).startswith(b"220 "))
             self.assertLess(time.monotonic() - t, 1.0)
             other.close()
-            self.assertEqual(srv.count_log(r"refused 127\.0\.0\.1:\d+: 10 connections open from this client "
-                                           r"\(--max-clients-per-ip\)"), 40)
+            # the log is read as it comes: wait for the 40th line, then check there are no more
+            refusal = r"refused 127\.0\.0\.1:\d+: 10 connections open from this client \(--max-clients-per-ip\)"
+            self.assertTrue(srv.wait_log(refusal, count=40))
+            self.assertEqual(srv.count_log(refusal), 40)
             # a connection closed frees its place
             held.pop().close()
             for _ in range(50):

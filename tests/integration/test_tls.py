@@ -479,6 +479,7 @@ class LoadGenerator(unittest.TestCase):
                 self.assertEqual((r["failed"], r["resumed"]), ("0", "90"), keep)
                 r = self.run_load(srv.port, "-i", "-c", "50", input="")
                 self.assertEqual((r["connections"], r["failed"]), ("50", "0"), keep)
+                self.assertTrue(srv.wait_log(r"TLS established", count=550))
                 self.assertEqual(srv.count_log(r"TLS established"), 550)
 
 
