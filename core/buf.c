@@ -9,15 +9,20 @@
 #define BUF_MIN_ALLOC 1024
 
 static size_t budget_max = (size_t)-1, budget_used;
+static void (*budget_watch)(size_t used);
 
-void buf_budget_set(size_t max)
+void buf_budget_set(size_t max, void (*watch)(size_t used))
 {
     budget_max = max;
+    budget_watch = watch;
 }
 
-size_t buf_budget_used(void)
+/* The budget's use moved: now `used`. */
+static void budget_now(size_t used)
 {
-    return budget_used;
+    budget_used = used;
+    if (budget_watch)
+        budget_watch(used);
 }
 
 size_t buf_budget_left(void)
@@ -39,8 +44,8 @@ void buf_init_counted(struct buf *b, size_t max, enum buf_budget kind)
 
 void buf_free(struct buf *b)
 {
-    if (b->budget != BUF_UNCOUNTED)
-        budget_used -= b->size;
+    if (b->budget != BUF_UNCOUNTED && b->size)
+        budget_now(budget_used - b->size);
     free(b->data);
     b->data = NULL;
     b->start = b->end = b->size = 0;
@@ -103,7 +108,7 @@ int buf_reserve(struct buf *b, size_t n)
     if (p == NULL)
         return -1;
     if (b->budget != BUF_UNCOUNTED)
-        budget_used += want - b->size;
+        budget_now(budget_used + (want - b->size));
     if (used)
         memcpy(p, b->data + b->start, used);
     free(b->data);

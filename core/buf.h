@@ -31,8 +31,9 @@ struct buf {
  * cap) counts in it and always grows; a budgeted one (a message) grows
  * only while the budget has room, and fails with errno ENOBUFS past it. */
 enum buf_budget { BUF_UNCOUNTED, BUF_CHARGED, BUF_BUDGETED };
-void   buf_budget_set(size_t max);
-size_t buf_budget_used(void);
+/* The budget in bytes, and a function told each time its use moves (for
+ * /metrics), or NULL. */
+void   buf_budget_set(size_t max, void (*watch)(size_t used));
 /* What a budgeted buffer may still take. */
 size_t buf_budget_left(void);
 

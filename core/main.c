@@ -600,7 +600,7 @@ static int run(struct setup *st, char **argv)
     if (cfg->http_on && !console_on() && console_share(cfg->keep, cfg->keep_bytes, cfg->max_clients, 1) < 0)
         log_msg(LV_WARN, NULL, "console: no memory for it (%s): --http serves /metrics only", strerror(errno));
     console_use(cfg->worker ? (int)cfg->worker - 1 : 0);
-    buf_budget_set((size_t)(cfg->max_memory / (cfg->workers > 1 ? cfg->workers : 1)));
+    buf_budget_set((size_t)(cfg->max_memory / (cfg->workers > 1 ? cfg->workers : 1)), metrics_budget);
     if (server_init(&srv, st->loop, cfg, hooks, st->tls) < 0) {
         teardown(st);
         return 1;

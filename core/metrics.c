@@ -103,6 +103,11 @@ static int index_of(const char *const *names, int n, const char *name)
     return -1;
 }
 
+void metrics_budget(size_t used)
+{
+    metrics_set(&metrics->budget_bytes, used);
+}
+
 void metrics_action(const char *kind, const char *result)
 {
     int k = index_of(action_kinds, METRICS_ACTIONS, kind), r = index_of(action_results, METRICS_RESULTS, result);
@@ -366,6 +371,9 @@ int metrics_render(struct buf *out)
                            action_results[r], SUM(actions[k][r]));
     metrics_family(out, "mqtt_connected", "gauge", "Processes connected to the MQTT broker now.");
     metrics_printf(out, "luasmtpd_mqtt_connected %llu\n", SUM(mqtt_connected));
+    metrics_family(out, "memory_budget_used_bytes", "gauge",
+                   "What the sessions' messages and input hold of --max-memory.");
+    metrics_printf(out, "luasmtpd_memory_budget_used_bytes %llu\n", SUM(budget_bytes));
     metrics_family(out, "lua_memory_bytes", "gauge", "Memory held by the scripts' Lua states.");
     metrics_printf(out, "luasmtpd_lua_memory_bytes %llu\n", SUM(lua_bytes));
 

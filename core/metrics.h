@@ -52,6 +52,7 @@ struct metrics_slot {
     atomic_ullong accepted, refused_messages, bytes;
     atomic_ullong tls_ok, tls_failed;
     atomic_ullong lua_bytes, mqtt_connected;  /* gauges the bridge keeps */
+    atomic_ullong budget_bytes;    /* --max-memory in use (buf.h) */
     struct metrics_hook hooks[METRICS_HOOKS];
     atomic_ullong actions[METRICS_ACTIONS][METRICS_RESULTS];
 };
@@ -81,6 +82,8 @@ void metrics_hook(int i, double seconds, int error, int overrun);
 /* An action a script ran ("mqtt"), and how it ended ("ok", "refused":
  * the other side said no, "error", "timeout"). */
 void metrics_action(const char *kind, const char *result);
+/* buf.h's budget watch: what this process holds of --max-memory. */
+void metrics_budget(size_t used);
 /* luasmtpd.metric: add value to the series name{labels} (labels rendered,
  * "" for none), shared by the workers: 0, or -1 when METRICS_SCRIPT_SERIES
  * are taken. */

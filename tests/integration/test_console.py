@@ -165,6 +165,37 @@ class Metrics(unittest.TestCase):
         self.assertGreater(value(self.scrape(), "luasmtpd_lua_memory_bytes"), 10000)
 
 
+    def test_memory_budget_in_use(self):
+        """luasmtpd_memory_budget_used_bytes: a message on its way holds its
+        bytes of --max-memory, and gives them back at its end."""
+        self.assertLess(value(self.scrape(), "luasmtpd_memory_budget_used_bytes"), 1 << 20)
+        c = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        f = c.makefile("rb")
+        def reply():
+            while True:
+                line = f.readline()
+                if line[3:4] != b"-":
+                    return line
+        reply()
+        for cmd in (b"EHLO cam1", b"MAIL FROM:<cam@site.example>", b"RCPT TO:<ops@site.example>", b"DATA"):
+            c.sendall(cmd + b"\r\n")
+            reply()
+        c.sendall(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2000)   # 2 MB
+        deadline = time.monotonic() + 5
+        while value(self.scrape(), "luasmtpd_memory_budget_used_bytes") < 2000000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(value(self.scrape(), "luasmtpd_memory_budget_used_bytes"), 2000000)
+        c.sendall(b".\r\n")
+        self.assertTrue(reply().startswith(b"250 "))
+        c.sendall(b"QUIT\r\n")
+        reply()
+        c.close()
+        deadline = time.monotonic() + 5
+        while value(self.scrape(), "luasmtpd_memory_budget_used_bytes") >= 1 << 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertLess(value(self.scrape(), "luasmtpd_memory_budget_used_bytes"), 1 << 20)
+
+
 class MetricsWorkers(Metrics):
     """With --workers, whichever worker answers sums them all."""
     WORKERS = ("--workers", "2")
