@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,8 +92,8 @@ int buf_reserve(struct buf *b, size_t n)
         want = want > b->max / 2 ? b->max : want * 2;
     if (want > b->max)
         want = b->max;
-    size_t left = buf_budget_left();
-    if (b->budget == BUF_BUDGETED && want - b->size > left) {
+    size_t left = b->budget == BUF_BUDGETED ? buf_budget_left() : SIZE_MAX;
+    if (want - b->size > left) {
         /* no room to double: a quarter more than asked for (so growing on
          * copies it a few times only), or what is left */
         size_t need = used + n;

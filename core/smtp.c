@@ -1702,8 +1702,6 @@ static void input(void *p)
             bool done;
             size_t n = smtp_data_scan(&m->tx.data, buf_head(in), buf_len(in), &m->tx.msg, &done);
             buf_consume(in, n);
-            if (m->tx.data.overflow)
-                buf_free(&m->tx.msg);   /* read on to its end, holding none of it */
             if (m->tx.data.lines != lines)
                 session_touch(m->s);
             if (!done)

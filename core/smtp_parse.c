@@ -405,6 +405,7 @@ static void emit(struct smtp_data *d, struct buf *sink, const char *p, size_t n)
     if (!d->overflow && buf_append(sink, p, n) < 0) {
         d->overflow = true;
         d->no_budget = errno == ENOBUFS;
+        buf_free(sink);   /* read on to the end, holding none of it */
     }
 }
 

@@ -96,7 +96,7 @@ struct smtp_data {
     int    state;
     size_t size;        /* message bytes after unstuffing, counted past max too */
     size_t lines;       /* CRLF-terminated lines seen (progress for timeouts) */
-    bool   overflow;    /* more than the sink's cap arrived, or it could not grow */
+    bool   overflow;    /* more than the sink's cap arrived, or it could not grow: it is freed */
     bool   no_budget;   /* ...because the memory budget had no room (buf.h) */
 };
 

@@ -409,11 +409,13 @@ void mail_push_trace(lua_State *L, int idx, bool final)
 /* The mail table of the message being received by s. */
 int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size)
 {
-    static const struct { const char *field; int header; } hsyco[] = {
-        { "from", H_FROM }, { "to", H_TO }, { "subject", H_SUBJECT }, { "date", H_DATE },
-        { "contenttype", H_CONTENT_TYPE }, { "returnpath", H_RETURN_PATH },
-    }, more[] = {
-        { "cc", H_CC }, { "reply_to", H_REPLY_TO }, { "message_id", H_MESSAGE_ID },
+    /* HSYCO's fields are always there ("" when the header is absent;
+     * RFC 2045 5.2: no Content-Type is plain US-ASCII text), the others
+     * only with their header */
+    static const struct { const char *field; int header; const char *absent; } fields[] = {
+        { "from", H_FROM, "" }, { "to", H_TO, "" }, { "subject", H_SUBJECT, "" }, { "date", H_DATE, "" },
+        { "contenttype", H_CONTENT_TYPE, "text/plain; charset=us-ascii" }, { "returnpath", H_RETURN_PATH, "" },
+        { "cc", H_CC, NULL }, { "reply_to", H_REPLY_TO, NULL }, { "message_id", H_MESSAGE_ID, NULL },
     };
 
     struct build *bd = lua_newuserdatauv(L, sizeof(*bd), 0);
@@ -436,15 +438,9 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
 
     find_named(root, found);
     lua_createtable(L, 0, 32);
-    for (size_t i = 0; i < sizeof(hsyco) / sizeof(hsyco[0]); i++) {
-        const struct mime_header *h = found[hsyco[i].header];
-        /* RFC 2045 5.2: no Content-Type is plain US-ASCII text */
-        const char *absent = hsyco[i].header == H_CONTENT_TYPE ? "text/plain; charset=us-ascii" : "";
-        set_str(L, hsyco[i].field, h ? h->value : absent);
-    }
-    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
-        const struct mime_header *h = found[more[i].header];
-        set_str(L, more[i].field, h ? h->value : NULL);
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        const struct mime_header *h = found[fields[i].header];
+        set_str(L, fields[i].field, h ? h->value : fields[i].absent);
     }
     push_headers(L, root);
     push_addresses(L, found);

@@ -163,3 +163,16 @@ class MemoryBudgetAtMail(ServerTest):
         self.assertReply(hog.reply(), 250)
         self.assertReply(c.cmd("MAIL FROM:<a@b.c> SIZE=%d" % (2 << 20)), 250)
         self.assertIn("refused by --max-memory", self.srv.log())
+
+    def test_bdat_over_the_budget(self):
+        """BDAT chunks past the budget are read and dropped; LAST gets 452."""
+        c = self.session()
+        self.assertReply(c.cmd("MAIL FROM:<a@b.c>"), 250)
+        self.assertReply(c.cmd("RCPT TO:<x@y.z>"), 250)
+        chunk = b"Subject: big\r\n\r\n" + b"z" * (3 << 20)
+        c.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+        self.assertReply(c.reply(), 250)
+        c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)   # 6 MB in all: past 4M
+        self.assertReply(c.reply(), 452, "4.3.1")
+        self.assertTrue(self.srv.wait_log(r"refused: its \d+ bytes would pass --max-memory 4194304"))
+        self.assertReply(self.transaction(c), 250)
