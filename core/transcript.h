@@ -2,9 +2,11 @@
  * Reading an SMTP client's transcript: the lines it sent and the lines the
  * server answered, in order, as they went over the wire.  What comes out
  * is the last final reply and the command it answered, and each refused
- * RCPT with its reply.  forward (lua/forward.c) feeds it libcurl's debug
- * lines; nothing of it trusts the server: every text is bounded, and a
- * RCPT is refused at most once.
+ * RCPT with its reply, and the extensions the server's last EHLO reply
+ * offered.  forward (lua/forward.c) feeds it libcurl's debug lines while
+ * curl logs in, then the commands it sends itself and what it reads;
+ * nothing of it trusts the server: every text is bounded, and a RCPT is
+ * refused at most once.
  */
 #ifndef LUASMTPD_TRANSCRIPT_H
 #define LUASMTPD_TRANSCRIPT_H
@@ -13,6 +15,12 @@
 #include <stddef.h>
 
 #define TRANSCRIPT_TEXT 512
+
+/* The EHLO keywords (RFC 5321 4.1.1.1) a client acts on. */
+#define TRANSCRIPT_SIZE       1u     /* RFC 1870 */
+#define TRANSCRIPT_8BITMIME   2u     /* RFC 6152 */
+#define TRANSCRIPT_SMTPUTF8   4u     /* RFC 6531 */
+#define TRANSCRIPT_DSN        8u     /* RFC 3461 */
 
 struct transcript_refusal {
     struct transcript_refusal *next;
@@ -28,7 +36,14 @@ struct transcript {
     char     replied[16];                  /* the command it answered */
     struct transcript_refusal *refused;    /* newest first */
     bool     oom;                          /* a refusal could not be kept */
+    unsigned ext;                          /* TRANSCRIPT_* of the last EHLO reply */
+    unsigned ehlo_line;                    /* lines of the EHLO reply so far */
 };
+
+/* What a line the server sent is: 0 not a reply ("250" then a space, a
+ * '-', or nothing, before the line end; codes 200 to 599), 1 a line of a
+ * multiline reply, 2 its last line. */
+int  transcript_line_kind(const char *line, size_t n);
 
 /* A piece of the transcript (one or more lines, sent by the client or
  * answered by the server). */

@@ -55,7 +55,10 @@ static void check_done(struct http *h)
         struct xfer *x = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         x->result = msg->data.result;
-        call_wake(x->c);             /* its k function frees the transfer */
+        if (x->done)
+            x->done(x);
+        else
+            call_wake(x->c);         /* its k function frees the transfer */
     }
 }
 

@@ -243,11 +243,13 @@ int   store_poke(const char *dir, char *err, size_t errsz);
 
 /* http.c: transfers through libcurl's multi interface, on the loop.  A
  * transfer is a struct xfer at the head of the action's request: when it
- * is done, result is its CURLcode and c is woken. */
+ * is done, result is its CURLcode and done(x) is called, or c is woken
+ * when done is NULL. */
 struct xfer {
     struct lcall *c;
     void         *easy;           /* CURL * */
     int           result;
+    void        (*done)(struct xfer *x);
 };
 /* A new easy handle for x (NULL: out of memory); set its options, then
  * xfer_start() (0, or -1). xfer_free() ends it, done or not. */

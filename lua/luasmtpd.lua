@@ -292,6 +292,8 @@ end
 -- and has it written; deliver() runs one when the agent says it is due.
 local Q = M._queue
 M._queue = nil
+local forward_check = M._forward_check
+M._forward_check = nil
 
 local function copy(t)
   local c = {}
@@ -318,6 +320,8 @@ function M.queue(kind, a, b, c)
     args.from = b.from or a.sender
     args.to = b.to or a.recipients
     if type(args.to) == "string" then args.to = { args.to } end
+    if b.dsn == nil then args.dsn = a.dsn end   -- the client's DSN parameters go on too
+    forward_check({ sender = args.from, recipients = args.to, dsn = args.dsn }, args)
     args.trace = false   -- the trace field is written now, at receipt
     args.mail = a.id
     data = (b.trace == false and "" or Q.trace(a)) .. a.raw

@@ -3,7 +3,8 @@
  * input is pieces separated by NUL bytes; a piece's first byte tells who
  * wrote the rest ('>' the client, anything else the server).  Checks: the
  * reply is a code of 200-599 with bounded text, every refusal belongs to a
- * RCPT of its own, and all of it is freed.
+ * RCPT of its own, the extensions are the known ones, and all of it is
+ * freed.
  *   make fuzz [FUZZ_SECONDS=seconds]    (clang, ASan+UBSan; seeds: tests/fuzz/transcript) */
 #include <stdint.h>
 #include <stdlib.h>
@@ -49,6 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!r->addr[0] || (r->reply[0] != '4' && r->reply[0] != '5'))
             abort();
     if (refusals > sent_rcpts)
+        abort();
+    if (t.ext & ~(TRANSCRIPT_SIZE | TRANSCRIPT_8BITMIME | TRANSCRIPT_SMTPUTF8 | TRANSCRIPT_DSN))
         abort();
     transcript_free(&t);
     return 0;

@@ -4,10 +4,14 @@ queue across kill -9, dead letters, limits, HTTP jobs, the queue commands,
 luasmtpd.store and luasmtpd.write."""
 import http.server
 import os
+import shutil
 import smtplib
+import socket
+import socketserver
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -637,6 +641,208 @@ function on_close() l.store.set("k", 1) end
         out = subprocess.run([BINARY, "--check", path], capture_output=True, text=True)
         self.assertEqual(out.returncode, 2)
         self.assertIn("store: not while the script loads", out.stderr)
+
+
+class Sink:
+    """Postfix's smtp-sink on a port of its own, each transaction dumped to
+    a file with the MAIL and RCPT arguments it got (-d); args are more of
+    its flags (-N: no DSN offered)."""
+
+    def __init__(self, test, *args):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="luasmtpd-sink-")   # not under tmp_path: nobody must reach it
+        os.chmod(self.dir, 0o777)              # smtp-sink writes as nobody
+        test.addCleanup(shutil.rmtree, self.dir, True)
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        self.proc = subprocess.Popen(["smtp-sink", *user, *args, "-d", self.dir + "/%M.",
+                                      "127.0.0.1:%d" % self.port, "100"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        test.addCleanup(self.stop)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("smtp-sink did not start")
+
+    def wait(self, count, timeout=20):
+        """The dumps, once count of them are whole: (arguments, message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            names = sorted(os.listdir(self.dir))
+            got = [open(os.path.join(self.dir, n), "rb").read() for n in names]
+            if (len(got) >= count and all(g.endswith(b"\n") for g in got)) or time.monotonic() > deadline:
+                return [self.parse(g) for g in got]
+            time.sleep(0.05)
+
+    @staticmethod
+    def parse(dump):
+        head, _, msg = dump.partition(b"\n\tby smtp-sink")
+        args = [line.decode() for line in head.split(b"\n") if line.startswith((b"X-Mail-Args", b"X-Rcpt-Args"))]
+        return args, msg.split(b"\n", 2)[2][:-1]      # after smtp-sink's Received:, before its empty line
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+FORWARD_DSN = '''
+local l = require "luasmtpd"
+function on_mail(mail)
+  local opts = { via = "smtp://127.0.0.1:%(port)d", starttls = false }
+  if mail.headers["x-no-dsn"] then opts.dsn = false end
+  local r, err = l.forward(mail, opts)
+  if not r then return 451, "4.4.0 " .. err end
+  l.log("forwarded", r.code, "dsn", tostring(r.dsn))
+  return r.code, r.reply
+end
+'''
+
+
+def dsn_transaction(c, body, mail="MAIL FROM:<cam@lan> RET=HDRS ENVID=QQ+2B1"):
+    """A transaction with the DSN parameters of RFC 3461 (xtext in ENVID
+    and ORCPT); the final reply."""
+    for cmd in (mail, "RCPT TO:<ops@x> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ops+2Bcam+40x",
+                "RCPT TO:<b@x>", "DATA"):
+        code = c.cmd(cmd)[0]
+        assert code in (250, 354), (cmd, code)
+    c.send(body + b".\r\n")
+    return c.reply()
+
+
+@unittest.skipUnless(os.path.exists("/usr/sbin/smtp-sink"), "Postfix's smtp-sink not installed")
+class ForwardDsn(unittest.TestCase):
+    """forward passes the DSN parameters on (RFC 3461 5.2.2: a relay keeps
+    them), to Postfix's smtp-sink, which dumps what it got."""
+    BODY = b"Subject: dsn\r\n\r\n..a dot\r\nh\xc3\xa9 8-bit\r\n"   # ".a dot", stuffed by the client
+
+    def test_passed_on_when_offered(self):
+        sink = Sink(self)
+        with Server(script("dsn", FORWARD_DSN % dict(port=sink.port))) as srv:
+            with srv.client() as c:
+                c.cmd("EHLO cam")
+                self.assertEqual(dsn_transaction(c, self.BODY)[0], 250, srv.log())
+            (args, msg), = sink.wait(1)
+            self.assertEqual(args, ["X-Mail-Args: <cam@lan> BODY=8BITMIME RET=HDRS ENVID=QQ+2B1",
+                                    "X-Rcpt-Args: <ops@x> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ops+2Bcam@x",
+                                    "X-Rcpt-Args: <b@x>"])
+            self.assertTrue(msg.startswith(b"Received: from cam "), msg)
+            # smtp-sink writes LF line ends; the message is otherwise as sent, unstuffed once
+            self.assertTrue(msg.endswith(b"\nSubject: dsn\n\n.a dot\nh\xc3\xa9 8-bit\n"), msg)
+            self.assertIsNotNone(srv.wait_log(r"forwarded 250 dsn true"), srv.log())
+
+    def test_dropped_and_told_when_not_offered_or_not_wanted(self):
+        sink = Sink(self, "-N")
+        with Server(script("nodsn", FORWARD_DSN % dict(port=sink.port))) as srv:
+            with srv.client() as c:
+                c.cmd("EHLO cam")
+                self.assertEqual(dsn_transaction(c, self.BODY)[0], 250, srv.log())
+                self.assertEqual(dsn_transaction(c, b"X-No-Dsn: 1\r\n\r\nhi\r\n")[0], 250, srv.log())
+                # only the recipients' parameters: still told
+                self.assertEqual(dsn_transaction(c, b"\r\nhi\r\n", mail="MAIL FROM:<cam@lan>")[0], 250)
+            dumps = sink.wait(3)
+            self.assertEqual(sorted(d[0][0] for d in dumps), ["X-Mail-Args: <cam@lan>", "X-Mail-Args: <cam@lan>",
+                                                              "X-Mail-Args: <cam@lan> BODY=8BITMIME"])
+            self.assertEqual([d[0][1] for d in dumps], ["X-Rcpt-Args: <ops@x>"] * 3)
+            self.assertIsNotNone(srv.wait_log(r"forwarded 250 dsn false", count=2), srv.log())
+            self.assertEqual(srv.count_log(r"forwarded 250 dsn nil"), 1)     # dsn = false: none asked
+
+    def test_a_message_without_a_last_line_end_gets_one(self):
+        sink = Sink(self)
+        with Server(script("bdat", FORWARD_DSN % dict(port=sink.port))) as srv:
+            with srv.client() as c:
+                c.cmd("EHLO cam")
+                c.cmd("MAIL FROM:<cam@lan>")
+                c.cmd("RCPT TO:<ops@x>")
+                tail = b"Subject: chunk\r\n\r\n.first\r\nno line end"
+                c.send(b"BDAT %d LAST\r\n" % len(tail) + tail)
+                self.assertEqual(c.reply()[0], 250, srv.log())
+            (args, msg), = sink.wait(1)
+            self.assertTrue(msg.endswith(b"\nSubject: chunk\n\n.first\nno line end\n"), msg)
+
+    def test_a_queued_forward_keeps_them(self):
+        sink = Sink(self)
+        path = script("dsnq", QUEUE % dict(port=sink.port))
+        with Server(path, "--state-dir", tmp_path("dsnq-state")) as srv:
+            with srv.client() as c:
+                c.cmd("EHLO cam")
+                self.assertEqual(dsn_transaction(c, self.BODY)[0], 250, srv.log())
+            (args, msg), = sink.wait(1)
+            self.assertEqual(args[0], "X-Mail-Args: <cam@lan> BODY=8BITMIME RET=HDRS ENVID=QQ+2B1")
+            self.assertEqual(args[1], "X-Rcpt-Args: <ops@x> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ops+2Bcam@x")
+
+    def test_bad_values_raise(self):
+        path = script("dsnbad", r"""
+local l = require "luasmtpd"
+function on_mail(mail)
+  for _, d in ipairs{ {ret = "ALL"}, {envid = string.rep("+", 40)}, {rcpt = {["b@x"] = {notify = {"NEVER", "DELAY"}}}},
+                      {rcpt = {["b@x"] = {orcpt = "no type"}}}, 7 } do
+    local ok, err = pcall(l.forward, mail, { via = "smtp://127.0.0.1:9", to = "b@x", dsn = d })
+    l.log("refused", tostring(ok), err)
+  end
+  -- a queued forward is checked when it is queued, not when it is delivered
+  local ok, err = pcall(l.queue, "forward", mail, { via = "smtp://127.0.0.1:9", dsn = {ret = "ALL"} })
+  l.log("queued", tostring(ok), err)
+end
+""")
+        with Server(path, "--state-dir", tmp_path("dsnbad-state")) as srv:
+            self.assertEqual(send(srv.port)[0], 250)
+            self.assertIsNotNone(srv.wait_log(r"queued false .*forward: dsn ret must be"), srv.log())
+            for why in (r'dsn ret must be "FULL" or "HDRS", not .ALL.', r"dsn envid is over 100 characters as xtext",
+                        r"dsn notify of b@x must be", r"dsn orcpt of b@x is not TYPE;ADDRESS",
+                        r"dsn must be a table \(as mail.dsn\) or false"):
+                self.assertIsNotNone(srv.wait_log(r"refused false .*forward: " + why), srv.log())
+
+
+class Misbehaving(socketserver.StreamRequestHandler):
+    """An SMTP server that goes wrong after EHLO, as server.mode says."""
+
+    def handle(self):
+        mode = self.server.mode
+        self.wfile.write(b"220 odd ESMTP\r\n")
+        self.rfile.readline()
+        self.wfile.write(b"250-odd\r\n250 DSN\r\n")
+        self.rfile.readline()                   # MAIL
+        if mode == "garbage":
+            self.wfile.write(b"hello there\r\n")
+        elif mode == "long":
+            self.wfile.write(b"250-" + b"x" * 5000)
+        elif mode == "close":
+            return
+        try:
+            self.rfile.read(1)                  # "silent": nothing more, until the client leaves
+        except OSError:
+            pass
+
+
+class ForwardToABadServer(unittest.TestCase):
+    """A next hop that is not speaking SMTP gets nil and a reason, soon:
+    no hang, no crash, nothing taken for delivered."""
+
+    def test_each_way_of_going_wrong(self):
+        for mode, why in (("garbage", "not an SMTP reply"), ("long", "a line over 2048 bytes"),
+                          ("close", "closed the connection"), ("silent", "no answer from the server within")):
+            with self.subTest(mode=mode):
+                odd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Misbehaving)
+                odd.daemon_threads = True
+                odd.mode = mode
+                threading.Thread(target=odd.serve_forever, daemon=True).start()
+                self.addCleanup(odd.server_close)
+                self.addCleanup(odd.shutdown)
+                path = script("odd", '''
+local l = require "luasmtpd"
+function on_mail(mail)
+  local r, err = l.forward(mail, { via = "smtp://127.0.0.1:%d", starttls = false, timeout = 1 })
+  return 451, "4.4.0 " .. tostring(err)
+end
+''' % odd.server_address[1])
+                with Server(path) as srv:
+                    code, text = send(srv.port)
+                    self.assertEqual(code, 451, srv.log())
+                    self.assertIn("forward: ", text)
+                    self.assertIn(why, text)
 
 
 class RelayExample(unittest.TestCase):

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "smtp_parse.h"
+#include "transcript.h"
 #include "test.h"
 
 static void test_commands(void)
@@ -358,8 +359,44 @@ static void test_dsn(void)
     CHECK(!smtp_dsn_text("x+FF", 4, dec, sizeof(dec)), "not UTF-8");
 }
 
+/* What forward reads of a next hop (core/transcript.c): the extensions of
+ * the last EHLO reply, the kinds of reply lines, refusals. */
+static void test_transcript(void)
+{
+    static const struct { const char *line; int kind; } lines[] = {
+        { "250 ok\r\n", 2 }, { "250-DSN\r\n", 1 }, { "250\r\n", 2 }, { "550", 2 }, { "354 go\n", 2 },
+        { "hello\r\n", 0 }, { "25\r\n", 0 }, { "250x\r\n", 0 }, { "199 no\r\n", 0 }, { "600 no\r\n", 0 },
+        { "2a0 no\r\n", 0 }, { "", 0 },
+    };
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        CHECK(transcript_line_kind(lines[i].line, strlen(lines[i].line)) == lines[i].kind, "%s", lines[i].line);
+
+    struct transcript t = { .code = 0 };
+    transcript_feed(&t, false, "220 hop ESMTP\r\n", 15);
+    transcript_feed(&t, true, "EHLO me\r\n", 9);
+    /* the first line is the server's name, even one that reads like a keyword */
+    const char *ehlo = "250-DSN\r\n250-size 1000\r\n250-PIPELINING\r\n250-8BITMIMEX\r\n250 SMTPUTF8\r\n";
+    transcript_feed(&t, false, ehlo, strlen(ehlo));
+    CHECK(t.ext == (TRANSCRIPT_SIZE | TRANSCRIPT_SMTPUTF8), "ext %u", t.ext);
+    CHECK(t.code == 250 && strcmp(t.replied, "EHLO") == 0, "%d %s", t.code, t.replied);
+    transcript_feed(&t, true, "STARTTLS\r\n", 10);
+    transcript_feed(&t, false, "220 go\r\n", 8);
+    transcript_feed(&t, true, "EHLO me\r\n", 9);      /* after TLS, what was offered before is forgotten */
+    transcript_feed(&t, false, "250-hop\r\n250 DSN\r\n", 18);
+    CHECK(t.ext == TRANSCRIPT_DSN, "ext after STARTTLS %u", t.ext);
+    transcript_feed(&t, true, "MAIL FROM:<a@b> RET=HDRS\r\n", 26);
+    transcript_feed(&t, false, "250-DSN\r\n250 8BITMIME\r\n", 23);   /* not EHLO's: no extension */
+    CHECK(t.ext == TRANSCRIPT_DSN, "ext after MAIL %u", t.ext);
+    transcript_feed(&t, true, "RCPT TO:<x@y> NOTIFY=NEVER\r\n", 28);
+    transcript_feed(&t, false, "550 5.1.1 no\r\n", 14);
+    CHECK(t.refused && strcmp(t.refused->addr, "x@y") == 0 && strcmp(t.refused->reply, "550 5.1.1 no") == 0,
+          "refusal %s", t.refused ? t.refused->reply : "none");
+    transcript_free(&t);
+}
+
 int main(void)
 {
+    test_transcript();
     test_dsn();
     test_bdat();
     test_commands();
