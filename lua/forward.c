@@ -341,6 +341,14 @@ static void fwd_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     fwd_end(f, CURLE_OPERATION_TIMEDOUT, "no answer from the server within the timeout");
 }
 
+static bool has_8bit(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return true;
+    return false;
+}
+
 /* Dot-stuff the message in place (RFC 5321 4.5.2), a dot after every line
  * end, bare LF too, and end it with CRLF "." CRLF; note 8-bit bytes.  0, or
  * -1 out of memory. */
@@ -348,11 +356,9 @@ static int fwd_stuff(struct fwd *f)
 {
     size_t dots = 0;
     f->size = f->len;
-    for (size_t i = 0; i < f->len; i++) {
-        unsigned char ch = (unsigned char)f->data[i];
-        dots += ch == '.' && (i == 0 || f->data[i - 1] == '\n');
-        f->eight |= ch >= 0x80;
-    }
+    f->eight = has_8bit(f->data, f->len);
+    for (size_t i = 0; i < f->len; i++)
+        dots += f->data[i] == '.' && (i == 0 || f->data[i - 1] == '\n');
     bool crlf = f->len >= 2 && f->data[f->len - 2] == '\r' && f->data[f->len - 1] == '\n';
     size_t n = f->len + dots + (crlf ? 0 : 2) + 3;
     char *d = realloc(f->data, n);
@@ -544,14 +550,6 @@ static void push_recipients(lua_State *L, int dsn)
         lua_pop(L, 1);
     }
     lua_remove(L, -2);
-}
-
-static bool has_8bit(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= 0x80)
-            return true;
-    return false;
 }
 
 /* A copy of the string at idx (push_address's, NULs and all). */
