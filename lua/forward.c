@@ -55,6 +55,7 @@ struct fwd {
     char             **rcpt;         /* the same for each recipient */
     size_t             nrcpt, next, accepted;
     bool               dsn, utf8, eight;
+    bool               talking;      /* curl is done: the transaction is ours */
     const char        *out;          /* what is being sent */
     size_t             outlen, outoff;
     char               cmd[FWD_LINE];
@@ -95,7 +96,9 @@ static int fwd_k(lua_State *L, int status, lua_KContext ctx)
     struct fwd *f = c->waitdata;
     int n = 1;
     (void)status;
-    if (f->t.code == 0 || (f->x.result != CURLE_OK && f->t.code < 400)) {
+    /* curl ends with the server's refusal of a login or of STARTTLS; a
+     * transaction cut short is no answer, whatever came before */
+    if (f->t.code == 0 || (f->x.result != CURLE_OK && (f->talking || f->t.code < 400))) {
         n = call_fail(L, "forward: %s", f->err[0] ? f->err : curl_easy_strerror((CURLcode)f->x.result));
     } else if (f->t.oom) {            /* a refusal not kept: nothing may pass as delivered */
         n = call_fail(L, "forward: out of memory");
@@ -402,6 +405,7 @@ static void fwd_connected(struct xfer *x)
     ev_timer_set(&f->timer, left > 0.001 ? left : 0.001, 0.);
     ev_timer_start(loop, &f->timer);
     ev_io_set(&f->io, fd, EV_WRITE);
+    f->talking = true;
     f->step = FWD_MAIL;
     mail_command(f);
     fwd_run(f);

@@ -805,6 +805,12 @@ class Misbehaving(socketserver.StreamRequestHandler):
         self.rfile.readline()
         self.wfile.write(b"250-odd\r\n250 DSN\r\n")
         self.rfile.readline()                   # MAIL
+        if mode == "refuse-then-close":         # the second recipient is never answered
+            self.wfile.write(b"250 ok\r\n")
+            self.rfile.readline()
+            self.wfile.write(b"550 5.1.1 no\r\n")
+            self.rfile.readline()
+            return
         if mode == "garbage":
             self.wfile.write(b"hello there\r\n")
         elif mode == "long":
@@ -823,7 +829,8 @@ class ForwardToABadServer(unittest.TestCase):
 
     def test_each_way_of_going_wrong(self):
         for mode, why in (("garbage", "not an SMTP reply"), ("long", "a line over 2048 bytes"),
-                          ("close", "closed the connection"), ("silent", "no answer from the server within")):
+                          ("close", "closed the connection"), ("silent", "no answer from the server within"),
+                          ("refuse-then-close", "closed the connection")):
             with self.subTest(mode=mode):
                 odd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Misbehaving)
                 odd.daemon_threads = True
@@ -834,7 +841,8 @@ class ForwardToABadServer(unittest.TestCase):
                 path = script("odd", '''
 local l = require "luasmtpd"
 function on_mail(mail)
-  local r, err = l.forward(mail, { via = "smtp://127.0.0.1:%d", starttls = false, timeout = 1 })
+  local r, err = l.forward(mail, { via = "smtp://127.0.0.1:%d", starttls = false, timeout = 1,
+                                  to = { "a@x", "b@x" } })
   return 451, "4.4.0 " .. tostring(err)
 end
 ''' % odd.server_address[1])
