@@ -531,21 +531,30 @@ bool smtp_xtext_encode(const char *s, char *out, size_t size)
     return true;
 }
 
+static const struct { const char *name; unsigned bit; } notify_kw[] = {
+    { "NEVER", SMTP_NOTIFY_NEVER }, { "SUCCESS", SMTP_NOTIFY_SUCCESS },
+    { "FAILURE", SMTP_NOTIFY_FAILURE }, { "DELAY", SMTP_NOTIFY_DELAY },
+};
+
+const char *smtp_notify_name(unsigned bit)
+{
+    for (size_t k = 0; k < sizeof(notify_kw) / sizeof(notify_kw[0]); k++)
+        if (notify_kw[k].bit == bit)
+            return notify_kw[k].name;
+    return NULL;
+}
+
 bool smtp_parse_notify(const char *s, size_t n, unsigned *bits_r)
 {
-    static const struct { const char *name; unsigned bit; } kw[] = {
-        { "NEVER", SMTP_NOTIFY_NEVER }, { "SUCCESS", SMTP_NOTIFY_SUCCESS },
-        { "FAILURE", SMTP_NOTIFY_FAILURE }, { "DELAY", SMTP_NOTIFY_DELAY },
-    };
     unsigned bits = 0;
     for (size_t i = 0; i <= n;) {
         size_t e = i;
         while (e < n && s[e] != ',')
             e++;
         unsigned bit = 0;
-        for (size_t k = 0; k < sizeof(kw) / sizeof(kw[0]); k++)
-            if (smtp_ieq(s + i, e - i, kw[k].name))
-                bit = kw[k].bit;
+        for (size_t k = 0; k < sizeof(notify_kw) / sizeof(notify_kw[0]); k++)
+            if (smtp_ieq(s + i, e - i, notify_kw[k].name))
+                bit = notify_kw[k].bit;
         if (bit == 0 || (bits & bit))
             return false;
         bits |= bit;

@@ -132,6 +132,8 @@ enum smtp_dsn_ret { SMTP_RET_NONE, SMTP_RET_FULL, SMTP_RET_HDRS };
 /* NOTIFY=: "NEVER" alone, or a comma list of SUCCESS, FAILURE, DELAY, each
  * once; false on anything else. */
 bool smtp_parse_notify(const char *s, size_t n, unsigned *bits_r);
+/* The keyword of one SMTP_NOTIFY_* bit ("SUCCESS"), NULL for another. */
+const char *smtp_notify_name(unsigned bit);
 /* xtext decoded to printable text (what ENVID and ORCPT carry: UTF-8 kept,
  * control characters refused); false on bad syntax. */
 bool smtp_dsn_text(const char *s, size_t n, char *out, size_t size);

@@ -462,7 +462,6 @@ static void mail_dsn(lua_State *L, int dsn, char *out, size_t size)
 /* RCPT TO's (RFC 3461 4.1, 4.2) for addr, from dsn.rcpt[addr]. */
 static void rcpt_dsn(lua_State *L, int dsn, const char *addr, char *out, size_t size)
 {
-    static const char *const names[] = { "NEVER", "SUCCESS", "FAILURE", "DELAY" };
     out[0] = '\0';
     if (dsn == 0)
         return;
@@ -492,10 +491,10 @@ static void rcpt_dsn(lua_State *L, int dsn, const char *addr, char *out, size_t 
             luaL_error(L, "forward: dsn notify of %s must be {\"NEVER\"} or a list of \"SUCCESS\", "
                           "\"FAILURE\", \"DELAY\"", addr);
         snprintf(out, size, " NOTIFY=");
-        for (unsigned b = 0; b < 4; b++)
-            if (bits & (1u << b)) {
+        for (unsigned bit = 1; bit <= SMTP_NOTIFY_DELAY; bit <<= 1)
+            if (bits & bit) {
                 size_t used = strlen(out);
-                snprintf(out + used, size - used, "%s%s", out[used - 1] == '=' ? "" : ",", names[b]);
+                snprintf(out + used, size - used, "%s%s", out[used - 1] == '=' ? "" : ",", smtp_notify_name(bit));
             }
     }
     lua_pop(L, 1);
@@ -523,9 +522,10 @@ static void push_address(lua_State *L, const char *addr, const char *params)
 }
 
 /* Push the recipients (push_address): opts.to (a string or a list), else
- * mail.recipients.  Raises on a bad one. */
-static void push_recipients(lua_State *L, int dsn)
+ * mail.recipients.  Raises on a bad one; true when one has DSN parameters. */
+static bool push_recipients(lua_State *L, int dsn)
 {
+    bool asked = false;
     lua_getfield(L, 2, "to");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -549,11 +549,13 @@ static void push_recipients(lua_State *L, int dsn)
             luaL_error(L, "forward: recipient %d is not a string", (int)i);
         check_address(L, a, "recipient");
         rcpt_dsn(L, dsn, a, params, sizeof(params));
+        asked |= params[0] != '\0';
         push_address(L, a, params);
         lua_rawseti(L, -3, i);
         lua_pop(L, 1);
     }
     lua_remove(L, -2);
+    return asked;
 }
 
 /* A copy of the string at idx (push_address's, NULs and all). */
@@ -663,6 +665,9 @@ static int dsn_table(lua_State *L)
  * parameters were asked. */
 static const char *forward_args(lua_State *L, double *timeout, long *ssl, bool *asked)
 {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
     const char *via = opt_str(L, "via");
     if (via == NULL || (strncmp(via, "smtp://", 7) != 0 && strncmp(via, "smtps://", 8) != 0))
         luaL_error(L, "forward: via must be an smtp:// or smtps:// URL");
@@ -679,13 +684,7 @@ static const char *forward_args(lua_State *L, double *timeout, long *ssl, bool *
     char params[SMTP_ENVID_MAX + 32];
     mail_dsn(L, dsn, params, sizeof(params));
     push_address(L, from, params);
-    push_recipients(L, dsn);
-    *asked = params[0] != '\0';
-    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, -1); i <= n && !*asked; i++) {
-        lua_rawgeti(L, -1, i);
-        *asked = strlen(lua_tostring(L, -1)) + 1 < lua_rawlen(L, -1);   /* parameters after the NUL */
-        lua_pop(L, 1);
-    }
+    *asked = push_recipients(L, dsn) || params[0] != '\0';
     return via;
 }
 
@@ -696,9 +695,6 @@ static int l_forward_check(lua_State *L)
     double timeout;
     long ssl;
     bool asked;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
     forward_args(L, &timeout, &ssl, &asked);
     return 0;
 }
@@ -708,12 +704,9 @@ static int l_forward(lua_State *L)
     double timeout;
     long ssl;
     bool asked;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    struct lcall *c = call_waitable(L, "luasmtpd.forward");
     const char *via = forward_args(L, &timeout, &ssl, &asked);
     int sender = lua_gettop(L) - 1, rcpts = lua_gettop(L);
+    struct lcall *c = call_waitable(L, "luasmtpd.forward");
     size_t rawlen, tlen = 0;
     lua_getfield(L, 1, "raw");
     const char *raw = lua_tolstring(L, -1, &rawlen);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "smtp_parse.h"
 #include "session.h"
 #include "mime.h"
 
@@ -297,9 +298,6 @@ static int push_bodies(lua_State *L, struct bridge *b, struct mime *m, const cha
 static void push_dsn(lua_State *L, struct smtp *s)
 {
     static const char *const rets[] = { NULL, "FULL", "HDRS" };
-    static const struct { unsigned bit; const char *name; } notify[] = {
-        { 1, "NEVER" }, { 2, "SUCCESS" }, { 4, "FAILURE" }, { 8, "DELAY" },
-    };
     size_t n = smtp_nrecipients(s), given = 0;
     for (size_t i = 0; i < n; i++)
         given += smtp_dsn_notify(s, i) || smtp_dsn_orcpt(s, i);
@@ -317,9 +315,9 @@ static void push_dsn(lua_State *L, struct smtp *s)
         if (bits) {
             lua_createtable(L, 4, 0);
             lua_Integer k = 0;
-            for (size_t b = 0; b < sizeof(notify) / sizeof(notify[0]); b++)
-                if (bits & notify[b].bit) {
-                    lua_pushstring(L, notify[b].name);
+            for (unsigned bit = 1; bit <= SMTP_NOTIFY_DELAY; bit <<= 1)
+                if (bits & bit) {
+                    lua_pushstring(L, smtp_notify_name(bit));
                     lua_rawseti(L, -2, ++k);
                 }
             lua_setfield(L, -2, "notify");

@@ -339,6 +339,8 @@ static void test_dsn(void)
         bool ok = smtp_parse_notify(notify[i].in, strlen(notify[i].in), &bits);
         CHECK(ok == notify[i].ok && (!ok || bits == notify[i].bits), "NOTIFY=%s: %d %u", notify[i].in, ok, bits);
     }
+    CHECK(strcmp(smtp_notify_name(SMTP_NOTIFY_FAILURE), "FAILURE") == 0 && smtp_notify_name(16) == NULL,
+          "NOTIFY keywords");
     static const struct { const char *in, *out; } xtext[] = {
         { "abc", "abc" }, { "a+2Bb", "a+b" }, { "+3D", "=" }, { "x+40y", "x@y" }, { "+c3+a9", "\xC3\xA9" },
         { "a=b", NULL }, { "a b", NULL }, { "+4", NULL }, { "+GG", NULL }, { "a+", NULL },
