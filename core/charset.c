@@ -194,6 +194,8 @@ static int convert(iconv_t cd, const char *in, size_t len, struct buf *out)
         int rc = replace(out);
         if (rc != 0 || err != EILSEQ)
             return rc < 0 ? -1 : 0;
+        if (il == 0)
+            break;   /* glibc's ISO-2022-CN-EXT at times fails on a character it has taken */
         ip++;
         il--;
         want = il + il / 2 + 16;
