@@ -30,6 +30,7 @@
 #define ADMIN_BODY_MAX      (1u << 20)    /* text or HTML a message's view shows */
 #define ADMIN_REPLY_MAX     (256u << 20)  /* a rendered answer */
 #define ADMIN_PING          15.0      /* seconds between comments on an idle stream */
+#define ADMIN_BATCH         0.05      /* seconds between a stream's batches of events */
 
 /* The page at / (core/console.html, compiled in). */
 extern const char console_html[];
@@ -44,6 +45,7 @@ struct stream {
     uint64_t               seq;       /* the next event it gets */
     struct buf             out;       /* rendered, not yet taken by MHD */
     bool                   suspended;
+    bool                   due;       /* woken by the poll timer: may take new events */
     double                 wrote;     /* when it was last sent something */
 };
 
@@ -361,7 +363,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct stream *st = cls;
     (void)pos;
-    if (buf_len(&st->out) == 0) {
+    /* New events are taken once a poll tick, not whenever the socket can
+     * take more: under load a reader gets a batch every ADMIN_BATCH and is
+     * not woken for every few messages. */
+    if (buf_len(&st->out) == 0 && st->due) {
+        st->due = false;
         console_events(&st->seq, &st->out);
         if (buf_len(&st->out) == 0 && ev_now(st->a->loop) - st->wrote >= ADMIN_PING)
             buf_append(&st->out, ": ping\n\n", 8);
@@ -406,6 +412,7 @@ static enum MHD_Result serve_events(struct admin *a, struct MHD_Connection *c)
     st->a = a;
     st->c = c;
     st->seq = console_event_seq();
+    st->due = true;
     st->wrote = ev_now(a->loop);
     buf_init(&st->out, 2 * CONSOLE_EVENTS * (CONSOLE_EVENT_MAX + 32));
     buf_append(&st->out, "retry: 2000\n\n", 13);
@@ -439,6 +446,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
     for (struct stream *st = a->streams; st; st = st->next)
         if (st->suspended && (st->seq < seq || ev_now(loop) - st->wrote >= ADMIN_PING)) {
             st->suspended = false;
+            st->due = true;
             MHD_resume_connection(st->c);
             woke = true;
         }
@@ -577,7 +585,7 @@ int admin_start(struct admin **a_r, struct ev_loop *loop, const struct config *c
     ev_init(&a->timer, timer_cb);
     a->timer.data = a;
     ev_init(&a->poll, poll_cb);
-    a->poll.repeat = 0.2;
+    a->poll.repeat = ADMIN_BATCH;
     a->poll.data = a;
     rearm(a);
     log_msg(LV_INFO, NULL, "http: listening on %s%s", net_addr_str(&bound, where),
@@ -597,6 +605,7 @@ void admin_stop(struct admin **ap)
     for (struct stream *st = a->streams; st; st = st->next)   /* MHD stops no parked one */
         if (st->suspended) {
             st->suspended = false;
+            st->due = true;
             MHD_resume_connection(st->c);
         }
     MHD_socket fd = MHD_quiesce_daemon(a->d);
