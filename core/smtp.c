@@ -727,10 +727,13 @@ static void finish_message(struct smtp *m, struct reply *r)
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0].addr, m->tx.nrcpts > 1 ? ",..." : "",
                 buf_len(&m->tx.msg), r->code);
-        if (r->text == stages[HOOK_MESSAGE].accept_text)
-            reply(m, r->code, r->enh, "%s %s", r->text, m->tx.msgid);
-        else
-            reply_text(m, r->code, r->enh, r->text);
+        const char *text = r->text;
+        char said[REPLY_LINE_MAX];
+        if (text == stages[HOOK_MESSAGE].accept_text) {   /* with the id, and no printf: every message */
+            reply_said(m, text, said, sizeof(said));
+            text = said;
+        }
+        reply_text(m, r->code, r->enh, text);
     } else {
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d, refused by %s", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0].addr, m->tx.nrcpts > 1 ? ",..." : "", buf_len(&m->tx.msg), r->code,

@@ -580,7 +580,7 @@ static int prepare(lua_State *L)
         set_params(L, ls, p->args);
     push_args(L, ls, p->stage, p->args, p->s);
     if (p->stage == HOOK_MESSAGE)
-        lua_pushfstring(L, "%s.mail", p->b->id);
+        lua_pushstring(L, p->b->event);
     int n = lua_gettop(L) - 1;    /* the function and its arguments */
     if (!lua_checkstack(co, n))
         return luaL_error(L, "stack overflow");

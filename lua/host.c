@@ -207,7 +207,7 @@ int bridge_open(struct bridge **b_r, struct ev_loop *loop, const char *script, u
     b->script = script ? script : "(default)";
     b->budget = 1.0;
     b->body_lines = 64;
-    strcpy(b->id, "smtp");
+    strcpy(b->event, "smtp.mail");
     for (int i = 0; i < HOOK_STAGE_COUNT; i++)
         b->origins[i].ref = LUA_NOREF;
     b->L = lua_newstate(capped_alloc, b);
@@ -505,7 +505,7 @@ void bridge_set_limits(struct bridge *b, const struct config *cfg)
     b->call_limit = (size_t)cfg->hook_memory;
     b->body_lines = cfg->body_lines;
     b->rawbody = cfg->rawbody != 0;
-    snprintf(b->id, sizeof(b->id), "%s", cfg->id);
+    snprintf(b->event, sizeof(b->event), "%s.mail", cfg->id);
     snprintf(b->hostname, sizeof(b->hostname), "%s", cfg->hostname);
     /* a cap below what the script already holds would fail at once */
     if (b->mem_limit && b->mem_limit < b->mem * 2)

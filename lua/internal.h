@@ -7,11 +7,13 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "buf.h"
 #include "clock.h"
 #include "bridge.h"
 #include "hook.h"
 
 struct lcall;
+struct mime;
 
 /* The stage numbers of calls that are no hook.h stage: on_close, and a
  * timer's function (a task: no session, no verdict). */
@@ -45,7 +47,12 @@ struct bridge {
     char            state_dir[CONFIG_PATH_MAX + 1];  /* where it is (--state-dir) */
     struct http    *http;          /* http.c: the curl multi handle, once used */
     struct mqtt    *mqtt;          /* mqtt.c: the broker connection, if configured */
-    struct build   *building;      /* mail.c: the mail table being made, until it is */
+    struct mail_build {            /* mail.c: the C side of the mail table being made,
+                                      freed once it is made, or by mail_abandon */
+        struct mime *m;            /* the parse */
+        struct buf   tmp;
+        struct buf   uu;           /* the text body, when uuencoded files are taken out of it */
+    } build;
     int             defined;       /* bit per stage (and CALL_CLOSE): the hooks
                                       defined once the script loaded */
     struct origin {                /* a stage's hook, as "on_mail (rules.lua:12)" */
@@ -56,7 +63,7 @@ struct bridge {
     long long       body_lines;    /* --body-lines */
     bool            rawbody;       /* --rawbody */
     bool            ioevent;       /* the script defines IOEvent: for --check */
-    char            id[CONFIG_ID_MAX + 1];  /* --id: events are named <id>.mail */
+    char            event[CONFIG_ID_MAX + 6];  /* on_mail's third argument, "<--id>.mail" */
     char            hostname[CONFIG_HOSTNAME_MAX + 1];  /* --hostname: in trace fields */
 };
 
@@ -145,7 +152,7 @@ int   luaopen_luasmtpd(lua_State *L);
  * memory ran out outside the Lua state. */
 int   mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, size_t size);
 /* The mail table could not be made (a protected call failed): free its C
- * memory (MIME tree, decode buffer) now, not when Lua collects it. */
+ * memory (MIME tree, decode buffers). */
 void  mail_abandon(struct bridge *b);
 /* Push the trace fields RFC 5321 4.4 has a relay (Received:) or the final
  * delivery (Return-Path: too) put before the mail table at idx's message. */

@@ -149,39 +149,22 @@ static int push_attachment(lua_State *L, struct mime *m, const struct mime_part 
     return 0;
 }
 
-/* The C side of a table being built: held by a userdata on the stack, so
- * that a Lua error (memory) raised halfway still frees it, at the next
- * collection. */
-struct build {
-    struct mime *m;
-    struct buf   tmp;
-    struct buf   uu;          /* the text body, when uuencoded files are taken out of it */
-};
-
-static void build_free(struct build *bd)
+static void build_free(struct mail_build *bd)
 {
     buf_free(&bd->tmp);
     buf_free(&bd->uu);
     mime_free(&bd->m);
 }
 
-static int build_gc(lua_State *L)
-{
-    build_free(lua_touserdata(L, 1));
-    return 0;
-}
-
 void mail_abandon(struct bridge *b)
 {
-    if (b->building)
-        build_free(b->building);
-    b->building = NULL;
+    build_free(&b->build);
 }
 
 /* The uuencoded files of the text body in bd->tmp go to bd->uu, which
  * then holds the whole text, and bd->tmp keeps the rest of the text, the
  * way mail readers show such a message.  0, or -1 out of memory. */
-static int take_uu(struct build *bd)
+static int take_uu(struct mail_build *bd)
 {
     struct mime_uu blk;
     buf_clear(&bd->uu);
@@ -220,7 +203,7 @@ static const char *type_of_name(const char *name, size_t n)
 }
 
 /* Each uuencoded file taken out of the text, as an attachment. */
-static int push_uu(lua_State *L, struct build *bd, lua_Integer *na)
+static int push_uu(lua_State *L, struct mail_build *bd, lua_Integer *na)
 {
     const char *s = buf_head(&bd->uu);
     size_t n = buf_len(&bd->uu);
@@ -248,7 +231,7 @@ static int push_uu(lua_State *L, struct build *bd, lua_Integer *na)
 /* text, html and the lines of body; *cut_r when a line was cut.  0, or -1
  * out of memory. */
 static int push_bodies(lua_State *L, struct bridge *b, struct mime *m, const char *msg,
-                       size_t size, struct build *bd, bool *cut_r)
+                       size_t size, struct mail_build *bd, bool *cut_r)
 {
     const struct mime_part *root = m->root, *text, *html;
     struct buf *tmp = &bd->tmp;
@@ -416,16 +399,11 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
         { "cc", H_CC, NULL }, { "reply_to", H_REPLY_TO, NULL }, { "message_id", H_MESSAGE_ID, NULL },
     };
 
-    struct build *bd = lua_newuserdatauv(L, sizeof(*bd), 0);
-    bd->m = NULL;
+    /* in the bridge, not on this stack: a Lua error (memory) raised halfway
+     * leaves it for the caller's mail_abandon */
+    struct mail_build *bd = &b->build;
     buf_init(&bd->tmp, 4 * size + 64);
     buf_init(&bd->uu, 4 * size + 64);
-    if (luaL_newmetatable(L, "luasmtpd.mailbuild")) {
-        lua_pushcfunction(L, build_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    b->building = bd;
     if (mime_parse(msg, size, NULL, &bd->m) < 0)
         return -1;
     struct mime *m = bd->m;
@@ -449,10 +427,6 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
     else if (line_cut)
         set_str(L, "truncated", "line length");
     push_envelope(L, s, msg, size);
-    b->building = NULL;
-    lua_pushcfunction(L, build_gc);   /* done with it: free now, not at collection */
-    lua_pushvalue(L, -3);
-    lua_call(L, 1, 0);
-    lua_remove(L, -2);
+    build_free(bd);
     return 0;
 }
