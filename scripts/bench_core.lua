@@ -1,0 +1,4 @@
+-- The script of make bench's "core alone" run: it defines no hook, so a
+-- message costs only what the SMTP engine and the kernel make it cost (no
+-- mail table is built, no Lua runs): the floor under W1's figure with
+-- scripts/bench.lua.  It counts nothing; smtp-source checks the replies.
