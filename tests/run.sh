@@ -22,11 +22,13 @@ PYTHON=python3
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-# Run one suite: show its failures and its closing line, keep the latter.
+# Run one suite: show its failures (a sanitizer's report with its stack)
+# and its closing line, keep the latter.
 suite() {
     echo "== $*"
     "$@" >"$one" 2>&1 || status=1
-    grep -E '^(FAIL|ERROR)|^[A-Za-z.]*(Error|Exception)\b|runtime error|AddressSanitizer' "$one" | head -n 40
+    grep -E '^(FAIL|ERROR)|^[A-Za-z.]*(Error|Exception)\b|runtime error|AddressSanitizer|^    #[0-9]+ ' "$one" |
+        head -n 40
     tail -n 1 "$one" | tee -a "$log"
 }
 
