@@ -70,12 +70,10 @@ void buf_shrink(struct buf *b)
         buf_free(b);
 }
 
-int buf_reserve(struct buf *b, size_t n)
+int buf_reserve_grow(struct buf *b, size_t n)
 {
     size_t used = b->end - b->start;
 
-    if (b->size - b->end >= n)
-        return 0;
     if (n > b->max || used > b->max - n) {
         errno = EMSGSIZE;
         return -1;
@@ -118,11 +116,6 @@ int buf_reserve(struct buf *b, size_t n)
     b->end = used;
     b->size = want;
     return 0;
-}
-
-void buf_commit(struct buf *b, size_t n)
-{
-    b->end += n;
 }
 
 int buf_append_grow(struct buf *b, const void *p, size_t n)

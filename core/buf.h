@@ -59,12 +59,16 @@ static inline const char *buf_head(const struct buf *b) { return b->data ? b->da
 
 /* Make room for at least n more bytes at the end; 0, or -1 when the cap
  * (errno EMSGSIZE), memory (ENOMEM) or, for a budgeted buffer, the budget
- * (ENOBUFS) does not allow it. */
-int    buf_reserve(struct buf *b, size_t n);
+ * (ENOBUFS) does not allow it.  Room already there costs no call. */
+int    buf_reserve_grow(struct buf *b, size_t n);
+static inline int buf_reserve(struct buf *b, size_t n)
+{
+    return b->size - b->end >= n ? 0 : buf_reserve_grow(b, n);
+}
 /* Where to write (after buf_reserve) and how much room there is. */
 static inline char *buf_tail(struct buf *b) { return b->data + b->end; }
 static inline size_t buf_room(const struct buf *b) { return b->size - b->end; }
-void   buf_commit(struct buf *b, size_t n);
+static inline void buf_commit(struct buf *b, size_t n) { b->end += n; }
 
 /* Append n bytes; 0, or -1 when the cap or memory does not allow it.  The
  * common case, room already there, costs no call. */

@@ -134,13 +134,14 @@ void        smtp_tls_client(const struct smtp *s, char *subject, size_t size, bo
 /* The console (--http, docs/console.md): is the session traced?  The
  * bridge then adds to its trace the actions a hook ran (kind "mqtt",
  * target, result "ok", seconds) and the script's own lines, and hands over
- * the message it parsed, so the console need not parse it again. */
+ * the message it parsed with its Subject, so the console need not parse
+ * it again. */
 struct mime;
 bool        smtp_traced(const struct smtp *s);
 void        smtp_trace_action(struct smtp *s, const char *kind, const char *target, const char *result,
                               double seconds);
 void        smtp_trace_note(struct smtp *s, const char *who, const char *text);
-void        smtp_trace_parsed(struct smtp *s, struct mime *m);
+void        smtp_trace_parsed(struct smtp *s, struct mime *m, const char *subject);
 /* A slot for the hook implementation's own per-session data. */
 void      **smtp_hook_data(struct smtp *s);
 

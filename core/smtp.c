@@ -647,8 +647,8 @@ static size_t reply_said(const struct smtp *m, const char *text, char *out, size
     if (n >= size)
         n = size - 1;
     memcpy(out, text, n);
-    size_t id = strlen(m->tx.msgid);
-    if (text == stages[HOOK_MESSAGE].accept_text && n + 1 + id < size) {
+    size_t id;
+    if (text == stages[HOOK_MESSAGE].accept_text && n + 1 + (id = strlen(m->tx.msgid)) < size) {
         out[n++] = ' ';
         memcpy(out + n, m->tx.msgid, id);
         n += id;
@@ -657,9 +657,10 @@ static size_t reply_said(const struct smtp *m, const char *text, char *out, size
     return n;
 }
 
-/* The console keeps the message just answered with code and text, which
- * `who` decided ("": no hook, the server), and tells its readers. */
-static void keep_message(struct smtp *m, int code, const char *text, const char *who)
+/* The console keeps the message just answered with code and `said` (the
+ * reply's first line as the client got it), which `who` decided ("": no
+ * hook, the server), and tells its readers. */
+static void keep_message(struct smtp *m, int code, const char *said, const char *who)
 {
     if (m->trace == NULL)
         return;
@@ -680,8 +681,6 @@ static void keep_message(struct smtp *m, int code, const char *text, const char 
         size_t n = m->tx.nrcpts < KEEP_RCPTS ? m->tx.nrcpts : KEEP_RCPTS;
         for (size_t i = 0; i < n; i++)
             rcpts[i] = m->tx.rcpts[i].addr;
-        char said[REPLY_LINE_MAX];
-        reply_said(m, text, said, sizeof(said));
         const struct console_message cm = {
             .time = clock_wall_ms(false), .code = code, .port = port, .proxied = session_proxy(m->s) != NULL,
             .session = m->id, .peer = peer, .helo = m->client.helo,
@@ -717,6 +716,8 @@ static void keep_message(struct smtp *m, int code, const char *text, const char 
 
 static void finish_message(struct smtp *m, struct reply *r)
 {
+    char said[REPLY_LINE_MAX];
+    reply_said(m, r->text, said, sizeof(said));
     if (r->code < 400) {
         m->nmessages++;
         m->njunk = 0;
@@ -727,13 +728,8 @@ static void finish_message(struct smtp *m, struct reply *r)
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0].addr, m->tx.nrcpts > 1 ? ",..." : "",
                 buf_len(&m->tx.msg), r->code);
-        const char *text = r->text;
-        char said[REPLY_LINE_MAX];
-        if (text == stages[HOOK_MESSAGE].accept_text) {   /* with the id, and no printf: every message */
-            reply_said(m, text, said, sizeof(said));
-            text = said;
-        }
-        reply_text(m, r->code, r->enh, text);
+        /* the default text with the id, and no printf: every message */
+        reply_text(m, r->code, r->enh, r->text == stages[HOOK_MESSAGE].accept_text ? said : r->text);
     } else {
         log_msg(LV_INFO, m->id, "message %s from=<%s> to=<%s>%s size=%zu: %d, refused by %s", m->tx.msgid,
                 m->tx.sender, m->tx.rcpts[0].addr, m->tx.nrcpts > 1 ? ",..." : "", buf_len(&m->tx.msg), r->code,
@@ -741,7 +737,7 @@ static void finish_message(struct smtp *m, struct reply *r)
         m->refusal_logged = true;     /* that line says it: the reply goes to debug */
         reply_text(m, r->code, r->enh, r->text);
     }
-    keep_message(m, r->code, r->text, r->origin);
+    keep_message(m, r->code, said, r->origin);
     reset_transaction(m);
     if (m->draining && r->code != 421)
         reply_close(m, "4.3.2", "Service shutting down");
@@ -1869,12 +1865,12 @@ void smtp_trace_note(struct smtp *m, const char *who, const char *text)
         trace_add(m->trace, STEP_NOTE, NULL, who, 0, text, text ? strlen(text) : 0, NULL, clock_mono(), 0);
 }
 
-void smtp_trace_parsed(struct smtp *m, struct mime *mm)
+void smtp_trace_parsed(struct smtp *m, struct mime *mm, const char *subject)
 {
     struct trace *t = m->trace;
     if (t == NULL)
         return;
-    trace_parsed(t, mime_header(mm->root, "subject"));
+    trace_parsed(t, subject);
     if (console_keeping() && console_fields_at_arrival(mm->len)) {
         buf_clear(&t->fields);
         if (console_fields(&t->fields, mm) < 0)

@@ -407,12 +407,12 @@ int mail_push(lua_State *L, struct bridge *b, struct smtp *s, const char *msg, s
     if (mime_parse(msg, size, NULL, &bd->m) < 0)
         return -1;
     struct mime *m = bd->m;
-    smtp_trace_parsed(s, m);
     const struct mime_part *root = m->root;
     const struct mime_header *found[H_COUNT];
     bool line_cut;
 
     find_named(root, found);
+    smtp_trace_parsed(s, m, found[H_SUBJECT] ? found[H_SUBJECT]->value : NULL);
     lua_createtable(L, 0, 32);
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         const struct mime_header *h = found[fields[i].header];
