@@ -14,11 +14,19 @@
 /* A line of mail.body longer than this is cut (mail.truncated says so). */
 #define MAIL_LINE_MAX 8192
 
+/* A string of this message's: pushed with its length, not with
+ * lua_pushstring, whose cache of C pointers (a hit for a constant key)
+ * such a string would miss and then evict a key from. */
+static void push_str(lua_State *L, const char *s)
+{
+    lua_pushlstring(L, s, strlen(s));
+}
+
 static void set_str(lua_State *L, const char *key, const char *value)
 {
     if (value == NULL)
         return;
-    lua_pushstring(L, value);
+    push_str(L, value);
     lua_setfield(L, -2, key);
 }
 
@@ -30,17 +38,20 @@ static void push_headers(lua_State *L, const struct mime_part *p)
         count++;
     lua_createtable(L, 0, count);   /* sized at once: no rehash as it fills */
     lua_createtable(L, count, 0);
+    int headers = lua_gettop(L) - 1;
     for (const struct mime_header *h = p->headers; h; h = h->next) {
-        lua_getfield(L, -2, h->name);
-        bool seen = !lua_isnil(L, -1);
-        lua_pop(L, 1);
-        if (!seen) {
-            lua_pushstring(L, h->value);
-            lua_setfield(L, -3, h->name);
-        }
         lua_createtable(L, 0, 2);
-        set_str(L, "name", h->name);
-        set_str(L, "value", h->value);
+        push_str(L, h->name);        /* each string made once, for both tables */
+        push_str(L, h->value);
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, headers) == LUA_TNIL) {   /* the first of its name */
+            lua_pushvalue(L, -3);
+            lua_pushvalue(L, -3);
+            lua_rawset(L, headers);
+        }
+        lua_pop(L, 1);
+        lua_setfield(L, -3, "value");
+        lua_setfield(L, -2, "name");
         lua_rawseti(L, -2, ++n);
     }
     lua_setfield(L, -3, "header_list");
