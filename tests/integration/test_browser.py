@@ -2,8 +2,9 @@
 by python3-selenium through chromium-driver.  A mail sent with smtplib
 appears without a reload; its trace shows the hook that refused a
 recipient; an attachment downloads with its bytes; the browser's console
-logs no error.  The screenshot goes to build/test-output/console.png
-(LUASMTPD_TEST_OUTPUT moves it), the one docs/console.md shows."""
+logs no error.  The screenshot goes to the project's
+build/test-output/console.png (LUASMTPD_TEST_OUTPUT moves it), the one
+docs/console.md shows."""
 import os
 import smtplib
 import time
@@ -11,6 +12,8 @@ import unittest
 from email.message import EmailMessage
 
 from harness import Server, free_port, tmp_path
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")   # wherever the tests run from
 
 try:
     from selenium import webdriver
@@ -125,7 +128,7 @@ class Console(unittest.TestCase):
 
         d.find_element(By.XPATH, "//div[@class='tabs']/button[text()='Trace']").click()
         self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#detail .timeline")))
-        out = os.environ.get("LUASMTPD_TEST_OUTPUT", "build/test-output")
+        out = os.environ.get("LUASMTPD_TEST_OUTPUT", os.path.join(ROOT, "build", "test-output"))
         os.makedirs(out, exist_ok=True)
         shot = os.path.join(out, "console.png")
         self.assertTrue(d.save_screenshot(shot))
