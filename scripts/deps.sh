@@ -8,6 +8,7 @@ PKGS="build-essential pkg-config libev-dev libmimalloc-dev liblua5.4-dev lua5.4 
       libcurl4-openssl-dev libmosquitto-dev mosquitto mosquitto-clients libsqlite3-dev sqlite3
       libsystemd-dev systemd libmicrohttpd-dev groff-base man-db
       python3-aiosmtpd python3-prometheus-client chromium chromium-driver python3-selenium
+      firefox-esr python3-websocket
       python3 swaks libnet-ssleay-perl libio-socket-ssl-perl curl postfix clang libclang-rt-dev haproxy
       luarocks"
 

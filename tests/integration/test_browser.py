@@ -1,12 +1,18 @@
-"""The console's page in a real browser: Debian's chromium, headless, driven
-by python3-selenium through chromium-driver.  A mail sent with smtplib
+"""The console's page in real browsers: Debian's chromium, headless, driven
+by python3-selenium through chromium-driver; and Debian's firefox-esr,
+headless, driven over WebDriver BiDi (Debian has no geckodriver for
+selenium), its own WebSocket protocol.  A mail sent with smtplib
 appears without a reload; its trace shows the hook that refused a
 recipient; an attachment downloads with its bytes; the browser's console
 logs no error.  The screenshot goes to the project's
 build/test-output/console.png (LUASMTPD_TEST_OUTPUT moves it), the one
 docs/console.md shows."""
+import hashlib
+import json
 import os
+import re
 import smtplib
+import subprocess
 import time
 import unittest
 from email.message import EmailMessage
@@ -23,8 +29,13 @@ try:
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:          # scripts/deps.sh installs python3-selenium
     webdriver = None
+try:
+    import websocket
+except ImportError:          # and python3-websocket
+    websocket = None
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FIREFOX = "/usr/bin/firefox-esr"
 
 RULES = '''
 local l = require "luasmtpd"
@@ -45,22 +56,57 @@ def alarm():
     m["To"] = "ops@site.example, nobody@site.example"
     m["Subject"] = "Motion in zone 3"
     m.set_content("Motion detected in zone 3 at the gate.\n")
-    m.add_alternative("<p>Motion <b>detected</b> in zone 3 <script>alert(1)</script>"
-                      "<img src='http://192.0.2.9/track.png'></p>", subtype="html")
+    m.add_alternative("<meta http-equiv='refresh' content='0; url=http://192.0.2.9/'>"
+                      "<p>Motion <b>detected</b> in zone 3 <script>alert(1)</script>"
+                      "<img src='http://192.0.2.9/track.png'></p>"
+                      "<div style='background: url(\"http://192.0.2.9/map.png\")'>zone map</div>", subtype="html")
     m.add_attachment(PICTURE, maintype="image", subtype="jpeg", filename="snap.jpg")
     return m
+
+
+def serve(test):
+    """luasmtpd with RULES and the console on a port of its own, for test."""
+    rules = tmp_path("browser.lua")
+    with open(rules, "w") as f:
+        f.write(RULES)
+    test.http = free_port()
+    test.srv = Server("--http", str(test.http), rules, listen="127.0.0.1:%d" % free_port(), log_level="info")
+    test.addCleanup(test.srv.stop)
+
+
+def send_alarm(test):
+    with smtplib.SMTP("127.0.0.1", test.srv.port, local_hostname="cam3.lan", timeout=10) as c:
+        refused = c.send_message(alarm())
+    test.assertEqual(refused, {"nobody@site.example": (550, b"5.1.1 no such user")})
+
+
+def check_refusal(test, rows, notes):
+    """The trace's stage rows name the hook that refused the recipient; its
+    note rows hold the script's own line."""
+    refusal = [r for r in rows if "550" in r]
+    test.assertEqual(len(refusal), 1, rows)
+    test.assertIn("rcpt", refusal[0])
+    test.assertIn("on_rcpt (", refusal[0])
+    test.assertIn("5.1.1 no such user", refusal[0])
+    test.assertEqual(len(notes), 1)
+    test.assertIn("matched rule camera-3", notes[0])
+
+
+def check_html(test, sandbox, srcdoc, note):
+    """The message's HTML in a frame with every restriction, without its
+    script and its two remote images, and the page says what it left out."""
+    test.assertEqual(sandbox, "")
+    test.assertIn("<b>detected</b>", srcdoc)
+    test.assertNotIn("<script", srcdoc)
+    test.assertNotIn("192.0.2.9", srcdoc)     # the images and the refresh
+    test.assertEqual(note, "Scripts and remote content left out: 3")
 
 
 @unittest.skipUnless(webdriver and os.access(CHROMIUM, os.X_OK) and os.access(DRIVER, os.X_OK),
                      "chromium, chromium-driver or python3-selenium not installed (scripts/deps.sh)")
 class Console(unittest.TestCase):
     def setUp(self):
-        rules = tmp_path("browser.lua")
-        with open(rules, "w") as f:
-            f.write(RULES)
-        self.http = free_port()
-        self.srv = Server("--http", str(self.http), rules, listen="127.0.0.1:%d" % free_port(), log_level="info")
-        self.addCleanup(self.srv.stop)
+        serve(self)
         self.downloads = tmp_path("downloads")
         os.makedirs(self.downloads, exist_ok=True)
         opts = webdriver.ChromeOptions()
@@ -81,9 +127,7 @@ class Console(unittest.TestCase):
         self.wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
         self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#messages li"), [])
 
-        with smtplib.SMTP("127.0.0.1", self.srv.port, local_hostname="cam3.lan", timeout=10) as c:
-            refused = c.send_message(alarm())
-        self.assertEqual(refused, {"nobody@site.example": (550, b"5.1.1 no such user")})
+        send_alarm(self)
 
         # it appears without a reload, coloured as accepted
         item = self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#messages li")))
@@ -93,20 +137,14 @@ class Console(unittest.TestCase):
 
         # the trace names the hook that refused the recipient
         self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#detail .timeline")))
-        rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#detail .timeline tr.t-stage")]
-        refusal = [r for r in rows if "550" in r]
-        self.assertEqual(len(refusal), 1, rows)
-        self.assertIn("rcpt", refusal[0])
-        self.assertIn("on_rcpt (", refusal[0])
-        self.assertIn("5.1.1 no such user", refusal[0])
-        notes = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#detail .timeline tr.t-note")]
-        self.assertEqual(len(notes), 1)
-        self.assertIn("matched rule camera-3", notes[0])
+        check_refusal(self, [r.text for r in d.find_elements(By.CSS_SELECTOR, "#detail .timeline tr.t-stage")],
+                      [r.text for r in d.find_elements(By.CSS_SELECTOR, "#detail .timeline tr.t-note")])
 
-        # the HTML in a sandbox: its script does not run (no alert to dismiss)
+        # the HTML in a sandbox, its remote content left out
         d.find_element(By.XPATH, "//div[@class='tabs']/button[text()='HTML']").click()
         frame = self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#detail iframe")))
-        self.assertEqual(frame.get_attribute("sandbox"), "")
+        check_html(self, frame.get_attribute("sandbox"), frame.get_attribute("srcdoc"),
+                   d.find_element(By.ID, "remote").text)
 
         # the SMTP dialogue
         d.find_element(By.XPATH, "//div[@class='tabs']/button[text()='Dialogue']").click()
@@ -136,6 +174,141 @@ class Console(unittest.TestCase):
 
         errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
         self.assertEqual(errors, [])
+
+
+
+class Bidi:
+    """Firefox, headless, and a WebDriver BiDi session with it over its
+    WebSocket: commands in order, the events that arrive meanwhile kept."""
+
+    def __init__(self, profile, log):
+        os.makedirs(profile, exist_ok=True)
+        with open(os.path.join(profile, "user.js"), "w") as f:
+            f.write('user_pref("browser.shell.checkDefaultBrowser", false);\n')
+        self.log = log
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen([FIREFOX, "--headless", "--no-remote", "--profile", profile,
+                                          "--remote-debugging-port=0", "about:blank"],
+                                         stdout=out, stderr=subprocess.STDOUT)
+        self.ws, self.n, self.events = None, 0, []
+        try:
+            url = self._listening(60)
+            self.ws = websocket.create_connection(url + "/session", timeout=20, suppress_origin=True)
+            self.cmd("session.new", capabilities={})
+            self.cmd("session.subscribe", events=["log.entryAdded"])
+            self.context = self.cmd("browsingContext.getTree")["contexts"][0]["context"]
+        except BaseException:
+            self.close()
+            raise
+
+    def _listening(self, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with open(self.log) as f:
+                m = re.search(r"WebDriver BiDi listening on (ws://\S+)", f.read())
+            if m:
+                return m.group(1)
+            time.sleep(0.1)
+        raise AssertionError("firefox did not listen for WebDriver BiDi; its output is in " + self.log)
+
+    def cmd(self, method, **params):
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.n:
+                if msg.get("type") == "error":
+                    raise AssertionError("%s: %s" % (method, msg))
+                return msg["result"]
+            self.events.append(msg)
+
+    def js(self, expression):
+        """The value of a JavaScript expression in the page, a promise
+        awaited: a string, number or boolean as it is (an expression whose
+        value is a list or an object gives it as JSON.stringify's text)."""
+        r = self.cmd("script.evaluate", expression=expression, target={"context": self.context},
+                     awaitPromise=True)
+        if r["type"] == "exception":
+            raise AssertionError("%s: %s" % (expression, r["exceptionDetails"]["text"]))
+        return r["result"].get("value")
+
+    def wait(self, expression, seconds=15):
+        """js(expression) once it is truthy."""
+        deadline = time.monotonic() + seconds
+        while True:
+            v = self.js(expression)
+            if v or time.monotonic() > deadline:
+                return v
+            time.sleep(0.1)
+
+    def errors(self):
+        self.js("0")      # the events sent before this answer are in
+        return [e["params"] for e in self.events
+                if e.get("method") == "log.entryAdded" and e["params"].get("level") == "error"]
+
+    def close(self):
+        if self.ws:
+            try:
+                self.cmd("session.end")
+            except Exception:
+                pass
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@unittest.skipUnless(websocket and os.access(FIREFOX, os.X_OK),
+                     "firefox-esr or python3-websocket not installed (scripts/deps.sh)")
+class ConsoleInFirefox(unittest.TestCase):
+    def setUp(self):
+        serve(self)
+        self.b = Bidi(tmp_path("firefox-profile"), tmp_path("firefox.log"))
+        self.addCleanup(self.b.close)
+
+    def click_tab(self, name):
+        self.b.js("Array.from(document.querySelectorAll('.tabs button')).find(b => b.textContent === %s).click()"
+                  % json.dumps(name))
+
+    def test_live_list_trace_attachment_and_no_console_errors(self):
+        b = self.b
+        b.cmd("browsingContext.navigate", context=b.context, url="http://127.0.0.1:%d/" % self.http,
+              wait="complete")
+        self.assertTrue(b.wait("document.getElementById('live').textContent.includes('live')"))
+        self.assertEqual(b.js("document.querySelectorAll('#messages li').length"), 0)
+
+        send_alarm(self)
+
+        # it appears without a reload, coloured as accepted
+        cls = b.wait("(() => { const li = document.querySelector('#messages li');"
+                     " return li && li.textContent.includes('Motion in zone 3') && li.className })()")
+        self.assertIn("c2", cls or "")
+        b.js("document.querySelector('#messages li').click()")
+
+        # the trace names the hook that refused the recipient
+        rows = lambda kind: ("JSON.stringify(Array.from(document.querySelectorAll('#detail .timeline tr.%s'),"
+                             " r => r.innerText))" % kind)
+        self.assertTrue(b.wait("document.querySelector('#detail .timeline') !== null"))
+        check_refusal(self, json.loads(b.js(rows("t-stage"))), json.loads(b.js(rows("t-note"))))
+
+        # the HTML in a sandbox, its remote content left out
+        self.click_tab("HTML")
+        html = json.loads(b.wait("(() => { const f = document.querySelector('#detail iframe'); return f &&"
+                                 " JSON.stringify([f.getAttribute('sandbox'), f.srcdoc, $('#remote').textContent]) })()"))
+        check_html(self, *html)
+
+        # the attachment, fetched as its link gives it: the same bytes
+        self.click_tab("Attachments")
+        got = b.wait("(async () => { const a = document.querySelector('#attachments a'); if (!a) return null;"
+                     " const d = await crypto.subtle.digest('SHA-256', await (await fetch(a.href)).arrayBuffer());"
+                     " return a.textContent + ' ' + Array.from(new Uint8Array(d),"
+                     " x => x.toString(16).padStart(2, '0')).join('') })()")
+        self.assertEqual(got, "snap.jpg " + hashlib.sha256(PICTURE).hexdigest())
+
+        self.assertEqual(b.errors(), [])
 
 
 if __name__ == "__main__":
