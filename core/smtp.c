@@ -647,11 +647,13 @@ static size_t reply_said(const struct smtp *m, const char *text, char *out, size
     if (n >= size)
         n = size - 1;
     memcpy(out, text, n);
-    size_t id;
-    if (text == stages[HOOK_MESSAGE].accept_text && n + 1 + (id = strlen(m->tx.msgid)) < size) {
-        out[n++] = ' ';
-        memcpy(out + n, m->tx.msgid, id);
-        n += id;
+    if (text == stages[HOOK_MESSAGE].accept_text) {
+        size_t id = strlen(m->tx.msgid);
+        if (n + 1 + id < size) {
+            out[n++] = ' ';
+            memcpy(out + n, m->tx.msgid, id);
+            n += id;
+        }
     }
     out[n] = '\0';
     return n;
